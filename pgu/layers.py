@@ -1,0 +1,206 @@
+"""Per-layer adapters: how a layer turns its input into the rows it multiplies its weight with.
+
+PGU (METHOD.md section 2) needs, for every weight layer ``l``, the rows ``x`` such that the
+layer computes ``W_l x`` with ``W_l`` its weight viewed as a ``(C_out, d)`` matrix. Each
+supported layer class registers one small adapter here; lookup walks the class hierarchy
+(``type(module).__mro__``), so subclasses of ``nn.Linear`` / ``nn.Conv2d`` are covered.
+
+Row conventions (every adapter returns a ``(n_rows, d)`` tensor in the input's dtype):
+
+* ``nn.Linear``: each input vector, ``d = in_features`` (leading dimensions flattened).
+* ``nn.Conv2d``: each input patch, unfolded with the layer's own kernel size, stride,
+  dilation and padding (numbers, ``'same'``, ``'valid'``, and the layer's ``padding_mode``),
+  ``d = C_in * k_h * k_w`` ordered channel-major then kernel row then kernel column, which is
+  the order of ``weight.reshape(C_out, -1)``. Grouped convolutions are refused with a clear
+  error (their weight is block-diagonal; leave such layers out with ``layers=[...]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "LayerAdapter",
+    "UnsupportedLayerError",
+    "register_layer",
+    "adapter_for",
+    "find_layers",
+    "conv2d_explicit_padding",
+]
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer PGU cannot take statistics of (or a name that is not such a layer)."""
+
+
+@dataclass(frozen=True)
+class LayerAdapter:
+    """How one layer class exposes its weight as a matrix and its input as rows.
+
+    Attributes:
+        kind: short name written into statistics files (``"Linear"``, ``"Conv2d"``).
+        rows: ``rows(module, x) -> (n_rows, d)``: the rows the weight multiplies.
+        geometry: ``geometry(module) -> dict`` of JSON-able settings that change the rows
+            (recorded with statistics, compared when statistics meet a model).
+        check: ``check(module, name)`` raises :class:`UnsupportedLayerError` for a
+            configuration the adapter cannot handle.
+    """
+
+    kind: str
+    rows: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    geometry: Callable[[nn.Module], dict]
+    check: Callable[[nn.Module, str], None]
+
+
+_REGISTRY: dict[type, LayerAdapter] = {}
+
+
+def register_layer(cls: type, kind: str, *, geometry=None, check=None):
+    """Decorator registering ``rows`` as the row extractor of layer class ``cls``."""
+
+    def decorate(rows_fn):
+        _REGISTRY[cls] = LayerAdapter(
+            kind=kind,
+            rows=rows_fn,
+            geometry=geometry or (lambda module: {}),
+            check=check or (lambda module, name: None),
+        )
+        return rows_fn
+
+    return decorate
+
+
+def adapter_for(module: nn.Module) -> LayerAdapter | None:
+    """The adapter of the nearest registered class in ``module``'s class hierarchy, or None."""
+    for cls in type(module).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    return None
+
+
+def weight_matrix_shape(module: nn.Module) -> tuple[int, int]:
+    """``(C_out, d)``: the shape of the weight viewed as the matrix that multiplies rows."""
+    w = module.weight
+    return int(w.shape[0]), int(w[0].numel())
+
+
+# --- Linear ---------------------------------------------------------------------------
+
+
+@register_layer(nn.Linear, "Linear")
+def linear_rows(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if x.shape[-1] != module.in_features:
+        raise ValueError(f"expected inputs with last dimension {module.in_features}, got shape {tuple(x.shape)}")
+    return x.reshape(-1, module.in_features)
+
+
+# --- Conv2d ---------------------------------------------------------------------------
+
+
+def conv2d_explicit_padding(module: nn.Conv2d) -> tuple[int, int, int, int]:
+    """The ``(left, right, top, bottom)`` padding the layer applies, ``'same'`` resolved.
+
+    For ``padding='same'`` PyTorch pads ``dilation * (k - 1)`` in total per dimension, the
+    smaller half before and the larger half after; ``'valid'`` pads nothing.
+    """
+    pad = module.padding
+    if isinstance(pad, str):
+        if pad == "valid":
+            return (0, 0, 0, 0)
+        if pad == "same":
+            out = []
+            for k, d in ((module.kernel_size[1], module.dilation[1]), (module.kernel_size[0], module.dilation[0])):
+                total = d * (k - 1)
+                out += [total // 2, total - total // 2]
+            return tuple(out)  # type: ignore[return-value]
+        raise UnsupportedLayerError(f"unknown Conv2d padding {pad!r}")
+    ph, pw = pad
+    return (pw, pw, ph, ph)
+
+
+def _conv2d_geometry(module: nn.Conv2d) -> dict:
+    return {
+        "kernel_size": list(module.kernel_size),
+        "stride": list(module.stride),
+        "dilation": list(module.dilation),
+        "padding": list(conv2d_explicit_padding(module)),
+        "padding_mode": module.padding_mode,
+    }
+
+
+def _conv2d_check(module: nn.Conv2d, name: str) -> None:
+    if module.groups != 1:
+        raise UnsupportedLayerError(
+            f"Conv2d {name!r} has groups={module.groups}; PGU statistics support groups=1 only. "
+            f"Leave it out with GramStats(layers=[...]) (its weights then stay frozen during unlearning)."
+        )
+
+
+@register_layer(nn.Conv2d, "Conv2d", geometry=_conv2d_geometry, check=_conv2d_check)
+def conv2d_rows(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != module.in_channels:
+        raise ValueError(f"expected inputs of shape (N, {module.in_channels}, H, W), got {tuple(x.shape)}")
+    pads = conv2d_explicit_padding(module)
+    if any(pads):
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        x = F.pad(x, pads, mode=mode)
+    patches = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=0, stride=module.stride)
+    # (N, d, L) -> (N * L, d); d is channel-major, then kernel row, then kernel column.
+    return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+
+
+# --- lookup ---------------------------------------------------------------------------
+
+
+def find_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[str, tuple[nn.Module, LayerAdapter]]:
+    """The layers PGU covers, as ``{qualified name: (module, adapter)}`` in model order.
+
+    ``layers=None`` takes every module of a registered class (or subclass) whose weight is
+    trainable. Named layers must exist and be supported. Raises :class:`UnsupportedLayerError`
+    with the reason and the fix otherwise.
+    """
+    modules = dict(model.named_modules())
+    if layers is None:
+        found = {}
+        for name, module in modules.items():
+            adapter = adapter_for(module)
+            weight = getattr(module, "weight", None)
+            if adapter is None or not isinstance(weight, torch.Tensor) or not weight.requires_grad:
+                continue
+            adapter.check(module, name)
+            found[name] = (module, adapter)
+        if not found:
+            kinds = ", ".join(sorted({a.kind for a in _REGISTRY.values()}))
+            raise UnsupportedLayerError(
+                f"{type(model).__name__} has no layer PGU supports ({kinds}, or subclasses) with a trainable "
+                f"weight; PGU projects the updates of such layers, so the model needs at least one."
+            )
+        return found
+    names = list(layers)
+    if not names:
+        raise UnsupportedLayerError("layers=[] names no layer; pass None to cover every supported layer")
+    if len(set(names)) != len(names):
+        raise UnsupportedLayerError(f"layers names a layer twice: {names}")
+    found = {}
+    for name in names:
+        if name not in modules:
+            known = [n for n, m in modules.items() if adapter_for(m) is not None]
+            raise UnsupportedLayerError(f"the model has no module named {name!r}; supported layers are {known}")
+        module = modules[name]
+        adapter = adapter_for(module)
+        if adapter is None:
+            raise UnsupportedLayerError(
+                f"module {name!r} is a {type(module).__name__}, which PGU does not support "
+                f"(supported: {sorted(a.kind for a in _REGISTRY.values())} and their subclasses)"
+            )
+        adapter.check(module, name)
+        found[name] = (module, adapter)
+    order = {n: i for i, n in enumerate(modules)}
+    return dict(sorted(found.items(), key=lambda item: order[item[0]]))

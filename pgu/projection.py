@@ -1,0 +1,207 @@
+"""Projected updates orthogonal to the Core Gradient Space (METHOD.md section 4).
+
+For a covered layer with weight ``W`` viewed as a ``(C_out, d)`` matrix and CGS basis ``M``
+(``d x k``, orthonormal columns), an update ``g`` becomes
+
+    g <- g - (g M) M^T                                                    (paper, Eq. 7)
+
+so ``g M = 0``: every retained input ``x`` in the CGS sees no change of ``W x``. With a
+projected bias the matrix is ``[W | b]`` and ``M`` has ``d + 1`` rows.
+
+Two tools:
+
+* :class:`GradientProjector` rewrites ``.grad`` in place (``project_()``) between
+  ``loss.backward()`` and ``optimizer.step()``, and zeroes the gradient of every other
+  trainable parameter. That is exactly the authors' step for plain SGD.
+* :class:`ProjectedOptimizer` wraps ANY torch optimizer so that the weight change it makes,
+  not only the gradient, is orthogonal: momentum, weight decay and Adam's per-element scaling
+  all re-introduce CGS components that projecting the gradient alone lets through. After
+  the inner step it projects ``W_new - W_old`` and puts every non-projected parameter back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .stats import NotFittedError, StatsMismatchError
+from .subspace import CoreGradientSpace
+
+__all__ = ["GradientProjector", "ProjectedOptimizer", "projection_residual"]
+
+
+def _project_rows_(matrix: torch.Tensor, basis: torch.Tensor) -> None:
+    """In place: ``matrix <- matrix - (matrix @ basis) @ basis.T``."""
+    if basis.shape[1] == 0:
+        return
+    if basis.shape[1] == basis.shape[0]:
+        matrix.zero_()
+        return
+    matrix.sub_((matrix @ basis) @ basis.T)
+
+
+class _Layer:
+    """One projected layer: its weight, optional projected bias, and basis in the weight's dtype."""
+
+    def __init__(self, name: str, module: nn.Module, basis: torch.Tensor, augmented: bool):
+        self.name = name
+        self.weight = module.weight
+        self.bias = module.bias if augmented else None
+        self.basis = basis.to(device=self.weight.device, dtype=self.weight.dtype)
+        self.c_out = self.weight.shape[0]
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [self.weight] if self.bias is None else [self.weight, self.bias]
+
+    def project_(self, weight_part: torch.Tensor, bias_part: torch.Tensor | None) -> None:
+        """Project an update of this layer (gradient or weight change) in place."""
+        w = weight_part.view(self.c_out, -1)
+        if bias_part is None:
+            _project_rows_(w, self.basis)
+            return
+        joined = torch.cat([w, bias_part.view(self.c_out, 1)], dim=1)
+        _project_rows_(joined, self.basis)
+        w.copy_(joined[:, :-1])
+        bias_part.view(self.c_out).copy_(joined[:, -1])
+
+
+class GradientProjector:
+    """Project the gradients of a model's covered layers orthogonal to their CGS.
+
+    Args:
+        model: the model being unlearned; its layers must match the statistics the CGS came from.
+        cgs: a fitted :class:`~pgu.subspace.CoreGradientSpace`.
+
+    Every trainable parameter that is not a projected weight (or projected bias) is *frozen*:
+    ``project_()`` zeroes its gradient, as in the authors' code (biases, BatchNorm affine
+    parameters, layers left out of the statistics).
+    """
+
+    def __init__(self, model: nn.Module, cgs: CoreGradientSpace):
+        if not hasattr(cgs, "basis_"):
+            raise NotFittedError("the CoreGradientSpace is not fitted; call cgs.fit(retain_stats) first")
+        modules = dict(model.named_modules())
+        self.layers: list[_Layer] = []
+        for name, basis in cgs.basis_.items():
+            module = modules.get(name)
+            if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
+                raise StatsMismatchError(f"the CGS has layer {name!r}, which the model lacks")
+            d = module.weight[0].numel()
+            augmented = cgs.augmented_[name]
+            if basis.shape[0] != d + int(augmented):
+                raise StatsMismatchError(
+                    f"layer {name!r}: the CGS basis has {basis.shape[0]} rows but the weight takes {d} inputs"
+                    f"{' plus the bias' if augmented else ''}"
+                )
+            self.layers.append(_Layer(name, module, basis, augmented))
+        projected = {id(p) for layer in self.layers for p in layer.params}
+        self.projected_params = [p for layer in self.layers for p in layer.params]
+        self.frozen_params = [p for p in model.parameters() if p.requires_grad and id(p) not in projected]
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Rewrite ``.grad`` in place: ``g <- g - (g M) M^T`` for projected weights, 0 for the rest."""
+        for layer in self.layers:
+            if layer.weight.grad is None:
+                continue
+            bias_grad = None
+            if layer.bias is not None:
+                if layer.bias.grad is None:
+                    layer.bias.grad = torch.zeros_like(layer.bias)
+                bias_grad = layer.bias.grad
+            layer.project_(layer.weight.grad, bias_grad)
+        for p in self.frozen_params:
+            if p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def snapshot(self, frozen: list[torch.Tensor] | None = None):
+        """Copies of the projected parameters and of ``frozen`` (default: all frozen ones)."""
+        frozen = self.frozen_params if frozen is None else frozen
+        return [p.detach().clone() for p in self.projected_params], [(p, p.detach().clone()) for p in frozen]
+
+    @torch.no_grad()
+    def project_change_(self, before) -> None:
+        """Make the change since ``before`` (a :meth:`snapshot`) orthogonal; restore frozen parameters."""
+        projected, frozen = before
+        it = iter(projected)
+        for layer in self.layers:
+            w0 = next(it)
+            b0 = next(it) if layer.bias is not None else None
+            dw = layer.weight - w0
+            db = None if b0 is None else layer.bias - b0
+            layer.project_(dw, db)
+            layer.weight.copy_(w0 + dw)
+            if db is not None:
+                layer.bias.copy_(b0 + db)
+        for p, old in frozen:
+            p.copy_(old)
+
+
+class ProjectedOptimizer:
+    """Wrap any torch optimizer so each step's weight change is orthogonal to the CGS.
+
+    ``step()`` = project gradients, remember the parameters, run the inner optimizer, then
+    project the realised change and restore frozen parameters. ``param_groups``, ``state``,
+    ``defaults``, ``zero_grad`` and ``state_dict`` are the inner optimizer's, so learning-rate
+    schedulers and checkpoints work as usual.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, projector: GradientProjector):
+        self.optimizer = optimizer
+        self.projector = projector
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        # Only frozen parameters the inner optimizer can move need restoring after a step.
+        self._frozen = [p for p in projector.frozen_params if id(p) in in_optimizer]
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    @property
+    def defaults(self):
+        return self.optimizer.defaults
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict) -> None:
+        self.optimizer.load_state_dict(state_dict)
+
+    def step(self, closure=None):
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        else:
+            loss = None
+        self.projector.project_()
+        before = self.projector.snapshot(self._frozen)
+        self.optimizer.step()
+        self.projector.project_change_(before)
+        return loss
+
+
+@torch.no_grad()
+def projection_residual(before: nn.Module, after: nn.Module, cgs: CoreGradientSpace) -> dict[str, float]:
+    """``{layer: ||dW M|| / max(||dW||, tiny)}``: how far a weight change leaks into the CGS.
+
+    0 means the change is exactly orthogonal (the invariant of METHOD.md section 4).
+    """
+    b, a = dict(before.named_modules()), dict(after.named_modules())
+    out = {}
+    for name, basis in cgs.basis_.items():
+        w0, w1 = b[name].weight.detach().double(), a[name].weight.detach().double()
+        dw = (w1 - w0).reshape(w0.shape[0], -1)
+        if cgs.augmented_[name]:
+            dw = torch.cat([dw, (a[name].bias.detach().double() - b[name].bias.detach().double())[:, None]], 1)
+        norm = float(dw.norm())
+        out[name] = float((dw @ basis.to(dw.device)).norm()) / max(norm, 1e-300) if norm > 0 else 0.0
+    return out

@@ -1,0 +1,410 @@
+"""Additive layer-input statistics: the uncentred Gram matrices PGU caches once per model.
+
+For every covered layer ``l`` and a set of samples ``S`` (METHOD.md section 2):
+
+    G_l(S) = R_l(S) R_l(S)^T = sum over rows x of x x^T          (d x d, uncentred)
+
+where the rows are those of :mod:`pgu.layers` (Linear: input vectors; Conv2d: patches in the
+order of ``weight.reshape(C_out, -1)``). Everything is accumulated in float64, batch by batch,
+never keeping the raw rows. Beside ``G`` the object keeps, per layer, the row count and the
+row sum ``s = sum x`` (so the Gram of inputs augmented with a constant 1, which a projected
+bias needs, is ``[[G, s], [s^T, n_rows]]``), and the number of samples seen.
+
+Statistics add: ``G(A u B) = G(A) + G(B)`` when taken with the same weights and
+preprocessing, hence ``G(D_r) = G(D) - G(D_f)`` (METHOD.md section 2 and 7). ``a + b`` and
+``a - b`` implement exactly that and refuse statistics of different layers or shapes. The
+pass puts the model in eval mode (BatchNorm running statistics, dropout off) and restores
+every module's mode afterwards; hooks are removed even when the pass fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
+from .modes import eval_mode
+
+__all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs"]
+
+FORMAT = "pgu.GramStats"
+FORMAT_VERSION = "1"
+
+
+class NotFittedError(RuntimeError):
+    """An estimator was used before ``fit``."""
+
+
+class StatsMismatchError(ValueError):
+    """Statistics do not belong to this model (or to each other)."""
+
+
+def batch_inputs(batch):
+    """The model inputs of a loader batch: ``(inputs, targets, ...)`` or bare ``inputs``."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    raise ValueError(
+        f"a loader batch must be an inputs tensor or a tuple/list (inputs, targets, ...); got {type(batch).__name__}"
+    )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+class GramStats:
+    """Uncentred float64 Gram statistics of every covered layer's input rows.
+
+    Args:
+        layers: qualified module names to cover (as ``model.named_modules()`` gives them), or
+            None for every Conv2d/Linear (or subclass) with a trainable weight.
+
+    Fitted attributes:
+        gram_: ``{name: (d, d) float64 tensor}``, the sum of ``x x^T`` over all rows.
+        row_sum_: ``{name: (d,) float64 tensor}``, the sum of the rows.
+        n_rows_: ``{name: int}``, rows seen (samples times output positions for a conv).
+        n_samples_: samples seen (the leading dimension of every batch).
+        layer_info_: ``{name: {"kind", "weight_shape", "has_bias", "geometry"}}``, used to
+            recognise statistics of another architecture.
+
+    Example:
+        >>> stats = GramStats().fit(model, train_loader)            # doctest: +SKIP
+        >>> retain = stats - GramStats().fit(model, forget_loader)  # doctest: +SKIP
+    """
+
+    def __init__(self, layers: Iterable[str] | None = None):
+        self.layers = None if layers is None else list(layers)
+
+    # -- fitting -------------------------------------------------------------------------
+
+    def fit(self, model: nn.Module, loader, *, progress: bool = False, desc: str = "Gram statistics") -> "GramStats":
+        """Take the statistics of every batch ``loader`` yields; returns ``self``.
+
+        The object is only changed when the whole pass succeeds.
+        """
+        fitted = _Accumulator(model, self.layers)
+        iterator = loader
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(loader, desc=desc, leave=False)
+        n_batches = 0
+        with fitted:
+            for batch in iterator:
+                fitted.add(batch_inputs(batch))
+                n_batches += 1
+        if n_batches == 0 or fitted.n_samples == 0:
+            raise ValueError("the loader yielded no samples; statistics of an empty set are not defined")
+        fitted.warn_unused()
+        self._set_from(fitted)
+        return self
+
+    def partial_fit(self, model: nn.Module, inputs: torch.Tensor) -> "GramStats":
+        """Add one batch of model inputs to the statistics (starting them if unfitted)."""
+        acc = _Accumulator(model, self.layers)
+        with acc:
+            acc.add(inputs)
+        batch_stats = GramStats(self.layers)
+        batch_stats._set_from(acc)
+        if not self.is_fitted:
+            self._copy_from(batch_stats)
+        else:
+            self._copy_from(self + batch_stats)
+        return self
+
+    def _set_from(self, acc: "_Accumulator") -> None:
+        acc.finalize()
+        self.gram_ = acc.gram
+        self.row_sum_ = acc.row_sum
+        self.n_rows_ = acc.n_rows
+        self.n_samples_ = acc.n_samples
+        self.layer_info_ = acc.layer_info
+
+    def _copy_from(self, other: "GramStats") -> None:
+        self.gram_, self.row_sum_, self.n_rows_ = other.gram_, other.row_sum_, other.n_rows_
+        self.n_samples_, self.layer_info_ = other.n_samples_, other.layer_info_
+
+    # -- inspection ----------------------------------------------------------------------
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "gram_")
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError("these GramStats are not fitted; call .fit(model, loader) or GramStats.load(path)")
+
+    @property
+    def layer_names(self) -> list[str]:
+        self._require_fitted()
+        return list(self.gram_)
+
+    def augmented_gram(self, name: str) -> torch.Tensor:
+        """``[[G, s], [s^T, n_rows]]``: the Gram of the rows with a constant 1 appended."""
+        self._require_fitted()
+        g, s = self.gram_[name], self.row_sum_[name]
+        d = g.shape[0]
+        out = torch.empty(d + 1, d + 1, dtype=torch.float64)
+        out[:d, :d] = g
+        out[:d, d] = s
+        out[d, :d] = s
+        out[d, d] = float(self.n_rows_[name])
+        return out
+
+    @property
+    def nbytes(self) -> dict[str, int]:
+        """Bytes held per layer (Gram and row sum)."""
+        self._require_fitted()
+        return {n: self.gram_[n].nbytes + self.row_sum_[n].nbytes for n in self.gram_}
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise :class:`StatsMismatchError` unless these statistics describe ``model``'s layers."""
+        self._require_fitted()
+        modules = dict(model.named_modules())
+        problems = []
+        for name, info in self.layer_info_.items():
+            module = modules.get(name)
+            if module is None:
+                problems.append(f"layer {name!r} is missing from the model")
+                continue
+            current = _layer_info(module, name)
+            if current is None:
+                problems.append(f"layer {name!r} is a {type(module).__name__}, not a {info['kind']}")
+            elif current != info:
+                problems.append(f"layer {name!r} is {_describe(current)} in the model but {_describe(info)} in the statistics")
+        if problems:
+            raise StatsMismatchError(
+                "these statistics were taken on another architecture: " + "; ".join(problems[:5])
+                + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+                + ". Take them on this model with GramStats().fit(model, train_loader)."
+            )
+
+    def __repr__(self) -> str:
+        if not self.is_fitted:
+            return f"GramStats(layers={self.layers!r}) [unfitted]"
+        mb = sum(self.nbytes.values()) / 2**20
+        return f"GramStats({len(self.gram_)} layers, n_samples={self.n_samples_}, {mb:.1f} MiB)"
+
+    # -- algebra -------------------------------------------------------------------------
+
+    def _check_same_layers(self, other: "GramStats", op: str) -> None:
+        if not isinstance(other, GramStats):
+            raise TypeError(f"cannot {op} GramStats and {type(other).__name__}")
+        self._require_fitted()
+        other._require_fitted()
+        if list(self.layer_info_) != list(other.layer_info_):
+            raise StatsMismatchError(
+                f"cannot {op} statistics of different layers: {list(self.layer_info_)} vs {list(other.layer_info_)}"
+            )
+        for name, info in self.layer_info_.items():
+            if info != other.layer_info_[name]:
+                raise StatsMismatchError(
+                    f"cannot {op} statistics: layer {name!r} is {_describe(info)} in one and "
+                    f"{_describe(other.layer_info_[name])} in the other"
+                )
+
+    def _combine(self, other: "GramStats", sign: int) -> "GramStats":
+        out = GramStats(self.layers)
+        out.gram_ = {n: self.gram_[n] + sign * other.gram_[n] for n in self.gram_}
+        out.row_sum_ = {n: self.row_sum_[n] + sign * other.row_sum_[n] for n in self.gram_}
+        out.n_rows_ = {n: self.n_rows_[n] + sign * other.n_rows_[n] for n in self.gram_}
+        out.n_samples_ = self.n_samples_ + sign * other.n_samples_
+        out.layer_info_ = {n: dict(i) for n, i in self.layer_info_.items()}
+        return out
+
+    def __add__(self, other: "GramStats") -> "GramStats":
+        self._check_same_layers(other, "add")
+        return self._combine(other, +1)
+
+    def __sub__(self, other: "GramStats") -> "GramStats":
+        """``G(A) - G(B)`` for ``B`` a subset of ``A`` (e.g. ``G(D) - G(D_f) = G(D_r)``)."""
+        self._check_same_layers(other, "subtract")
+        if other.n_samples_ > self.n_samples_:
+            raise ValueError(
+                f"cannot subtract statistics of {other.n_samples_} samples from statistics of "
+                f"{self.n_samples_}: the subtracted set must be part of the set the statistics cover"
+            )
+        for name in self.gram_:
+            if other.n_rows_[name] > self.n_rows_[name]:
+                raise ValueError(
+                    f"layer {name!r}: cannot subtract {other.n_rows_[name]} rows from {self.n_rows_[name]}; "
+                    f"the subtracted set must be part of the set the statistics cover"
+                )
+        return self._combine(other, -1)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save(self, path, metadata: dict[str, str] | None = None) -> None:
+        """Write the statistics to a safetensors file (atomically: a temporary file, then rename).
+
+        ``metadata`` adds user string entries (e.g. the model's hash) to the file's header.
+        """
+        from safetensors.torch import save_file
+
+        self._require_fitted()
+        tensors = {}
+        for name in self.gram_:
+            tensors[f"gram/{name}"] = self.gram_[name].contiguous()
+            tensors[f"row_sum/{name}"] = self.row_sum_[name].contiguous()
+        header = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "n_samples": str(int(self.n_samples_)),
+            "n_rows": json.dumps({n: int(v) for n, v in self.n_rows_.items()}),
+            "layers": json.dumps(self.layer_info_),
+            "user": json.dumps(dict(metadata or {})),
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=header)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path) -> "GramStats":
+        """Read statistics written by :meth:`save` (no pickle: safetensors only)."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no statistics file at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                if header.get("format") != FORMAT:
+                    raise ValueError(f"{path} is a safetensors file but not pgu statistics (format {header.get('format')!r})")
+                if header.get("format_version") != FORMAT_VERSION:
+                    raise ValueError(f"{path} has statistics format version {header.get('format_version')!r}; this pgu reads {FORMAT_VERSION}")
+                layer_info = json.loads(header["layers"])
+                n_rows = json.loads(header["n_rows"])
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except ValueError:
+            raise
+        except Exception as exc:  # safetensors raises its own error types on damaged files
+            raise ValueError(f"{path} is not a readable pgu statistics file ({exc})") from exc
+        out = cls(list(layer_info))
+        out.gram_, out.row_sum_ = {}, {}
+        for name, info in layer_info.items():
+            d = info["weight_shape"][1]
+            g, s = tensors.get(f"gram/{name}"), tensors.get(f"row_sum/{name}")
+            if g is None or s is None or tuple(g.shape) != (d, d) or tuple(s.shape) != (d,) or g.dtype != torch.float64:
+                raise ValueError(f"{path} is damaged: the statistics of layer {name!r} are missing or misshapen")
+            out.gram_[name], out.row_sum_[name] = g, s
+        out.n_rows_ = {n: int(n_rows[n]) for n in layer_info}
+        out.n_samples_ = int(header["n_samples"])
+        out.layer_info_ = layer_info
+        out.metadata_ = json.loads(header.get("user", "{}"))
+        return out
+
+
+def _layer_info(module: nn.Module, name: str) -> dict | None:
+    adapter = adapter_for(module)
+    if adapter is None:
+        return None
+    return {
+        "kind": adapter.kind,
+        "weight_shape": list(weight_matrix_shape(module)),
+        "has_bias": getattr(module, "bias", None) is not None,
+        "geometry": adapter.geometry(module),
+    }
+
+
+def _describe(info: dict) -> str:
+    c_out, d = info["weight_shape"]
+    geo = "".join(f", {k}={v}" for k, v in info["geometry"].items())
+    return f"{info['kind']}({c_out}x{d}{', bias' if info['has_bias'] else ''}{geo})"
+
+
+class _Accumulator:
+    """One statistics pass: installs forward pre-hooks on entry, removes them on exit."""
+
+    def __init__(self, model: nn.Module, layers):
+        self.model = model
+        self.found = find_layers(model, layers)
+        self.layer_info = {n: _layer_info(m, n) for n, (m, _) in self.found.items()}
+        self.device = _model_device(model)
+        self.gram = {}
+        self.row_sum = {}
+        for name, (module, _) in self.found.items():
+            d = weight_matrix_shape(module)[1]
+            self.gram[name] = torch.zeros(d, d, dtype=torch.float64, device=self.device)
+            self.row_sum[name] = torch.zeros(d, dtype=torch.float64, device=self.device)
+        self.n_rows = {n: 0 for n in self.found}
+        self.n_samples = 0
+
+    def __enter__(self):
+        self.handles = []
+        self.modes = eval_mode(self.model)
+        self.modes.__enter__()
+        try:
+            for name, (module, adapter) in self.found.items():
+                self.handles.append(module.register_forward_pre_hook(self._hook(name, adapter)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.modes.__exit__(None, None, None)
+        return False
+
+    def _hook(self, name, adapter):
+        def hook(module, args):
+            if not args or not isinstance(args[0], torch.Tensor):
+                raise UnsupportedLayerError(f"layer {name!r} was called without a positional input tensor")
+            rows = adapter.rows(module, args[0].detach()).to(device=self.device, dtype=torch.float64)
+            self.gram[name].addmm_(rows.T, rows)
+            self.row_sum[name] += rows.sum(0)
+            self.n_rows[name] += rows.shape[0]
+
+        return hook
+
+    def add(self, inputs: torch.Tensor) -> None:
+        if not isinstance(inputs, torch.Tensor):
+            raise ValueError(f"model inputs must be a tensor, got {type(inputs).__name__}")
+        if inputs.dim() == 0 or inputs.shape[0] == 0:
+            return
+        inputs = inputs.to(self.device)
+        try:
+            with torch.no_grad():
+                self.model(inputs)
+        except UnsupportedLayerError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(
+                f"the model failed on a batch of inputs of shape {tuple(inputs.shape)} from the loader: {exc}. "
+                f"Check that the loader yields what the model expects."
+            ) from exc
+        self.n_samples += int(inputs.shape[0])
+
+    def warn_unused(self) -> None:
+        unused = [n for n, c in self.n_rows.items() if c == 0]
+        if unused:
+            warnings.warn(
+                f"layers {unused} were never called during the statistics pass; their Gram is zero, so "
+                f"PGU will not protect them", stacklevel=3,
+            )
+
+    def finalize(self) -> None:
+        for name in self.gram:
+            self.gram[name] = self.gram[name].cpu()
+            self.row_sum[name] = self.row_sum[name].cpu()

@@ -1,0 +1,94 @@
+"""When projected unlearning stops (METHOD.md section 6).
+
+Accuracies are percentages. Each rule sees the forget accuracy ``a_f`` and held-out
+accuracy ``a_v`` before the first step (``start``) and after every epoch (``after_epoch``)
+and answers with a :class:`StopDecision` (why, and whether to keep the previous epoch's
+weights) or None to go on. No rule looks at a retrained model or at test data.
+
+* :class:`SampleRemovalStop` (``mode="sample"``): a retrained model is about as accurate on
+  D_f as on unseen data. Stop at the first epoch where ``a_f < a_v``, keeping whichever of
+  that epoch and the previous one has the smaller ``|a_v - a_f|``. If ``a_f <= a_v`` before
+  any step there is nothing to do.
+* :class:`ClassRemovalStop` (``mode="class"``): stop once the forget classes are no longer
+  predicted (``a_f <= forget_floor``), or once held-out accuracy on the remaining classes has
+  fallen by more than ``max_val_drop`` points from the start (then the previous epoch, the last
+  within the allowance, is kept).
+* :class:`NoStop`: run every epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["StopDecision", "SampleRemovalStop", "ClassRemovalStop", "NoStop", "STOP_REASONS"]
+
+STOP_REASONS = {
+    "already_forgotten": "forget accuracy was already at or below held-out accuracy; nothing to do",
+    "crossed": "forget accuracy fell below held-out accuracy",
+    "class_forgotten": "the forget classes are no longer predicted",
+    "val_drop": "held-out accuracy on the remaining classes fell by more than the allowance",
+    "max_epochs": "ran every epoch allowed",
+    "budget": "the compute budget (forget samples processed) would have been exceeded",
+}
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    reason: str
+    keep_previous: bool = False
+
+
+class SampleRemovalStop:
+    """Stop when forget accuracy crosses below held-out accuracy (sample removal)."""
+
+    needs_val = True
+
+    def start(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
+        self._previous_gap = None if val_acc is None else abs(val_acc - forget_acc)
+        if forget_acc <= val_acc:
+            return StopDecision("already_forgotten")
+        return None
+
+    def after_epoch(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
+        gap = abs(val_acc - forget_acc)
+        previous, self._previous_gap = self._previous_gap, gap
+        if forget_acc < val_acc:
+            return StopDecision("crossed", keep_previous=previous is not None and previous < gap)
+        return None
+
+
+class ClassRemovalStop:
+    """Stop when the forget classes are gone, or held-out accuracy on the others fell too far."""
+
+    needs_val = False
+
+    def __init__(self, forget_floor: float = 0.0, max_val_drop: float = 5.0):
+        if forget_floor < 0 or max_val_drop < 0:
+            raise ValueError("forget_floor and max_val_drop must be >= 0 (percentage points)")
+        self.forget_floor = forget_floor
+        self.max_val_drop = max_val_drop
+
+    def start(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
+        self._val_start = val_acc
+        if forget_acc <= self.forget_floor:
+            return StopDecision("already_forgotten")
+        return None
+
+    def after_epoch(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
+        if self._val_start is not None and val_acc is not None and self._val_start - val_acc > self.max_val_drop:
+            return StopDecision("val_drop", keep_previous=True)
+        if forget_acc <= self.forget_floor:
+            return StopDecision("class_forgotten")
+        return None
+
+
+class NoStop:
+    """Never stop early."""
+
+    needs_val = False
+
+    def start(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
+        return None
+
+    def after_epoch(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
+        return None

@@ -1,0 +1,137 @@
+"""The Core Gradient Space: the input directions the retained data relies on (METHOD.md section 3).
+
+For each layer the retain Gram is eigendecomposed, ``G_l(D_r) = U diag(lambda) U^T`` (``eigh``
+in float64, eigenvalues sorted descending, rounding negatives clamped to 0), and the first
+``k`` eigenvectors ``M_l = U[:, :k]`` span the CGS. ``sigma_i = sqrt(lambda_i)`` are the
+singular values of the row matrix ``R_l(D_r)``. Two named rules choose ``k`` from a
+threshold ``gamma`` in [0, 1]:
+
+* ``"pgu"`` (the authors' code, default): ``k = #{i : (sigma_1+...+sigma_i) / (sigma_1+...+sigma_d) <= gamma}``,
+  a ratio of singular values, not of their squares.
+* ``"energy"`` (GPM, Saha et al. ICLR 2021, Eq. 5): the smallest ``k`` with
+  ``lambda_1+...+lambda_k >= gamma (lambda_1+...+lambda_d)``.
+
+``gamma = 1`` protects the whole input space (``k = d``: the layer cannot change) and
+``gamma = 0`` protects nothing. Comparisons carry a relative slack of 1e-12 so that a ratio
+equal to the threshold in exact arithmetic is not lost to rounding. A layer whose retain
+Gram is zero has nothing to protect (``k = 0``) unless ``gamma = 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from .stats import GramStats, NotFittedError
+
+__all__ = ["CoreGradientSpace", "select_rank", "RULES"]
+
+RULES = ("pgu", "energy")
+_SLACK = 1e-12
+
+
+def select_rank(eigenvalues: torch.Tensor, threshold: float, rule: str = "pgu") -> int:
+    """Number ``k`` of leading eigenvectors kept for ``threshold`` under ``rule``.
+
+    ``eigenvalues`` must be sorted in descending order and be non-negative (clamp first).
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown rank rule {rule!r}; choose one of {RULES}")
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    d = lam.numel()
+    if threshold >= 1.0:
+        return d
+    if threshold <= 0.0:
+        return 0
+    values = lam.clamp_min(0).sqrt() if rule == "pgu" else lam.clamp_min(0)
+    total = float(values.sum())
+    if total <= 0.0:
+        return 0
+    cumulative = torch.cumsum(values, 0) / total
+    if rule == "pgu":
+        return int((cumulative <= threshold + _SLACK).sum())
+    return min(d, int((cumulative < threshold - _SLACK).sum()) + 1)
+
+
+def _check_threshold(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"threshold for {name} must be a number in [0, 1], got {value!r}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"threshold for {name} must lie in [0, 1], got {value}")
+    return value
+
+
+class CoreGradientSpace:
+    """Per-layer orthonormal bases of the retained input space.
+
+    Args:
+        threshold: ``gamma``, a float in [0, 1] for every layer, or ``{layer name: float}``
+            naming every layer of the statistics.
+        rule: ``"pgu"`` (authors' code) or ``"energy"`` (GPM); see the module docstring.
+        bias: ``"frozen"`` (default, as the authors: biases never change) or ``"projected"``:
+            a layer with a bias is treated as the weight ``[W | b]`` acting on inputs with a
+            constant 1 appended, so its basis lives in ``d + 1`` dimensions.
+
+    Fitted attributes:
+        basis_: ``{name: (d, k) float64 tensor with orthonormal columns}`` (``d + 1`` rows for
+            a projected bias).
+        rank_: ``{name: k}``; eigenvalues_: ``{name: (d,) descending, clamped >= 0}``;
+        dim_: ``{name: d}``; augmented_: ``{name: bool}`` (basis includes the bias column).
+    """
+
+    def __init__(self, threshold: float | Mapping[str, float] = 0.9, rule: str = "pgu", bias: str = "frozen"):
+        self.threshold = threshold
+        self.rule = rule
+        self.bias = bias
+
+    def _thresholds(self, names: list[str]) -> dict[str, float]:
+        if isinstance(self.threshold, Mapping):
+            unknown = sorted(set(self.threshold) - set(names))
+            missing = [n for n in names if n not in self.threshold]
+            if unknown:
+                raise ValueError(f"threshold names layers the statistics do not have: {unknown}; layers are {names}")
+            if missing:
+                raise ValueError(f"threshold dict must name every layer; missing {missing}")
+            return {n: _check_threshold(self.threshold[n], repr(n)) for n in names}
+        value = _check_threshold(self.threshold, "every layer")
+        return {n: value for n in names}
+
+    def fit(self, stats: GramStats) -> "CoreGradientSpace":
+        """Eigendecompose each layer's retain Gram once and keep the leading eigenvectors."""
+        if self.rule not in RULES:
+            raise ValueError(f"unknown rank rule {self.rule!r}; choose one of {RULES}")
+        if self.bias not in ("frozen", "projected"):
+            raise ValueError(f"bias must be 'frozen' or 'projected', got {self.bias!r}")
+        if not isinstance(stats, GramStats):
+            raise TypeError(f"fit expects GramStats, got {type(stats).__name__}")
+        names = stats.layer_names
+        thresholds = self._thresholds(names)
+        basis, rank, eigenvalues, dims, augmented = {}, {}, {}, {}, {}
+        for name in names:
+            aug = self.bias == "projected" and stats.layer_info_[name]["has_bias"]
+            gram = stats.augmented_gram(name) if aug else stats.gram_[name]
+            lam, vectors = torch.linalg.eigh(gram.to(torch.float64))
+            lam, vectors = lam.flip(0).clamp_min(0.0), vectors.flip(1)
+            k = select_rank(lam, thresholds[name], self.rule)
+            basis[name] = vectors[:, :k].contiguous()
+            rank[name], eigenvalues[name], dims[name], augmented[name] = k, lam, gram.shape[0], aug
+        self.basis_, self.rank_, self.eigenvalues_ = basis, rank, eigenvalues
+        self.dim_, self.augmented_ = dims, augmented
+        self.layer_info_ = {n: dict(stats.layer_info_[n]) for n in names}
+        return self
+
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "basis_"):
+            raise NotFittedError("this CoreGradientSpace is not fitted; call .fit(stats)")
+
+    def summary(self) -> dict[str, str]:
+        """``{name: "k/d"}``: how much of each layer's input space is protected."""
+        self._require_fitted()
+        return {n: f"{self.rank_[n]}/{self.dim_[n]}" for n in self.basis_}
+
+    def __repr__(self) -> str:
+        if not hasattr(self, "basis_"):
+            return f"CoreGradientSpace(threshold={self.threshold!r}, rule={self.rule!r}, bias={self.bias!r}) [unfitted]"
+        return f"CoreGradientSpace({self.summary()})"

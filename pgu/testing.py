@@ -1,0 +1,65 @@
+"""Slow, obviously right oracles, shipped so users can check layers of their own.
+
+``explicit_rows`` builds the rows a layer multiplies its weight with by looping over output
+positions and reading each input patch element by element; ``explicit_gram`` sums ``x x^T``
+over those rows in float64. They mirror :mod:`pgu.layers` and :mod:`pgu.stats` without
+sharing any code with them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["explicit_rows", "explicit_gram"]
+
+
+def _same_padding(k: int, d: int) -> tuple[int, int]:
+    total = d * (k - 1)
+    return total // 2, total - total // 2
+
+
+def explicit_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``module`` on input ``x`` by an explicit loop (float64)."""
+    x = x.double()
+    if isinstance(module, nn.Linear):
+        return x.reshape(-1, module.in_features)
+    if not isinstance(module, nn.Conv2d):
+        raise TypeError(f"no oracle for {type(module).__name__}")
+    kh, kw = module.kernel_size
+    sh, sw = module.stride
+    dh, dw = module.dilation
+    if module.padding == "same":
+        (top, bottom), (left, right) = _same_padding(kh, dh), _same_padding(kw, dw)
+    elif module.padding == "valid":
+        top = bottom = left = right = 0
+    else:
+        top = bottom = module.padding[0]
+        left = right = module.padding[1]
+    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+    xp = F.pad(x, (left, right, top, bottom), mode=mode)
+    n, c, h, w = xp.shape
+    out_h = (h - dh * (kh - 1) - 1) // sh + 1
+    out_w = (w - dw * (kw - 1) - 1) // sw + 1
+    rows = []
+    for b in range(n):
+        for i in range(out_h):
+            for j in range(out_w):
+                row = []
+                for ch in range(c):
+                    for u in range(kh):
+                        for v in range(kw):
+                            row.append(xp[b, ch, i * sh + u * dh, j * sw + v * dw])
+                rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+def explicit_gram(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``sum over rows r of r r^T`` by an explicit loop over rows (float64)."""
+    rows = explicit_rows(module, x)
+    d = rows.shape[1]
+    g = torch.zeros(d, d, dtype=torch.float64)
+    for r in rows:
+        g += torch.outer(r, r)
+    return g

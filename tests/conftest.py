@@ -1,0 +1,15 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+def batches(x, y=None, size=16):
+    """A re-iterable list of (inputs, targets) batches (or bare inputs when y is None)."""
+    if y is None:
+        return [x[i : i + size] for i in range(0, len(x), size)]
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]

@@ -1,0 +1,85 @@
+"""The forget loss against its formula, and the stopping rules on scripted accuracy histories."""
+
+import math
+
+import pytest
+import torch
+
+from pgu import forget_loss
+from pgu.stopping import ClassRemovalStop, NoStop, SampleRemovalStop, StopDecision
+
+
+@pytest.mark.parametrize("offset, weight", [(0.05, 0.2), (0.1, 0.0), (0.5, 1.0)])
+def test_forget_loss_matches_the_formula_sample_by_sample(offset, weight):
+    logits = torch.randn(7, 4, dtype=torch.float64) * 3
+    targets = torch.randint(0, 4, (7,))
+    total = 0.0
+    for z, y in zip(logits, targets):
+        p = [math.exp(v) for v in z.tolist()]
+        s = sum(p)
+        p = [v / s for v in p]
+        entropy = -sum(v * math.log(v) for v in p)
+        total += -math.log(1 - p[int(y)] + offset) - weight * entropy
+    assert forget_loss(logits, targets, offset, weight).item() == pytest.approx(total / 7, rel=1e-10)
+
+
+def test_forget_loss_descent_lowers_the_true_class_probability():
+    logits = torch.tensor([[4.0, 0.0, -1.0]], requires_grad=True)
+    target = torch.tensor([0])
+    forget_loss(logits, target).backward()
+    new = (logits - 0.5 * logits.grad).softmax(1)[0, 0]
+    assert new < logits.softmax(1)[0, 0]
+
+
+def test_forget_loss_is_finite_when_confident_and_checks_inputs():
+    logits = torch.tensor([[100.0, -100.0]])
+    assert torch.isfinite(forget_loss(logits, torch.tensor([0])))
+    with pytest.raises(ValueError, match="offset"):
+        forget_loss(logits, torch.tensor([0]), offset=0.0)
+    with pytest.raises(ValueError, match="targets"):
+        forget_loss(logits, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="entropy_weight"):
+        forget_loss(logits, torch.tensor([0]), entropy_weight=-1)
+
+
+def play(rule, start, epochs):
+    """Feed (forget, val) accuracies; return (epoch stopped at, decision) or (None, None)."""
+    decision = rule.start(*start)
+    if decision:
+        return 0, decision
+    for e, (a_f, a_v) in enumerate(epochs, start=1):
+        decision = rule.after_epoch(a_f, a_v)
+        if decision:
+            return e, decision
+    return None, None
+
+
+def test_sample_rule_stops_at_the_crossing_and_keeps_the_closer_epoch():
+    # forget 99 -> 95 -> 91 -> 88 (val ~90): crossing at epoch 3; |90-88|=2 > |90.5-91|=0.5: keep epoch 2
+    assert play(SampleRemovalStop(), (99, 90), [(95, 90), (91, 90.5), (88, 90)]) == (3, StopDecision("crossed", True))
+    # crossing closer than the previous epoch: keep the crossing epoch
+    assert play(SampleRemovalStop(), (99, 90), [(95, 90), (93, 90), (89.5, 90)]) == (3, StopDecision("crossed", False))
+    # equal accuracy is not a crossing (strictly below)
+    assert play(SampleRemovalStop(), (99, 90), [(90, 90), (92, 91)]) == (None, None)
+
+
+def test_sample_rule_with_nothing_to_do_and_first_epoch_crossing():
+    assert play(SampleRemovalStop(), (90, 90), [(50, 90)]) == (0, StopDecision("already_forgotten"))
+    # the first epoch overshoots far below val: the original weights (epoch 0) are closer
+    assert play(SampleRemovalStop(), (92, 90), [(70, 90)]) == (1, StopDecision("crossed", True))
+
+
+def test_class_rule():
+    rule = ClassRemovalStop(forget_floor=0.0, max_val_drop=5.0)
+    assert play(rule, (100, 95), [(60, 94), (10, 93), (0, 92)]) == (3, StopDecision("class_forgotten"))
+    rule = ClassRemovalStop(forget_floor=0.0, max_val_drop=5.0)
+    assert play(rule, (100, 95), [(60, 94), (10, 89.5)]) == (2, StopDecision("val_drop", True))
+    rule = ClassRemovalStop(forget_floor=1.0)
+    assert play(rule, (100, None), [(50, None), (0.8, None)]) == (2, StopDecision("class_forgotten"))
+    assert play(ClassRemovalStop(), (0, 95), []) == (0, StopDecision("already_forgotten"))
+    with pytest.raises(ValueError):
+        ClassRemovalStop(max_val_drop=-1)
+
+
+def test_no_stop_never_stops():
+    assert play(NoStop(), (100, 0), [(0, 100)] * 5) == (None, None)

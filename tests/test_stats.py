@@ -1,0 +1,238 @@
+"""GramStats against the explicit per-patch oracle, additivity, invariances, persistence, errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import batches
+from pgu import GramStats, NotFittedError, StatsMismatchError, UnsupportedLayerError
+from pgu.layers import adapter_for
+from pgu.testing import explicit_gram, explicit_rows
+
+
+class MyConv(nn.Conv2d):
+    """A user subclass: must be found through the class hierarchy."""
+
+
+CONV_CASES = {
+    "plain": dict(in_channels=3, out_channels=4, kernel_size=3),
+    "stride2_pad1": dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=1),
+    "dilation2": dict(in_channels=2, out_channels=3, kernel_size=3, dilation=2, padding=1),
+    "same": dict(in_channels=2, out_channels=3, kernel_size=(3, 5), padding="same"),
+    "same_even_kernel": dict(in_channels=2, out_channels=3, kernel_size=(2, 4), padding="same"),
+    "same_dilated": dict(in_channels=2, out_channels=3, kernel_size=4, padding="same", dilation=2),
+    "valid": dict(in_channels=2, out_channels=3, kernel_size=(3, 2), padding="valid"),
+    "no_bias_rect_stride": dict(in_channels=3, out_channels=2, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), bias=False),
+    "reflect": dict(in_channels=2, out_channels=2, kernel_size=3, padding=1, padding_mode="reflect"),
+    "circular_stride": dict(in_channels=2, out_channels=2, kernel_size=3, padding=2, stride=3, padding_mode="circular"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+@pytest.mark.parametrize("cls", [nn.Conv2d, MyConv])
+def test_conv_gram_matches_explicit_loop(case, cls):
+    layer = cls(**CONV_CASES[case]).double()
+    x = torch.randn(3, layer.in_channels, 7, 8, dtype=torch.float64)
+    stats = GramStats().fit(layer, batches(x, size=2))
+    torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x), rtol=1e-12, atol=1e-12)
+    rows = explicit_rows(layer, x)
+    assert stats.n_rows_[""] == rows.shape[0]
+    assert stats.n_samples_ == 3
+    torch.testing.assert_close(stats.row_sum_[""], rows.sum(0))
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv_rows_reproduce_the_layer_output(case):
+    """The row order matches weight.reshape(C_out, -1): rows @ W^T + b is the conv output."""
+    layer = nn.Conv2d(**CONV_CASES[case]).double()
+    x = torch.randn(2, layer.in_channels, 7, 8, dtype=torch.float64)
+    rows = adapter_for(layer).rows(layer, x)
+    out = rows @ layer.weight.reshape(layer.out_channels, -1).T
+    if layer.bias is not None:
+        out = out + layer.bias
+    expected = layer(x).permute(0, 2, 3, 1).reshape(-1, layer.out_channels)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(rows, explicit_rows(layer, x))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_gram_matches_explicit_loop_with_leading_dims(bias):
+    layer = nn.Linear(5, 3, bias=bias).double()
+    x = torch.randn(4, 2, 5, dtype=torch.float64)  # extra leading dimension: every vector is a row
+    stats = GramStats().fit(layer, batches(x, size=3))
+    torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x))
+    assert stats.n_rows_[""] == 8 and stats.n_samples_ == 4
+
+
+def small_cnn(dtype=torch.float32):
+    """Float64 where exact comparisons across batchings are made (float32 forwards differ by batch size)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        MyConv(4, 6, 3, stride=2, padding=1, bias=False), nn.ReLU(), nn.Dropout(0.5),
+        nn.Flatten(), nn.Linear(6 * 4 * 4, 10),
+    ).to(dtype)
+
+
+def test_covers_every_weight_layer_including_subclasses_and_skips_frozen():
+    model = small_cnn()
+    assert GramStats().fit(model, [torch.randn(2, 1, 8, 8)]).layer_names == ["0", "3", "7"]
+    model[7].weight.requires_grad_(False)
+    assert GramStats().fit(model, [torch.randn(2, 1, 8, 8)]).layer_names == ["0", "3"]
+
+
+def test_statistics_use_eval_mode_and_restore_modes():
+    model = small_cnn()
+    model.train()
+    model[5].eval()  # a mixed state must come back exactly
+    x = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():
+        model[1].running_mean.fill_(0.3)
+    stats = GramStats(["7"]).fit(model, [x])
+    assert [m.training for m in model.modules()] == [True, True, True, True, True, True, False, True, True]
+    model.eval()
+    with torch.no_grad():
+        h = model[:7](x).double()
+    torch.testing.assert_close(stats.gram_["7"], h.T @ h)
+
+
+def test_additivity_and_subtraction():
+    model = small_cnn(torch.float64)
+    a, b = torch.randn(10, 1, 8, 8, dtype=torch.float64), torch.randn(7, 1, 8, 8, dtype=torch.float64)
+    fa, fb = GramStats().fit(model, batches(a, size=4)), GramStats().fit(model, batches(b, size=3))
+    fab = GramStats().fit(model, batches(torch.cat([a, b]), size=5))
+    total = fa + fb
+    for n in fab.layer_names:
+        torch.testing.assert_close(total.gram_[n], fab.gram_[n], rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close((fab - fb).gram_[n], fa.gram_[n], rtol=1e-9, atol=1e-9)
+        assert (fab - fb).n_rows_[n] == fa.n_rows_[n]
+    assert total.n_samples_ == 17 and (fab - fb).n_samples_ == 10
+
+
+def test_batch_size_and_order_invariance():
+    model = small_cnn(torch.float64)
+    x = torch.randn(12, 1, 8, 8, dtype=torch.float64)
+    ref = GramStats().fit(model, batches(x, size=12))
+    for size, perm in [(1, torch.arange(12)), (5, torch.randperm(12)), (4, torch.arange(11, -1, -1))]:
+        other = GramStats().fit(model, batches(x[perm], size=size))
+        for n in ref.layer_names:
+            torch.testing.assert_close(other.gram_[n], ref.gram_[n], rtol=1e-12, atol=1e-9)
+
+
+def test_partial_fit_streams_batches():
+    model = small_cnn(torch.float64)
+    x = torch.randn(9, 1, 8, 8, dtype=torch.float64)
+    streamed = GramStats()
+    for chunk in batches(x, size=4):
+        streamed.partial_fit(model, chunk)
+    ref = GramStats().fit(model, [x])
+    for n in ref.layer_names:
+        torch.testing.assert_close(streamed.gram_[n], ref.gram_[n], rtol=1e-12, atol=1e-9)
+    assert streamed.n_samples_ == 9
+
+
+def test_loader_yielding_tuples_or_bare_inputs_agree():
+    model = small_cnn()
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    g1 = GramStats().fit(model, batches(x, y, size=4))
+    g2 = GramStats().fit(model, batches(x, size=4))
+    torch.testing.assert_close(g1.gram_["0"], g2.gram_["0"])
+
+
+def test_save_load_round_trip(tmp_path):
+    model = small_cnn()
+    stats = GramStats().fit(model, [torch.randn(5, 1, 8, 8)])
+    stats.save(tmp_path / "s.safetensors", metadata={"model": "small"})
+    back = GramStats.load(tmp_path / "s.safetensors")
+    assert back.layer_names == stats.layer_names and back.n_samples_ == 5
+    assert back.layer_info_ == stats.layer_info_ and back.n_rows_ == stats.n_rows_
+    assert back.metadata_ == {"model": "small"}
+    for n in stats.layer_names:
+        assert torch.equal(back.gram_[n], stats.gram_[n])
+        assert torch.equal(back.row_sum_[n], stats.row_sum_[n])
+    back.check_model(model)
+
+
+def test_load_refuses_foreign_or_damaged_files(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "weights.safetensors")
+    with pytest.raises(ValueError, match="not pgu statistics"):
+        GramStats.load(tmp_path / "weights.safetensors")
+    stats = GramStats().fit(small_cnn(), [torch.randn(2, 1, 8, 8)])
+    stats.save(tmp_path / "s.safetensors")
+    raw = (tmp_path / "s.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="not a readable"):
+        GramStats.load(tmp_path / "cut.safetensors")
+    with pytest.raises(FileNotFoundError):
+        GramStats.load(tmp_path / "missing.safetensors")
+
+
+def test_algebra_refuses_mismatched_layers():
+    a = GramStats().fit(small_cnn(), [torch.randn(2, 1, 8, 8)])
+    other = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(256, 10))
+    b = GramStats().fit(other, [torch.randn(2, 1, 8, 8)])
+    with pytest.raises(StatsMismatchError, match="different layers"):
+        a + b
+    c = GramStats(["0"]).fit(nn.Sequential(nn.Conv2d(1, 4, 3, padding=2)), [torch.randn(2, 1, 8, 8)])
+    d = GramStats(["0"]).fit(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1)), [torch.randn(2, 1, 8, 8)])
+    with pytest.raises(StatsMismatchError, match="padding"):
+        c - d
+    with pytest.raises(ValueError, match="part of the set"):
+        a - (a + a)
+    with pytest.raises(TypeError):
+        a + 1
+
+
+def test_check_model_detects_another_architecture():
+    stats = GramStats().fit(small_cnn(), [torch.randn(2, 1, 8, 8)])
+    other = small_cnn()
+    other[7] = nn.Linear(96, 5)
+    with pytest.raises(StatsMismatchError, match="another architecture"):
+        stats.check_model(other)
+
+
+def test_bad_inputs_give_clear_errors_and_change_nothing():
+    with pytest.raises(UnsupportedLayerError, match="no layer PGU supports"):
+        GramStats().fit(nn.Sequential(nn.ReLU(), nn.Tanh()), [torch.randn(2, 3)])
+    model = small_cnn()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    stats = GramStats()
+    with pytest.raises(ValueError, match="failed on a batch of inputs of shape"):
+        stats.fit(model, [torch.randn(2, 3, 8, 8)])  # wrong channel count
+    assert not stats.is_fitted
+    assert model.training and all(m.training for m in model.modules())
+    assert all(not m._forward_pre_hooks for m in model.modules())  # hooks removed after a failure
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="no samples"):
+        GramStats().fit(model, [])
+    with pytest.raises(UnsupportedLayerError, match="no module named"):
+        GramStats(["nope"]).fit(model, [torch.randn(2, 1, 8, 8)])
+    with pytest.raises(UnsupportedLayerError, match="does not support"):
+        GramStats(["1"]).fit(model, [torch.randn(2, 1, 8, 8)])
+    with pytest.raises(UnsupportedLayerError, match="groups=2"):
+        GramStats().fit(nn.Conv2d(4, 4, 3, groups=2), [torch.randn(1, 4, 5, 5)])
+    with pytest.raises(NotFittedError):
+        GramStats().layer_names
+
+
+def test_unused_layer_warns():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.spare = nn.Linear(3, 2), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    with pytest.warns(UserWarning, match="never called"):
+        GramStats().fit(Net(), [torch.randn(4, 3)])
+
+
+def test_augmented_gram_is_gram_of_rows_with_a_one():
+    layer = nn.Linear(4, 2).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    stats = GramStats().fit(layer, [x])
+    xa = torch.cat([x, torch.ones(6, 1, dtype=torch.float64)], 1)
+    torch.testing.assert_close(stats.augmented_gram(""), xa.T @ xa)

@@ -1,0 +1,143 @@
+"""pgu.unlearn end to end: retained outputs preserved, forget outputs moved, stopping, budget, errors."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import batches
+from pgu import GramStats, StatsMismatchError, unlearn
+
+
+def low_rank_problem(d=20, rank=5, n_retain=200, n_forget=40):
+    """Two Linear layers; retain inputs span a 5-dim subspace of R^20, forget inputs are generic."""
+    basis = torch.linalg.qr(torch.randn(d, rank))[0]
+    x_retain = torch.randn(n_retain, rank) @ basis.T
+    x_forget = torch.randn(n_forget, d)
+    model = nn.Sequential(nn.Linear(d, 16), nn.Linear(16, 4))
+    with torch.no_grad():
+        y_forget = model(x_forget).argmax(1)
+    stats = GramStats().fit(model, batches(torch.cat([x_retain, x_forget]), size=32))
+    return model, stats, x_retain, x_forget, y_forget
+
+
+def test_retain_outputs_unchanged_forget_outputs_moved_under_momentum_and_weight_decay():
+    model, stats, x_retain, x_forget, y_forget = low_rank_problem()
+    result = unlearn(model, batches(x_forget, y_forget, size=16), stats, threshold=1 - 1e-9, rule="energy",
+                     epochs=30, lr=(0.1, 0.01), momentum=0.9, weight_decay=5e-4, stop="none")
+    assert result.cgs.rank_ == {"0": 5, "1": 6}  # 5-dim inputs; affine image in layer 2 (+ bias direction)
+    new = result.model
+    with torch.no_grad():
+        before_r, after_r = model(x_retain), new(x_retain)
+        before_f, after_f = model(x_forget), new(x_forget)
+    assert (after_r - before_r).abs().max() < 1e-4 * before_r.abs().max()
+    assert (after_f - before_f).abs().max() > 0.5 * before_f.abs().max()
+    assert (after_f.argmax(1) == y_forget).float().mean() < 0.5
+    assert result.stop_reason == "max_epochs" and result.epochs == 30 and result.samples_processed == 30 * 40
+
+
+def test_input_model_and_statistics_are_untouched_and_retain_stats_are_the_difference():
+    model, stats, x_retain, x_forget, y_forget = low_rank_problem()
+    weights = copy.deepcopy(model.state_dict())
+    gram = {n: g.clone() for n, g in stats.gram_.items()}
+    forget = batches(x_forget, y_forget, size=16)
+    result = unlearn(model, forget, stats, epochs=3, stop="none")
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(stats.gram_[n], gram[n]) for n in gram)
+    expected = stats - GramStats().fit(model, forget)
+    retain_only = GramStats().fit(model, batches(x_retain, size=50))
+    for n in gram:
+        torch.testing.assert_close(result.retain_stats.gram_[n], expected.gram_[n])
+        torch.testing.assert_close(result.retain_stats.gram_[n], retain_only.gram_[n], rtol=1e-9, atol=1e-6)
+    assert result.retain_stats.n_samples_ == 200
+
+
+def test_inplace_writes_the_result_into_the_model():
+    model, stats, _, x_forget, y_forget = low_rank_problem()
+    original = copy.deepcopy(model)
+    result = unlearn(model, batches(x_forget, y_forget), stats, epochs=2, stop="none", inplace=True)
+    assert result.model is model
+    assert not torch.equal(model[0].weight, original[0].weight)
+
+
+def blobs(n_per_class=60, classes=4, d=10, seed=0):
+    centers = torch.randn(classes, d, generator=torch.Generator().manual_seed(0)) * 3  # shared by every split
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    x = centers[y] + torch.randn(len(y), d, generator=g)
+    perm = torch.randperm(len(y), generator=g)
+    return x[perm], y[perm]
+
+
+def trained_classifier():
+    x, y = blobs()
+    xv, yv = blobs(seed=1)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(30):
+        for xb, yb in batches(x, y, size=32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb, label_smoothing=0.1).backward()
+            opt.step()
+    stats = GramStats().fit(model, batches(x, size=64))
+    return model, stats, (x, y), (xv, yv)
+
+
+def test_class_removal_stops_when_the_class_is_gone():
+    model, stats, (x, y), (xv, yv) = trained_classifier()
+    forget = batches(x[y == 0], y[y == 0], size=32)
+    result = unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), mode="class", epochs=100,
+                     lr=(0.1, 0.01))
+    assert result.history[0]["forget_acc"] > 90
+    assert result.stop_reason in ("class_forgotten", "val_drop")
+    assert result.history[-1]["val_acc"] is not None
+    with torch.no_grad():
+        assert (result.model(x[y == 0]).argmax(1) == 0).float().mean() < (model(x[y == 0]).argmax(1) == 0).float().mean()
+    assert len(result.history) == result.epochs + 1 and result.seconds["total"] > 0
+
+
+def test_sample_mode_with_nothing_to_forget_does_nothing():
+    model, stats, (x, y), _ = trained_classifier()
+    # "held-out" data the model fits as well as its forget set: already at or below val accuracy
+    forget = batches(x[:20], y[:20])
+    result = unlearn(model, forget, stats, val_loader=batches(x[20:60], y[20:60]), mode="sample")
+    assert result.stop_reason == "already_forgotten" and result.epochs == 0
+    assert all(torch.equal(a, b) for a, b in zip(result.model.parameters(), model.parameters()))
+
+
+def test_compute_budget_ends_the_run_with_its_own_reason():
+    model, stats, (x, y), _ = trained_classifier()
+    forget = batches(x[:40], y[:40], size=16)  # batches of 16, 16, 8
+    result = unlearn(model, forget, stats, stop="none", epochs=50, max_samples=100)
+    assert result.stop_reason == "budget"
+    assert result.samples_processed == 96  # 40 + 40 + 16: the next batch would exceed 100
+    assert result.epochs == 3
+
+
+def test_bad_inputs_raise_clear_errors_and_change_nothing():
+    model, stats, (x, y), (xv, yv) = trained_classifier()
+    weights = copy.deepcopy(model.state_dict())
+    forget = batches(x[:20], y[:20])
+    with pytest.raises(ValueError, match="needs val_loader"):
+        unlearn(model, forget, stats)
+    with pytest.raises(ValueError, match="no samples"):
+        unlearn(model, [], stats, stop="none")
+    with pytest.raises(ValueError, match=r"\(inputs, targets\)"):
+        unlearn(model, batches(x[:20]), stats, stop="none")
+    with pytest.raises(ValueError, match="failed on a batch"):
+        unlearn(model, [(torch.randn(4, 7), torch.zeros(4, dtype=torch.long))], stats, stop="none")
+    other = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 4))
+    with pytest.raises(StatsMismatchError, match="another architecture"):
+        unlearn(other, forget, stats, stop="none")
+    with pytest.raises(StatsMismatchError, match="ReLU, not a Linear"):
+        unlearn(nn.Sequential(nn.ReLU()), forget, stats, stop="none")
+    with pytest.raises(ValueError, match="part of the set"):
+        unlearn(model, batches(torch.cat([x] * 2), torch.cat([y] * 2)), stats, stop="none")
+    for kwargs in [dict(epochs=0), dict(lr=-1), dict(lr=(0.1,)), dict(momentum=1.0), dict(mode="rows"),
+                   dict(stop="never"), dict(max_samples=0), dict(threshold=2.0), dict(offset=0)]:
+        with pytest.raises(ValueError):
+            unlearn(model, forget, stats, stop=kwargs.pop("stop", "none"), **kwargs)
+    with pytest.raises(FloatingPointError, match="left unchanged"):
+        unlearn(model, forget, stats, stop="none", lr=1e30, inplace=True)
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
