@@ -62,7 +62,7 @@ class ClassRemovalStop:
 
     needs_val = False
 
-    def __init__(self, forget_floor: float = 0.0, max_val_drop: float = 5.0):
+    def __init__(self, forget_floor: float = 1.0, max_val_drop: float = 5.0):
         if forget_floor < 0 or max_val_drop < 0:
             raise ValueError("forget_floor and max_val_drop must be >= 0 (percentage points)")
         self.forget_floor = forget_floor

@@ -118,7 +118,7 @@ def unlearn(
     mode: str = "sample",
     max_samples: int | None = None,
     bias: str = "frozen",
-    class_forget_floor: float = 0.0,
+    class_forget_floor: float = 1.0,
     max_val_drop: float = 5.0,
     inplace: bool = False,
     progress: bool = False,
@@ -220,7 +220,7 @@ def unlearn(
                     loss = forget_loss(work(x), y, offset, entropy_weight)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
-                            f"the forget loss became {float(loss)} in epoch {epoch}; the model was left unchanged. "
+                            f"the forget loss became {loss.item()} in epoch {epoch}; the model was left unchanged. "
                             f"Lower the learning rate (lr={lr!r})."
                         )
                     optimizer.zero_grad()
