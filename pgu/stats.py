@@ -6,7 +6,8 @@ For every covered layer ``l`` and a set of samples ``S`` (METHOD.md section 2):
 
 where the rows are those of :mod:`pgu.layers` (Linear: input vectors; Conv2d: patches in the
 order of ``weight.reshape(C_out, -1)``). Everything is accumulated in float64, batch by batch,
-never keeping the raw rows. Beside ``G`` the object keeps, per layer, the row count and the
+never keeping the raw rows. A layer called several times in one forward pass (weight tying)
+contributes the rows of every call, since its weight multiplies all of them. Beside ``G`` the object keeps, per layer, the row count and the
 row sum ``s = sum x`` (so the Gram of inputs augmented with a constant 1, which a projected
 bias needs, is ``[[G, s], [s^T, n_rows]]``), and the number of samples seen.
 

@@ -194,6 +194,8 @@ def unlearn(
         return a_f, a_v
 
     a_f, a_v = evaluate()
+    if isinstance(rule_, SampleRemovalStop) and a_v is None:
+        raise ValueError("val_loader yielded no samples; the sample-removal stopping rule needs held-out data")
     history = [{"epoch": 0, "lr": None, "loss": None, "forget_acc": a_f, "val_acc": a_v, "samples": 0}]
     decision: StopDecision | None = rule_.start(a_f, a_v)
     processed, epochs_run, kept_epoch = 0, 0, 0

@@ -22,11 +22,17 @@ def low_rank_problem(d=20, rank=5, n_retain=200, n_forget=40):
     return model, stats, x_retain, x_forget, y_forget
 
 
-def test_retain_outputs_unchanged_forget_outputs_moved_under_momentum_and_weight_decay():
+@pytest.mark.parametrize("bias", ["frozen", "projected"])
+def test_retain_outputs_unchanged_forget_outputs_moved_under_momentum_and_weight_decay(bias):
     model, stats, x_retain, x_forget, y_forget = low_rank_problem()
     result = unlearn(model, batches(x_forget, y_forget, size=16), stats, threshold=1 - 1e-9, rule="energy",
-                     epochs=30, lr=(0.1, 0.01), momentum=0.9, weight_decay=5e-4, stop="none")
-    assert result.cgs.rank_ == {"0": 5, "1": 6}  # 5-dim inputs; affine image in layer 2 (+ bias direction)
+                     epochs=30, lr=(0.1, 0.01), momentum=0.9, weight_decay=5e-4, stop="none", bias=bias)
+    # layer 0 sees a 5-dim subspace; layer 1 its affine image (6-dim span); a projected bias adds the constant 1
+    assert result.cgs.rank_ == ({"0": 5, "1": 6} if bias == "frozen" else {"0": 6, "1": 6})
+    # Layer 0's retain inputs span a subspace through 0, so [0; 1] is in its CGS and its bias cannot move;
+    # layer 1's affine inputs leave the bias a direction to move in (compensated by the weight).
+    assert torch.equal(result.model[0].bias, model[0].bias)
+    assert torch.equal(result.model[1].bias, model[1].bias) == (bias == "frozen")
     new = result.model
     with torch.no_grad():
         before_r, after_r = model(x_retain), new(x_retain)
@@ -121,6 +127,8 @@ def test_bad_inputs_raise_clear_errors_and_change_nothing():
     forget = batches(x[:20], y[:20])
     with pytest.raises(ValueError, match="needs val_loader"):
         unlearn(model, forget, stats)
+    with pytest.raises(ValueError, match="val_loader yielded no samples"):
+        unlearn(model, forget, stats, val_loader=[])
     with pytest.raises(ValueError, match="no samples"):
         unlearn(model, [], stats, stop="none")
     with pytest.raises(ValueError, match=r"\(inputs, targets\)"):
