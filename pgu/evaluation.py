@@ -52,4 +52,5 @@ def accuracy(model: nn.Module, loader, *, exclude_classes: Iterable[int] = (), w
         keep &= targets != int(c)
     if not keep.any():
         return None
-    return 100.0 * float((logits[keep].argmax(1) == targets[keep]).float().mean())
+    correct = int((logits[keep].argmax(1) == targets[keep]).sum())
+    return 100.0 * correct / int(keep.sum())

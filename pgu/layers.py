@@ -17,6 +17,7 @@ Row conventions (every adapter returns a ``(n_rows, d)`` tensor in the input's d
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -163,44 +164,70 @@ def find_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[s
     """The layers PGU covers, as ``{qualified name: (module, adapter)}`` in model order.
 
     ``layers=None`` takes every module of a registered class (or subclass) whose weight is
-    trainable. Named layers must exist and be supported. Raises :class:`UnsupportedLayerError`
-    with the reason and the fix otherwise.
+    trainable; a layer its adapter cannot handle (a grouped convolution) is left out with a
+    warning, so it stays frozen during unlearning. Named layers must exist and be supported.
+    A weight shared by two layers (weight tying) is refused: projecting it for each layer in
+    turn would not keep it orthogonal to both spaces. Raises :class:`UnsupportedLayerError`
+    with the reason and the fix.
     """
     modules = dict(model.named_modules())
     if layers is None:
-        found = {}
+        found, skipped = {}, []
         for name, module in modules.items():
             adapter = adapter_for(module)
             weight = getattr(module, "weight", None)
             if adapter is None or not isinstance(weight, torch.Tensor) or not weight.requires_grad:
                 continue
-            adapter.check(module, name)
+            try:
+                adapter.check(module, name)
+            except UnsupportedLayerError as exc:
+                skipped.append(str(exc).split(";")[0])
+                continue
             found[name] = (module, adapter)
+        if skipped:
+            warnings.warn(f"left out, so frozen during unlearning: {'; '.join(skipped)}", stacklevel=3)
         if not found:
             kinds = ", ".join(sorted({a.kind for a in _REGISTRY.values()}))
             raise UnsupportedLayerError(
                 f"{type(model).__name__} has no layer PGU supports ({kinds}, or subclasses) with a trainable "
                 f"weight; PGU projects the updates of such layers, so the model needs at least one."
             )
-        return found
-    names = list(layers)
-    if not names:
-        raise UnsupportedLayerError("layers=[] names no layer; pass None to cover every supported layer")
-    if len(set(names)) != len(names):
-        raise UnsupportedLayerError(f"layers names a layer twice: {names}")
-    found = {}
-    for name in names:
-        if name not in modules:
-            known = [n for n, m in modules.items() if adapter_for(m) is not None]
-            raise UnsupportedLayerError(f"the model has no module named {name!r}; supported layers are {known}")
-        module = modules[name]
-        adapter = adapter_for(module)
-        if adapter is None:
+    else:
+        names = list(layers)
+        if not names:
+            raise UnsupportedLayerError("layers=[] names no layer; pass None to cover every supported layer")
+        if len(set(names)) != len(names):
+            raise UnsupportedLayerError(f"layers names a layer twice: {names}")
+        found = {}
+        for name in names:
+            if name not in modules:
+                known = [n for n, m in modules.items() if adapter_for(m) is not None]
+                raise UnsupportedLayerError(f"the model has no module named {name!r}; supported layers are {known}")
+            module = modules[name]
+            adapter = adapter_for(module)
+            if adapter is None:
+                raise UnsupportedLayerError(
+                    f"module {name!r} is a {type(module).__name__}, which PGU does not support "
+                    f"(supported: {sorted(a.kind for a in _REGISTRY.values())} and their subclasses)"
+                )
+            adapter.check(module, name)
+            found[name] = (module, adapter)
+        order = {n: i for i, n in enumerate(modules)}
+        found = dict(sorted(found.items(), key=lambda item: order[item[0]]))
+    _refuse_tied_weights(modules, found)
+    return found
+
+
+def _refuse_tied_weights(modules: dict[str, nn.Module], found: dict) -> None:
+    owners: dict[int, list[str]] = {}
+    for name, module in modules.items():
+        weight = getattr(module, "weight", None)
+        if adapter_for(module) is not None and isinstance(weight, torch.Tensor):
+            owners.setdefault(id(weight), []).append(name)
+    for name, (module, _) in found.items():
+        shared = owners.get(id(module.weight), [])
+        if len(shared) > 1:
             raise UnsupportedLayerError(
-                f"module {name!r} is a {type(module).__name__}, which PGU does not support "
-                f"(supported: {sorted(a.kind for a in _REGISTRY.values())} and their subclasses)"
+                f"layers {shared} share one weight tensor (weight tying); PGU cannot keep a shared weight's "
+                f"change orthogonal to each layer's retained inputs. Untie the weights to unlearn this model."
             )
-        adapter.check(module, name)
-        found[name] = (module, adapter)
-    order = {n: i for i, n in enumerate(modules)}
-    return dict(sorted(found.items(), key=lambda item: order[item[0]]))

@@ -87,8 +87,15 @@ class GradientProjector:
             module = modules.get(name)
             if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
                 raise StatsMismatchError(f"the CGS has layer {name!r}, which the model lacks")
+            if module.weight.dtype not in (torch.float32, torch.float64):
+                raise ValueError(
+                    f"layer {name!r} has {module.weight.dtype} weights; rounding in low precision breaks the "
+                    f"orthogonality of the projected change. Unlearn a float32 copy (model.float())."
+                )
             d = module.weight[0].numel()
             augmented = cgs.augmented_[name]
+            if augmented and getattr(module, "bias", None) is None:
+                raise StatsMismatchError(f"the CGS of layer {name!r} includes a bias, which the model's layer lacks")
             if basis.shape[0] != d + int(augmented):
                 raise StatsMismatchError(
                     f"layer {name!r}: the CGS basis has {basis.shape[0]} rows but the weight takes {d} inputs"

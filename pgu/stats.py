@@ -184,6 +184,11 @@ class GramStats:
                 problems.append(f"layer {name!r} is a {type(module).__name__}, not a {info['kind']}")
             elif current != info:
                 problems.append(f"layer {name!r} is {_describe(current)} in the model but {_describe(info)} in the statistics")
+        if not problems:
+            extra = [n for n in find_layers_quiet(model) if n not in self.layer_info_]
+            if extra:
+                warnings.warn(f"the model has layers the statistics do not cover, which unlearning keeps frozen: "
+                              f"{extra}", stacklevel=2)
         if problems:
             raise StatsMismatchError(
                 "these statistics were taken on another architecture: " + "; ".join(problems[:5])
@@ -315,6 +320,16 @@ class GramStats:
         return out
 
 
+def find_layers_quiet(model: nn.Module) -> list[str]:
+    """Names of the layers ``GramStats()`` would cover by default, without warnings or errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return list(find_layers(model))
+        except UnsupportedLayerError:
+            return []
+
+
 def _layer_info(module: nn.Module, name: str) -> dict | None:
     adapter = adapter_for(module)
     if adapter is None:
@@ -401,8 +416,8 @@ class _Accumulator:
         unused = [n for n, c in self.n_rows.items() if c == 0]
         if unused:
             warnings.warn(
-                f"layers {unused} were never called during the statistics pass; their Gram is zero, so "
-                f"PGU will not protect them", stacklevel=3,
+                f"layers {unused} were never called during the statistics pass (nothing is known about their "
+                f"inputs), so unlearning will keep them frozen", stacklevel=3,
             )
 
     def finalize(self) -> None:

@@ -12,7 +12,8 @@ weights) or None to go on. No rule looks at a retrained model or at test data.
 * :class:`ClassRemovalStop` (``mode="class"``): stop once the forget classes are no longer
   predicted (``a_f <= forget_floor``), or once held-out accuracy on the remaining classes has
   fallen by more than ``max_val_drop`` points from the start (then the previous epoch, the last
-  within the allowance, is kept).
+  within the allowance, is kept; this check comes first when both happen in one epoch).
+  ``forget_floor`` defaults to 1%: "~0" that tolerates one or two stubborn images.
 * :class:`NoStop`: run every epoch.
 """
 

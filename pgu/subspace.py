@@ -12,13 +12,16 @@ threshold ``gamma`` in [0, 1]:
   ``lambda_1+...+lambda_k >= gamma (lambda_1+...+lambda_d)``.
 
 ``gamma = 1`` protects the whole input space (``k = d``: the layer cannot change) and
-``gamma = 0`` protects nothing. Comparisons carry a relative slack of 1e-12 so that a ratio
+``gamma = 0`` protects nothing. A layer with no retained rows at all (never called during the
+statistics pass, e.g. a Linear whose weight a parent module uses directly) is fully protected:
+nothing is known about the inputs it serves, so it must not move. Comparisons carry a relative slack of 1e-12 so that a ratio
 equal to the threshold in exact arithmetic is not lost to rounding. A layer whose retain
 Gram is zero has nothing to protect (``k = 0``) unless ``gamma = 1``.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Mapping
 
 import torch
@@ -55,7 +58,7 @@ def select_rank(eigenvalues: torch.Tensor, threshold: float, rule: str = "pgu") 
 
 
 def _check_threshold(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"threshold for {name} must be a number in [0, 1], got {value!r}")
     value = float(value)
     if not 0.0 <= value <= 1.0:
@@ -67,8 +70,9 @@ class CoreGradientSpace:
     """Per-layer orthonormal bases of the retained input space.
 
     Args:
-        threshold: ``gamma``, a float in [0, 1] for every layer, or ``{layer name: float}``
-            naming every layer of the statistics.
+        threshold: ``gamma``, a float in [0, 1] for every layer, or ``{layer name: float}``;
+            a ``"default"`` entry covers the layers the dict does not name, otherwise it must
+            name every layer of the statistics.
         rule: ``"pgu"`` (authors' code) or ``"energy"`` (GPM); see the module docstring.
         bias: ``"frozen"`` (default, as the authors: biases never change) or ``"projected"``:
             a layer with a bias is treated as the weight ``[W | b]`` acting on inputs with a
@@ -88,13 +92,15 @@ class CoreGradientSpace:
 
     def _thresholds(self, names: list[str]) -> dict[str, float]:
         if isinstance(self.threshold, Mapping):
-            unknown = sorted(set(self.threshold) - set(names))
-            missing = [n for n in names if n not in self.threshold]
+            table = dict(self.threshold)
+            default = table.pop("default", None) if "default" not in names else None
+            unknown = sorted(set(table) - set(names))
+            missing = [n for n in names if n not in table]
             if unknown:
                 raise ValueError(f"threshold names layers the statistics do not have: {unknown}; layers are {names}")
-            if missing:
-                raise ValueError(f"threshold dict must name every layer; missing {missing}")
-            return {n: _check_threshold(self.threshold[n], repr(n)) for n in names}
+            if missing and default is None:
+                raise ValueError(f"threshold dict must name every layer or give a 'default'; missing {missing}")
+            return {n: _check_threshold(table.get(n, default), repr(n)) for n in names}
         value = _check_threshold(self.threshold, "every layer")
         return {n: value for n in names}
 
@@ -114,7 +120,7 @@ class CoreGradientSpace:
             gram = stats.augmented_gram(name) if aug else stats.gram_[name]
             lam, vectors = torch.linalg.eigh(gram.to(torch.float64))
             lam, vectors = lam.flip(0).clamp_min(0.0), vectors.flip(1)
-            k = select_rank(lam, thresholds[name], self.rule)
+            k = select_rank(lam, thresholds[name], self.rule) if stats.n_rows_[name] > 0 else gram.shape[0]
             basis[name] = vectors[:, :k].contiguous()
             rank[name], eigenvalues[name], dims[name], augmented[name] = k, lam, gram.shape[0], aug
         self.basis_, self.rank_, self.eigenvalues_ = basis, rank, eigenvalues

@@ -67,7 +67,11 @@ class UnlearnResult:
 
 
 def lr_schedule(lr, epochs: int) -> list[float]:
-    """Per-epoch learning rates: ``lr0 (lr1/lr0)^(e/E)`` for ``e = 0..E-1`` (a float: constant)."""
+    """Per-epoch learning rates: ``lr0 (lr1/lr0)^(e/E)`` for ``e = 0..E-1`` (a float: constant).
+
+    Training epoch ``e + 1`` uses the rate of ``e``: the first epoch runs at ``lr0``, and ``lr1``
+    is the rate an epoch ``E + 1`` would get (METHOD.md section 6).
+    """
     if isinstance(lr, (int, float)) and not isinstance(lr, bool):
         lr0 = lr1 = float(lr)
     else:
@@ -80,7 +84,7 @@ def lr_schedule(lr, epochs: int) -> list[float]:
     return [lr0 * (lr1 / lr0) ** (e / epochs) for e in range(epochs)]
 
 
-def _validate(epochs, momentum, weight_decay, stop, mode, max_samples, val_loader):
+def _validate(epochs, momentum, weight_decay, stop, mode, max_samples, forget_loader, val_loader):
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not 0.0 <= momentum < 1.0:
@@ -93,6 +97,10 @@ def _validate(epochs, momentum, weight_decay, stop, mode, max_samples, val_loade
         raise ValueError(f"mode must be 'sample' (some samples) or 'class' (whole classes), got {mode!r}")
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1):
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
+    for name, loader in (("forget_loader", forget_loader), ("val_loader", val_loader)):
+        if loader is not None and iter(loader) is loader:
+            raise ValueError(f"{name} is a one-shot iterator; unlearning passes over it several times, so give a "
+                             f"re-iterable loader (a DataLoader, a list of batches, pgu.data.TensorLoader)")
     if stop == "auto" and mode == "sample" and val_loader is None:
         raise ValueError(
             "stop='auto' with mode='sample' stops when forget accuracy falls below held-out accuracy, "
@@ -138,14 +146,16 @@ def unlearn(
         offset, entropy_weight: ``delta`` and ``lambda`` of the forget loss.
         stop: ``"auto"`` (section 6 rule for ``mode``) or ``"none"`` (run every epoch).
         mode: ``"sample"`` (needs ``val_loader`` under ``stop="auto"``) or ``"class"``.
-        max_samples: compute budget in forget samples processed (forward + backward); a batch
-            that would exceed it is not run and the request stops with reason ``"budget"``.
+        max_samples: compute budget in forget samples processed (forward + backward; the
+            per-epoch evaluations are not counted); a batch that would exceed it is not run and
+            the request stops with reason ``"budget"`` unless the stopping rule stops it first.
+            For a share ``s`` of the training run's compute pass ``int(s * samples_seen)``.
         class_forget_floor, max_val_drop: the class-removal rule's thresholds (percent, points).
         inplace: write the result into ``model`` (only when the request succeeds).
         progress: show a tqdm bar over epochs.
     """
     t_start = time.perf_counter()
-    _validate(epochs, momentum, weight_decay, stop, mode, max_samples, val_loader)
+    _validate(epochs, momentum, weight_decay, stop, mode, max_samples, forget_loader, val_loader)
     learning_rates = lr_schedule(lr, epochs)
     if not isinstance(stats, GramStats):
         raise TypeError(f"stats must be GramStats (fit on the training set), got {type(stats).__name__}")
@@ -215,6 +225,8 @@ def unlearn(
                 loss_sum, seen, budget_hit = 0.0, 0, False
                 for batch in forget_loader:
                     x, y = split_batch(batch, "forget_loader")
+                    if x.shape[0] == 0:
+                        continue
                     if max_samples is not None and processed + x.shape[0] > max_samples:
                         budget_hit = True
                         break
@@ -232,6 +244,9 @@ def unlearn(
                     seen += x.shape[0]
                     processed += x.shape[0]
                 if seen == 0:
+                    if not budget_hit:
+                        raise ValueError(f"forget_loader yielded no samples in epoch {epoch}; it must yield the "
+                                         f"forget set on every pass")
                     decision = StopDecision("budget")
                     break
                 epochs_run, kept_epoch = epoch, epoch
@@ -245,7 +260,9 @@ def unlearn(
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(forget=f"{a_f:.1f}", val="-" if a_v is None else f"{a_v:.1f}")
-                decision = StopDecision("budget") if budget_hit else rule_.after_epoch(a_f, a_v)
+                decision = rule_.after_epoch(a_f, a_v)
+                if decision is None and budget_hit:
+                    decision = StopDecision("budget")
                 if decision is not None and decision.keep_previous:
                     with torch.no_grad():
                         for p, old in zip(projector.projected_params, previous):

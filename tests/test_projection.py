@@ -104,3 +104,11 @@ def test_projector_refuses_a_model_of_another_shape():
     other = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
     with pytest.raises(ValueError, match="basis has"):
         GradientProjector(other, cgs)
+
+
+def test_projector_refuses_a_projected_bias_the_model_lacks():
+    _, cgs, _ = setup(bias="projected")
+    other = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 5))
+    with pytest.raises(ValueError, match="includes a bias"):
+        GradientProjector(other, cgs)

@@ -212,7 +212,7 @@ def test_bad_inputs_give_clear_errors_and_change_nothing():
     with pytest.raises(UnsupportedLayerError, match="does not support"):
         GramStats(["1"]).fit(model, [torch.randn(2, 1, 8, 8)])
     with pytest.raises(UnsupportedLayerError, match="groups=2"):
-        GramStats().fit(nn.Conv2d(4, 4, 3, groups=2), [torch.randn(1, 4, 5, 5)])
+        GramStats(["0"]).fit(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), [torch.randn(1, 4, 5, 5)])
     with pytest.raises(NotFittedError):
         GramStats().layer_names
 
@@ -236,3 +236,33 @@ def test_augmented_gram_is_gram_of_rows_with_a_one():
     stats = GramStats().fit(layer, [x])
     xa = torch.cat([x, torch.ones(6, 1, dtype=torch.float64)], 1)
     torch.testing.assert_close(stats.augmented_gram(""), xa.T @ xa)
+
+
+def test_grouped_conv_is_left_out_by_default_with_a_warning():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(36, 2))
+    with pytest.warns(UserWarning, match="groups=4"):
+        stats = GramStats().fit(model, [torch.randn(3, 4, 5, 5)])
+    assert stats.layer_names == ["2"]
+
+
+def test_tied_weights_are_refused():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    with pytest.raises(UnsupportedLayerError, match="weight tying"):
+        GramStats().fit(Tied(), [torch.randn(2, 4)])
+    with pytest.raises(UnsupportedLayerError, match="weight tying"):
+        GramStats(["a"]).fit(Tied(), [torch.randn(2, 4)])
+
+
+def test_check_model_warns_about_layers_the_statistics_leave_out():
+    model = small_cnn()
+    stats = GramStats(["0", "3"]).fit(model, [torch.randn(2, 1, 8, 8)])
+    with pytest.warns(UserWarning, match=r"\['7'\]"):
+        stats.check_model(model)

@@ -67,6 +67,10 @@ def test_per_layer_thresholds_and_their_errors():
     assert cgs.rank_ == {"0": 6, "2": 0}
     with pytest.raises(ValueError, match="missing"):
         CoreGradientSpace({"0": 0.9}).fit(stats)
+    assert CoreGradientSpace({"0": 1.0, "default": 0.0}).fit(stats).rank_ == {"0": 6, "2": 0}
+    import numpy as np
+
+    assert CoreGradientSpace(np.float32(1.0)).fit(stats).rank_ == {"0": 6, "2": 5}
     with pytest.raises(ValueError, match="do not have"):
         CoreGradientSpace({"0": 0.9, "2": 0.9, "9": 0.9}).fit(stats)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
@@ -82,3 +86,18 @@ def test_projected_bias_basis_has_one_more_row():
     stats = GramStats().fit(model, [torch.randn(30, 4)])
     cgs = CoreGradientSpace(1 - 1e-9, rule="energy", bias="projected").fit(stats)
     assert cgs.dim_ == {"0": 5, "1": 3} and cgs.augmented_ == {"0": True, "1": False}
+
+
+def test_a_layer_never_called_is_fully_protected():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.bypassed = nn.Linear(4, 4), nn.Linear(4, 3)
+
+        def forward(self, x):  # uses the weight of `bypassed` without calling it
+            return nn.functional.linear(self.used(x), self.bypassed.weight)
+
+    with pytest.warns(UserWarning, match="never called"):
+        stats = GramStats().fit(Net(), [torch.randn(10, 4)])
+    cgs = CoreGradientSpace(0.5).fit(stats)
+    assert cgs.rank_["bypassed"] == 4 and cgs.rank_["used"] < 4

@@ -124,6 +124,8 @@ def test_compute_budget_ends_the_run_with_its_own_reason():
 def test_bad_inputs_raise_clear_errors_and_change_nothing():
     model, stats, (x, y), (xv, yv) = trained_classifier()
     weights = copy.deepcopy(model.state_dict())
+    gram = {n: g.clone() for n, g in stats.gram_.items()}
+    model.train()
     forget = batches(x[:20], y[:20])
     with pytest.raises(ValueError, match="needs val_loader"):
         unlearn(model, forget, stats)
@@ -148,4 +150,58 @@ def test_bad_inputs_raise_clear_errors_and_change_nothing():
             unlearn(model, forget, stats, stop=kwargs.pop("stop", "none"), **kwargs)
     with pytest.raises(FloatingPointError, match="left unchanged"):
         unlearn(model, forget, stats, stop="none", lr=1e30, inplace=True)
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        unlearn(model, iter(forget), stats, stop="none")
+    with pytest.raises(ValueError, match="float32 copy"):
+        unlearn(copy.deepcopy(model).bfloat16(), [(xb.bfloat16(), yb) for xb, yb in forget], stats, stop="none")
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(stats.gram_[n], gram[n]) for n in gram) and stats.n_samples_ == len(x)
+    assert all(m.training for m in model.modules())
+
+
+def test_empty_batches_are_skipped():
+    model, stats, (x, y), _ = trained_classifier()
+    forget = batches(x[:20], y[:20]) + [(x[:0], y[:0])]
+    result = unlearn(model, forget, stats, stop="none", epochs=2)
+    assert result.samples_processed == 40 and result.stop_reason == "max_epochs"
+
+
+def overshooting_request():
+    """A big constant step: forget accuracy falls far below val accuracy in the first epoch."""
+    model, stats, (x, y), (xv, yv) = trained_classifier()
+    yv = yv.clone()
+    yv[: len(yv) // 10] = (yv[: len(yv) // 10] + 1) % 4  # held-out accuracy about 90%: something to forget
+    forget = batches(x[y == 0][:40], y[y == 0][:40], size=8)
+    return model, stats, forget, batches(xv, yv, size=64)
+
+
+def test_sample_rule_restores_the_previous_epoch_when_it_was_closer():
+    model, stats, forget, val = overshooting_request()
+    result = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5)
+    first = result.history[1]
+    assert result.stop_reason == "crossed" and result.epochs == 1 and first["forget_acc"] < first["val_acc"]
+    start_gap = abs(result.history[0]["val_acc"] - result.history[0]["forget_acc"])
+    assert start_gap < abs(first["val_acc"] - first["forget_acc"])
+    assert result.kept_epoch == 0
+    assert all(torch.equal(a, b) for a, b in zip(result.model.parameters(), model.parameters()))
+
+
+def test_the_stopping_rule_takes_precedence_over_the_budget_in_a_partial_epoch():
+    model, stats, forget, val = overshooting_request()
+    result = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5, max_samples=30)
+    assert result.samples_processed == 24 and result.epochs == 1
+    assert result.stop_reason == "crossed"
+
+
+def test_batchnorm_statistics_stay_frozen():
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    model.train()
+    model(torch.randn(64, 6))
+    model.eval()
+    x = torch.randn(40, 6)
+    y = model(x).argmax(1).detach()
+    stats = GramStats().fit(model, [x])
+    result = unlearn(model, batches(x[:16], y[:16], size=8), stats, stop="none", epochs=3, momentum=0.9)
+    for name in ("running_mean", "running_var", "num_batches_tracked", "weight", "bias"):
+        assert torch.equal(getattr(result.model[1], name), getattr(model[1], name))
+    assert not torch.equal(result.model[0].weight, model[0].weight)
