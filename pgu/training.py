@@ -94,7 +94,7 @@ def train_model(model_name: str, splits: DataSplits, config: TrainConfig, *, sub
     """Build ``model_name`` from ``config.seed`` and train it on ``splits.train`` (or the ``subset`` mask/positions)."""
     torch.manual_seed(config.seed)
     model = build_model(model_name, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
-                        width=config.width)
+                        width=config.width, input_size=splits.input_shape[-1])
     if device is not None:
         model = model.to(device)
     data = splits.train if subset is None else splits.train.subset(subset)

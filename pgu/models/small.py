@@ -12,7 +12,7 @@ def _conv_bn(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
 
 
 @register_model("digits-cnn")
-def digits_cnn(num_classes: int = 10, in_channels: int = 1, width: float = 1.0) -> nn.Module:
+def digits_cnn(num_classes: int = 10, in_channels: int = 1, width: float = 1.0, input_size: int | None = None) -> nn.Module:
     """Three 3x3 convs (the last two stride 2: 8 -> 4 -> 2 px) with BatchNorm, global average pool, linear head."""
     c1, c2, c3 = (max(1, int(round(c * width))) for c in (16, 32, 64))
     return nn.Sequential(
