@@ -18,6 +18,51 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _parse_setting(text: str) -> tuple[str, object]:
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _cmd_train(args) -> int:
+    from .recipes import available_recipes, find_recipe, load_recipe
+    from .workflow import train_run
+
+    if args.list_recipes:
+        for name in available_recipes():
+            r = load_recipe(name)
+            print(f"{name:<24} {r.dataset:<14} {r.model:<12} {r.description}")
+        return 0
+    if args.out is None:
+        raise ValueError("--out RUN is required (the folder the run is written to)")
+    if args.recipe:
+        recipe = load_recipe(args.recipe)
+    elif args.dataset:
+        recipe = find_recipe(args.dataset, args.model)
+    else:
+        raise ValueError("name a --dataset (its recipe is used) or a --recipe; see --list-recipes")
+    overrides = dict(args.set or [])
+    overrides.update({k: v for k, v in {"width": args.width, "epochs": args.epochs, "batch_size": args.batch_size,
+                                        "lr": args.lr, "seed": args.seed}.items() if v is not None})
+    recipe = recipe.with_overrides(dataset=args.dataset, model=args.model, **overrides)
+    run = train_run(recipe, args.out, exclude=args.exclude, data_dir=args.data_dir, device=args.device,
+                    stats=not args.no_stats, progress=not args.quiet, overwrite=args.overwrite)
+    res = run.config["results"]
+    print(f"trained {recipe.model} on {recipe.dataset} ({run.config['dataset']['trained_on']} samples"
+          f"{', without ' + args.exclude if args.exclude else ''}) in {res['train_seconds']:.1f} s: "
+          f"val {res['val_acc']:.2f}%, test {res['test_acc']:.2f}%"
+          + (f"; Gram statistics in {res['stats_seconds']:.1f} s" if res["stats_seconds"] is not None else ""))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -29,6 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of training and forget sets (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
+
+    train = sub.add_parser("train", help="train a model with a named recipe and cache its Gram statistics")
+    train.add_argument("--recipe", help="recipe name (see --list-recipes) or TOML file")
+    train.add_argument("--dataset", help="dataset name; without --recipe, picks the dataset's recipe")
+    train.add_argument("--model", help="model name (overrides the recipe's)")
+    train.add_argument("--width", type=float, help="channel width multiplier")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--set", action="append", type=_parse_setting, metavar="KEY=VALUE",
+                       help="override any training setting of the recipe (repeatable)")
+    train.add_argument("--exclude", metavar="FORGET_SPEC",
+                       help="train without these samples: class:C, random:F[:SEED], subclass:C:N or ids:FILE")
+    train.add_argument("--data-dir", help="where datasets live (default: $PGU_DATA_DIR)")
+    train.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu or cuda")
+    train.add_argument("--no-stats", action="store_true", help="skip the Gram statistics pass")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
+    train.add_argument("--out", metavar="RUN", help="the run folder to write")
+    train.set_defaults(func=_cmd_train)
     return parser
 
 

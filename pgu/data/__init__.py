@@ -1,8 +1,19 @@
-"""Datasets as tensors, by name: ``load_dataset("digits")``."""
+"""Datasets as tensors, by name: ``load_dataset("digits")``, ``load_dataset("cifar10", data_dir=...)``.
 
-from . import digits  # noqa: F401  (registers "digits")
+Registered: ``digits`` (bundled with scikit-learn, no files), ``mnist``, ``fashion``, ``cifar10``,
+``tinyimagenet`` (files under ``data_dir`` / ``$PGU_DATA_DIR``; see each module). Batch
+augmentation on tensors: :class:`RandomCropFlip`, passed to a loader as ``transform``.
+"""
+
+from . import digits  # noqa: F401  (registers "digits" first: the file-free default)
+from . import mnist, cifar10, tinyimagenet  # noqa: F401,E401  (register "mnist", "fashion", "cifar10", "tinyimagenet")
+from .augment import RandomCropFlip
 from .base import ArrayDataset, DataSplits, TensorLoader, per_class_split
-from .registry import available_datasets, load_dataset, register_dataset, resolve_data_dir
+from .cache import cache_dir
+from .cifar10 import RestrictedUnpickler, UnsafePickleError, restricted_load
+from .idx import read_idx
+from .registry import DatasetNotFoundError, available_datasets, load_dataset, register_dataset, resolve_data_dir
 
 __all__ = ["ArrayDataset", "DataSplits", "TensorLoader", "per_class_split", "available_datasets",
-           "load_dataset", "register_dataset", "resolve_data_dir"]
+           "load_dataset", "register_dataset", "resolve_data_dir", "DatasetNotFoundError", "RandomCropFlip",
+           "read_idx", "cache_dir", "RestrictedUnpickler", "UnsafePickleError", "restricted_load"]

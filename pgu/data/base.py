@@ -8,6 +8,7 @@ split's official order), so a forget set can be named, recorded and found again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -18,16 +19,22 @@ class TensorLoader:
     """Re-iterable ``(inputs, targets)`` batches sliced from tensors, no per-sample Python.
 
     With ``shuffle=True`` each pass draws a new permutation from ``seed`` and the pass number,
-    so a run is reproducible from its seed.
+    so a run is reproducible from its seed. An optional ``transform(x_batch, generator) -> x_batch``
+    (e.g. :class:`pgu.data.augment.RandomCropFlip`) is applied to every batch of inputs with a CPU
+    ``torch.Generator`` seeded from ``(seed, pass number)``, so augmented passes are reproducible too.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128, *, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False, device=None):
+                 seed: int = 0, drop_last: bool = False, device=None,
+                 transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable(x, generator), got {type(transform).__name__}")
         device = torch.device(device) if device is not None else x.device
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.transform = transform
         self.passes = 0
 
     def __len__(self) -> int:
@@ -45,16 +52,22 @@ class TensorLoader:
             order = torch.randperm(n, generator=g).to(self.x.device)
         else:
             order = None
+        # A stream of its own (not the shuffle's), fixed by the seed and the pass number.
+        gen = (torch.Generator().manual_seed((self.seed * 1_000_003 + self.passes) * 2 + 1)
+               if self.transform is not None else None)
         self.passes += 1
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
             if self.drop_last and stop - start < self.batch_size:
                 break
             if order is None:
-                yield self.x[start:stop], self.y[start:stop]
+                xb, yb = self.x[start:stop], self.y[start:stop]
             else:
                 idx = order[start:stop]
-                yield self.x[idx], self.y[idx]
+                xb, yb = self.x[idx], self.y[idx]
+            if gen is not None:
+                xb = self.transform(xb, gen)
+            yield xb, yb
 
 
 @dataclass
@@ -95,8 +108,9 @@ class ArrayDataset:
         return mask
 
     def loader(self, batch_size: int = 128, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
-               device=None) -> TensorLoader:
-        return TensorLoader(self.x, self.y, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, device=device)
+               device=None, transform=None) -> TensorLoader:
+        return TensorLoader(self.x, self.y, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, device=device,
+                            transform=transform)
 
 
 @dataclass
@@ -104,7 +118,8 @@ class DataSplits:
     """A dataset's splits: ``train``, and held-out data split per class into ``val`` and ``test``.
 
     ``val`` is what methods may use for their own stopping and selection; ``test`` is reported
-    only (PROTOCOL.md, Splits).
+    only (PROTOCOL.md, Splits). ``extra`` holds further named sets a dataset offers beside the
+    splits, e.g. CIFAR-10's lossless test set as ``extra["test_png"]``.
     """
 
     name: str
@@ -113,6 +128,7 @@ class DataSplits:
     test: ArrayDataset
     class_names: list[str]
     info: dict = field(default_factory=dict)
+    extra: dict[str, ArrayDataset] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

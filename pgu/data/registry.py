@@ -1,8 +1,11 @@
 """The dataset registry: ``load_dataset(name, data_dir=None, split_seed=0) -> DataSplits``.
 
 Loaders read from a path, never from the network. Where the data lives: the ``data_dir``
-argument, else the ``PGU_DATA_DIR`` environment variable; datasets bundled with a package
-(scikit-learn's digits) need neither.
+argument (the CLI's ``--data-dir``), else the ``PGU_DATA_DIR`` environment variable; datasets
+bundled with a package (scikit-learn's digits) need neither, and Fashion-MNIST also falls back
+to the folder Debian's ``dataset-fashion-mnist`` package installs. Data that cannot be found
+raises :class:`DatasetNotFoundError` (a ``FileNotFoundError``) saying where it looked and where to
+get the data.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Callable
 
 from .base import DataSplits
 
-__all__ = ["register_dataset", "load_dataset", "available_datasets", "resolve_data_dir"]
+__all__ = ["register_dataset", "load_dataset", "available_datasets", "resolve_data_dir", "DatasetNotFoundError"]
 
 _DATASETS: dict[str, Callable[..., DataSplits]] = {}
 
@@ -31,7 +34,8 @@ def register_dataset(name: str):
 
 
 def available_datasets() -> list[str]:
-    return sorted(_DATASETS)
+    """Registered names, in registration order (the file-free ``digits`` first)."""
+    return list(_DATASETS)
 
 
 def resolve_data_dir(data_dir=None) -> Path | None:
@@ -40,6 +44,21 @@ def resolve_data_dir(data_dir=None) -> Path | None:
         return Path(data_dir)
     env = os.environ.get("PGU_DATA_DIR")
     return Path(env) if env else None
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not where pgu looked; the message lists the places and how to get them."""
+
+    def __init__(self, name: str, looked_in: list, how_to_get: str, data_dir=None):
+        self.dataset, self.looked_in = name, [str(p) for p in looked_in]
+        lines = [f"dataset {name!r}: data not found."]
+        if data_dir is None:
+            lines.append("No data directory given: pass --data-dir DIR (data_dir=...) or set PGU_DATA_DIR.")
+        if self.looked_in:
+            lines.append("Looked in:")
+            lines += [f"  {p}" for p in self.looked_in]
+        lines.append(f"Where to get it: {how_to_get}")
+        super().__init__("\n".join(lines))
 
 
 def load_dataset(name: str, data_dir=None, split_seed: int = 0) -> DataSplits:
