@@ -19,6 +19,7 @@ import torch
 from .data import load_dataset
 from .evaluation import accuracy
 from .provenance import environment
+from .recipes import load_recipe
 from .stats import GramStats
 from .training import TrainConfig, train_model
 from .unlearn import unlearn
@@ -30,7 +31,7 @@ __all__ = ["DemoConfig", "run_demo", "format_table"]
 class DemoConfig:
     dataset: str = "digits"
     model: str = "digits-cnn"
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20))
+    train: TrainConfig = field(default_factory=lambda: load_recipe("digits").train)
     random_fraction: float = 0.1
     # PGU: the authors' All-CNN settings (METHOD.md sections 3, 6)
     threshold: float = 0.9
