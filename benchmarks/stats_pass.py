@@ -1,0 +1,115 @@
+"""The Gram statistics pass against one training epoch, same model, same samples, same machine.
+
+For each tier's recipe: train-epoch images/s (forward + backward + step, the recipe's batch
+and augmentation) against statistics-pass images/s (eval-mode forward with the hooks) over the
+same ``--samples`` training images, medians over repeats; the ratio statistics/epoch is in
+epochs' worth (PROTOCOL: the pass over D should cost at most one epoch). Also per-layer seconds
+of the pass and its largest relative error against a float64 reference on one batch.
+
+    python benchmarks/stats_pass.py --tiers mnist,cifar10-cpu --samples 4096 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pgu import GramStats
+from pgu.data import load_dataset
+from pgu.models import build_model
+from pgu.provenance import environment
+from pgu.recipes import load_recipe
+from pgu.training import _augmentation, _make_optimizer, resolve_device
+
+TIER_RECIPES = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu"}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_batch: int = 512) -> dict:
+    recipe = load_recipe(TIER_RECIPES[tier])
+    cfg = recipe.train
+    splits = load_dataset(recipe.dataset, data_dir=data_dir)
+    data = splits.train.subset(torch.arange(min(samples, len(splits.train))))
+    torch.manual_seed(0)
+    model = build_model(recipe.model, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
+                        width=cfg.width, input_size=splits.input_shape[-1]).to(device)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    opt = _make_optimizer(model, cfg)
+    transform = _augmentation(cfg)
+    kwargs = {"transform": transform} if transform is not None else {}
+    train_loader = data.loader(cfg.batch_size, shuffle=True, seed=0, device=device, **kwargs)
+    stats_loader = data.loader(stats_batch, device=device)
+
+    def epoch():
+        model.train()
+        _sync(device)
+        start = time.perf_counter()
+        for x, y in train_loader:
+            loss = F.cross_entropy(model(x.contiguous(memory_format=fmt)), y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        _sync(device)
+        return time.perf_counter() - start
+
+    def stats_pass():
+        _sync(device)
+        start = time.perf_counter()
+        GramStats().fit(model, stats_loader)
+        _sync(device)
+        return time.perf_counter() - start
+
+    epoch(), stats_pass()  # warm-up (and a trained-ish model)
+    t_epoch = statistics.median(epoch() for _ in range(repeats))
+    t_stats = statistics.median(stats_pass() for _ in range(repeats))
+
+    # exactness: the pass against a float64 copy of the model on one batch
+    x = data.x[:64].to(device)
+    fast = GramStats().fit(model, [x])
+    ref = GramStats().fit(model.double(), [x.double()])
+    model.float()
+    errors = {n: float((fast.gram_[n] - ref.gram_[n]).abs().max() / ref.gram_[n].abs().max()) for n in ref.gram_}
+    n = len(data)
+    return {"tier": tier, "samples": n, "repeats": repeats, "epoch_seconds": t_epoch, "stats_seconds": t_stats,
+            "epoch_images_per_s": n / t_epoch, "stats_images_per_s": n / t_stats, "stats_in_epochs": t_stats / t_epoch,
+            "max_relative_error_vs_float64": max(errors.values()), "relative_error_by_layer": errors}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiers", default="mnist,cifar10-cpu")
+    parser.add_argument("--samples", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--label", default="current", help="name of this measurement (e.g. the lever tried)")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    rows = [measure(t, args.samples, args.repeats, device, args.data_dir) for t in args.tiers.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"stats_pass-{args.label}.json"
+    path.write_text(json.dumps({"benchmark": "stats_pass", "label": args.label, "results": rows,
+                                "environment": environment(str(device))}, indent=2))
+    print(f"{'tier':<14}{'samples':>8}{'epoch s':>9}{'stats s':>9}{'stats/epoch':>13}{'max rel err':>13}")
+    for r in rows:
+        print(f"{r['tier']:<14}{r['samples']:>8}{r['epoch_seconds']:>9.2f}{r['stats_seconds']:>9.2f}"
+              f"{r['stats_in_epochs']:>12.2f}x{r['max_relative_error_vs_float64']:>13.1e}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
