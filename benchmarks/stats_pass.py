@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from unittest.mock import patch
 
 from pgu import GramStats
 from pgu.data import load_dataset
@@ -35,7 +36,8 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_batch: int = 512) -> dict:
+def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_batch: int = 512,
+            precision: str = "auto") -> dict:
     recipe = load_recipe(TIER_RECIPES[tier])
     cfg = recipe.train
     splits = load_dataset(recipe.dataset, data_dir=data_dir)
@@ -66,7 +68,7 @@ def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_
     def stats_pass():
         _sync(device)
         start = time.perf_counter()
-        GramStats().fit(model, stats_loader)
+        GramStats(precision=precision).fit(model, stats_loader)
         _sync(device)
         return time.perf_counter() - start
 
@@ -74,16 +76,24 @@ def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_
     t_epoch = statistics.median(epoch() for _ in range(repeats))
     t_stats = statistics.median(stats_pass() for _ in range(repeats))
 
-    # exactness: the pass against a float64 copy of the model on one batch
-    x = data.x[:64].to(device)
-    fast = GramStats().fit(model, [x])
-    ref = GramStats().fit(model.double(), [x.double()])
-    model.float()
+    # exactness: against products in float64 on the same model and batch
+    x = data.x[:256].to(device)
+    fast = GramStats(precision=precision).fit(model, [x])
+    with patch("pgu.layers.prefer_offsets", lambda *a: False):
+        ref = GramStats(precision="float64").fit(model, [x])
     errors = {n: float((fast.gram_[n] - ref.gram_[n]).abs().max() / ref.gram_[n].abs().max()) for n in ref.gram_}
     n = len(data)
     return {"tier": tier, "samples": n, "repeats": repeats, "epoch_seconds": t_epoch, "stats_seconds": t_stats,
             "epoch_images_per_s": n / t_epoch, "stats_images_per_s": n / t_stats, "stats_in_epochs": t_stats / t_epoch,
             "max_relative_error_vs_float64": max(errors.values()), "relative_error_by_layer": errors}
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def main(argv=None) -> int:
@@ -94,14 +104,19 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir")
     parser.add_argument("--label", default="current", help="name of this measurement (e.g. the lever tried)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float64"], help="GramStats precision")
+    parser.add_argument("--no-offsets", action="store_true", help="always unfold convs (the tap-offset route off)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    rows = [measure(t, args.samples, args.repeats, device, args.data_dir) for t in args.tiers.split(",")]
+    levers = {"precision": args.precision, "conv_offsets": not args.no_offsets}
+    with patch("pgu.layers.prefer_offsets", lambda *a: False) if args.no_offsets else _nothing():
+        rows = [measure(t, args.samples, args.repeats, device, args.data_dir, precision=args.precision)
+                for t in args.tiers.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"stats_pass-{args.label}.json"
-    path.write_text(json.dumps({"benchmark": "stats_pass", "label": args.label, "results": rows,
+    path.write_text(json.dumps({"benchmark": "stats_pass", "label": args.label, "levers": levers, "results": rows,
                                 "environment": environment(str(device))}, indent=2))
     print(f"{'tier':<14}{'samples':>8}{'epoch s':>9}{'stats s':>9}{'stats/epoch':>13}{'max rel err':>13}")
     for r in rows:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conv_gram import offset_patch_gram, prefer_offsets
+
 __all__ = [
     "LayerAdapter",
     "UnsupportedLayerError",
@@ -50,18 +52,34 @@ class LayerAdapter:
             (recorded with statistics, compared when statistics meet a model).
         check: ``check(module, name)`` raises :class:`UnsupportedLayerError` for a
             configuration the adapter cannot handle.
+        gram: ``gram(module, x, dtype) -> (G, s, n_rows)``: the float64 Gram ``sum x x^T`` and
+            row sum of this batch's rows, products taken in ``dtype``. Defaults to forming the
+            rows and multiplying them; an adapter may register a faster exact route.
     """
 
     kind: str
     rows: Callable[[nn.Module, torch.Tensor], torch.Tensor]
     geometry: Callable[[nn.Module], dict]
     check: Callable[[nn.Module, str], None]
+    gram: Callable | None = None
+
+    def batch_gram(self, module: nn.Module, x: torch.Tensor, dtype: torch.dtype):
+        """``(G, s, n_rows)`` of one batch, float64 (see ``gram``)."""
+        if self.gram is not None:
+            return self.gram(module, x, dtype)
+        return rows_gram(self.rows(module, x), dtype)
 
 
 _REGISTRY: dict[type, LayerAdapter] = {}
 
 
-def register_layer(cls: type, kind: str, *, geometry=None, check=None):
+def rows_gram(rows: torch.Tensor, dtype: torch.dtype):
+    """``(rows^T rows, rows.sum(0), n_rows)``: products in ``dtype``, results in float64."""
+    r = rows.to(dtype)
+    return (r.T @ r).to(torch.float64), r.sum(0, dtype=torch.float64), int(r.shape[0])
+
+
+def register_layer(cls: type, kind: str, *, geometry=None, check=None, gram=None):
     """Decorator registering ``rows`` as the row extractor of layer class ``cls``."""
 
     def decorate(rows_fn):
@@ -70,6 +88,7 @@ def register_layer(cls: type, kind: str, *, geometry=None, check=None):
             rows=rows_fn,
             geometry=geometry or (lambda module: {}),
             check=check or (lambda module, name: None),
+            gram=gram,
         )
         return rows_fn
 
@@ -142,8 +161,7 @@ def _conv2d_check(module: nn.Conv2d, name: str) -> None:
         )
 
 
-@register_layer(nn.Conv2d, "Conv2d", geometry=_conv2d_geometry, check=_conv2d_check)
-def conv2d_rows(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def _conv2d_padded(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[1] != module.in_channels:
@@ -152,9 +170,35 @@ def conv2d_rows(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if any(pads):
         mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
         x = F.pad(x, pads, mode=mode)
-    patches = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=0, stride=module.stride)
+    return x
+
+
+def _conv2d_gram(module: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype):
+    """Exact patch Gram of a batch: by tap offsets (:mod:`pgu.conv_gram`) when cheaper, else unfolded rows."""
+    xp = _conv2d_padded(module, x)
+    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
+    hp, wp = xp.shape[2], xp.shape[3]
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    if not prefer_offsets((kh, kw), (sh, sw), (dh, dw), (hp, wp), (ho, wo)):
+        return rows_gram(_conv2d_unfold(module, xp), dtype)
+    gram = offset_patch_gram(xp, (kh, kw), (sh, sw), (dh, dw), dtype)
+    total = xp.sum(0, dtype=torch.float64)  # (C, Hp, Wp): row sums are window sums of the batch total
+    row_sum = torch.stack([
+        total[:, u * dh : u * dh + (ho - 1) * sh + 1 : sh, v * dw : v * dw + (wo - 1) * sw + 1 : sw].sum((1, 2))
+        for u in range(kh) for v in range(kw)
+    ], dim=1).reshape(-1)
+    return gram, row_sum, int(xp.shape[0]) * ho * wo
+
+
+def _conv2d_unfold(module: nn.Conv2d, xp: torch.Tensor) -> torch.Tensor:
+    patches = F.unfold(xp, module.kernel_size, dilation=module.dilation, padding=0, stride=module.stride)
     # (N, d, L) -> (N * L, d); d is channel-major, then kernel row, then kernel column.
     return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+
+
+@register_layer(nn.Conv2d, "Conv2d", geometry=_conv2d_geometry, check=_conv2d_check, gram=_conv2d_gram)
+def conv2d_rows(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return _conv2d_unfold(module, _conv2d_padded(module, x))
 
 
 # --- lookup ---------------------------------------------------------------------------

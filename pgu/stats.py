@@ -70,6 +70,9 @@ class GramStats:
     Args:
         layers: qualified module names to cover (as ``model.named_modules()`` gives them), or
             None for every Conv2d/Linear (or subclass) with a trainable weight.
+        precision: ``"auto"``: each batch's products in the input's dtype (float32 for a
+            float32 model: about 1e-6 relative error, twice as fast), summed across batches in
+            float64; ``"float64"``: products in float64 too.
 
     Fitted attributes:
         gram_: ``{name: (d, d) float64 tensor}``, the sum of ``x x^T`` over all rows.
@@ -84,8 +87,12 @@ class GramStats:
         >>> retain = stats - GramStats().fit(model, forget_loader)  # doctest: +SKIP
     """
 
-    def __init__(self, layers: Iterable[str] | None = None):
+    def __init__(self, layers: Iterable[str] | None = None, *, precision: str = "auto"):
+        if precision not in ("auto", "float64"):
+            raise ValueError(f"precision must be 'auto' (products in the input's dtype, float32 for a float32 "
+                             f"model, summed in float64) or 'float64', got {precision!r}")
         self.layers = None if layers is None else list(layers)
+        self.precision = precision
 
     # -- fitting -------------------------------------------------------------------------
 
@@ -94,7 +101,7 @@ class GramStats:
 
         The object is only changed when the whole pass succeeds.
         """
-        fitted = _Accumulator(model, self.layers)
+        fitted = _Accumulator(model, self.layers, self.precision)
         iterator = loader
         if progress:
             from tqdm.auto import tqdm
@@ -113,10 +120,10 @@ class GramStats:
 
     def partial_fit(self, model: nn.Module, inputs: torch.Tensor) -> "GramStats":
         """Add one batch of model inputs to the statistics (starting them if unfitted)."""
-        acc = _Accumulator(model, self.layers)
+        acc = _Accumulator(model, self.layers, self.precision)
         with acc:
             acc.add(inputs)
-        batch_stats = GramStats(self.layers)
+        batch_stats = GramStats(self.layers, precision=self.precision)
         batch_stats._set_from(acc)
         if not self.is_fitted:
             self._copy_from(batch_stats)
@@ -351,8 +358,9 @@ def _describe(info: dict) -> str:
 class _Accumulator:
     """One statistics pass: installs forward pre-hooks on entry, removes them on exit."""
 
-    def __init__(self, model: nn.Module, layers):
+    def __init__(self, model: nn.Module, layers, precision: str = "auto"):
         self.model = model
+        self.precision = precision
         self.found = find_layers(model, layers)
         self.layer_info = {n: _layer_info(m, n) for n, (m, _) in self.found.items()}
         self.device = _model_device(model)
@@ -387,10 +395,12 @@ class _Accumulator:
         def hook(module, args):
             if not args or not isinstance(args[0], torch.Tensor):
                 raise UnsupportedLayerError(f"layer {name!r} was called without a positional input tensor")
-            rows = adapter.rows(module, args[0].detach()).to(device=self.device, dtype=torch.float64)
-            self.gram[name].addmm_(rows.T, rows)
-            self.row_sum[name] += rows.sum(0)
-            self.n_rows[name] += rows.shape[0]
+            x = args[0].detach()
+            dtype = x.dtype if self.precision == "auto" and x.dtype in (torch.float32, torch.float64) else torch.float64
+            gram, row_sum, n_rows = adapter.batch_gram(module, x, dtype)
+            self.gram[name] += gram.to(self.device)
+            self.row_sum[name] += row_sum.to(self.device)
+            self.n_rows[name] += n_rows
 
         return hook
 
