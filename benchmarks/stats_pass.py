@@ -79,7 +79,7 @@ def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_
     # exactness: against products in float64 on the same model and batch
     x = data.x[:256].to(device)
     fast = GramStats(precision=precision).fit(model, [x])
-    with patch("pgu.layers.prefer_offsets", lambda *a: False):
+    with patch("pgu.layers.prefer_row_offsets", lambda *a: False):
         ref = GramStats(precision="float64").fit(model, [x])
     errors = {n: float((fast.gram_[n] - ref.gram_[n]).abs().max() / ref.gram_[n].abs().max()) for n in ref.gram_}
     n = len(data)
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     levers = {"precision": args.precision, "conv_offsets": not args.no_offsets}
-    with patch("pgu.layers.prefer_offsets", lambda *a: False) if args.no_offsets else _nothing():
+    with patch("pgu.layers.prefer_row_offsets", lambda *a: False) if args.no_offsets else _nothing():
         rows = [measure(t, args.samples, args.repeats, device, args.data_dir, precision=args.precision)
                 for t in args.tiers.split(",")]
     out = Path(args.out)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv_gram import offset_patch_gram, prefer_offsets
+from .conv_gram import patch_gram, prefer_row_offsets
 
 __all__ = [
     "LayerAdapter",
@@ -174,14 +174,14 @@ def _conv2d_padded(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 def _conv2d_gram(module: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype):
-    """Exact patch Gram of a batch: by tap offsets (:mod:`pgu.conv_gram`) when cheaper, else unfolded rows."""
+    """Exact patch Gram of a batch: by kernel-row offsets (:mod:`pgu.conv_gram`) when cheaper, else unfolded rows."""
     xp = _conv2d_padded(module, x)
     (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
     hp, wp = xp.shape[2], xp.shape[3]
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-    if not prefer_offsets((kh, kw), (sh, sw), (dh, dw), (hp, wp), (ho, wo)):
+    if not prefer_row_offsets((kh, kw), (hp, wp), (ho, wo)):
         return rows_gram(_conv2d_unfold(module, xp), dtype)
-    gram = offset_patch_gram(xp, (kh, kw), (sh, sw), (dh, dw), dtype)
+    gram = patch_gram(xp, (kh, kw), (sh, sw), (dh, dw), dtype)
     total = xp.sum(0, dtype=torch.float64)  # (C, Hp, Wp): row sums are window sums of the batch total
     row_sum = torch.stack([
         total[:, u * dh : u * dh + (ho - 1) * sh + 1 : sh, v * dw : v * dw + (wo - 1) * sw + 1 : sw].sum((1, 2))

@@ -280,29 +280,30 @@ OFFSET_CASES = [
 
 @pytest.mark.parametrize("case", OFFSET_CASES, ids=str)
 def test_tap_offset_route_equals_unfolded_rows(case):
-    """The fast conv route (products per tap offset) against unfold-then-multiply, in float64."""
-    from pgu.conv_gram import offset_patch_gram
+    """The fast conv route (products per kernel-row offset) against unfold-then-multiply, in float64."""
+    from pgu.conv_gram import patch_gram
     from pgu.layers import _conv2d_padded, _conv2d_unfold
 
     layer = nn.Conv2d(3, 4, **case).double()
     x = torch.randn(5, 3, 11, 9, dtype=torch.float64)
     xp = _conv2d_padded(layer, x)
     rows = _conv2d_unfold(layer, xp)
-    gram = offset_patch_gram(xp, layer.kernel_size, layer.stride, layer.dilation, torch.float64)
+    gram = patch_gram(xp, layer.kernel_size, layer.stride, layer.dilation, torch.float64, max_elements=300)
     torch.testing.assert_close(gram, rows.T @ rows, rtol=1e-12, atol=1e-10)
 
 
 def test_routes_and_float32_products_agree_with_the_float64_oracle():
     from unittest.mock import patch
 
-    from pgu.conv_gram import prefer_offsets
+    from pgu.conv_gram import prefer_row_offsets
 
-    assert prefer_offsets((5, 5), (1, 1), (1, 1), (18, 18), (14, 14))  # LeNet's second conv
-    assert not prefer_offsets((1, 1), (1, 1), (1, 1), (8, 8), (8, 8))
+    assert prefer_row_offsets((5, 5), (18, 18), (14, 14))  # LeNet's second conv
+    assert prefer_row_offsets((3, 3), (34, 34), (16, 16))  # a stride-2 3x3 conv
+    assert not prefer_row_offsets((1, 1), (8, 8), (8, 8))
     model = small_cnn()
     x = torch.randn(16, 1, 8, 8)
     fast = GramStats().fit(model, [x])
-    with patch("pgu.layers.prefer_offsets", lambda *a: False):
+    with patch("pgu.layers.prefer_row_offsets", lambda *a: False):
         slow = GramStats(precision="float64").fit(model, [x])
     for n in slow.layer_names:
         torch.testing.assert_close(fast.gram_[n], slow.gram_[n], rtol=1e-5, atol=1e-5 * float(slow.gram_[n].abs().max()))
