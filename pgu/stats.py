@@ -172,9 +172,16 @@ class GramStats:
 
     @property
     def nbytes(self) -> dict[str, int]:
-        """Bytes held per layer (Gram and row sum)."""
+        """Bytes held in memory per layer (float64 Gram and row sum: ``8 (d^2 + d)``)."""
         self._require_fitted()
         return {n: self.gram_[n].nbytes + self.row_sum_[n].nbytes for n in self.gram_}
+
+    def memory_report(self) -> list[dict]:
+        """Per layer: name, kind, ``d``, bytes in memory (float64) and stored as float32; largest first."""
+        self._require_fitted()
+        rows = [{"layer": n, "kind": self.layer_info_[n]["kind"], "d": int(self.gram_[n].shape[0]),
+                 "bytes": b, "bytes_float32": b // 2} for n, b in self.nbytes.items()]
+        return sorted(rows, key=lambda r: -r["bytes"])
 
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`StatsMismatchError` unless these statistics describe ``model``'s layers."""
@@ -258,18 +265,24 @@ class GramStats:
 
     # -- persistence ---------------------------------------------------------------------
 
-    def save(self, path, metadata: dict[str, str] | None = None) -> None:
+    def save(self, path, metadata: dict[str, str] | None = None, *, storage: str = "float64") -> None:
         """Write the statistics to a safetensors file (atomically: a temporary file, then rename).
 
         ``metadata`` adds user string entries (e.g. the model's hash) to the file's header.
+        ``storage="float32"`` halves the file (rounding each entry to about 1e-7 relative);
+        :meth:`load` returns float64 either way. Subtracting a forget set's statistics from
+        float32-stored ones carries that rounding of the large total into the retain Gram.
         """
+        if storage not in ("float64", "float32"):
+            raise ValueError(f"storage must be 'float64' or 'float32', got {storage!r}")
+        dtype = torch.float64 if storage == "float64" else torch.float32
         from safetensors.torch import save_file
 
         self._require_fitted()
         tensors = {}
         for name in self.gram_:
-            tensors[f"gram/{name}"] = self.gram_[name].contiguous()
-            tensors[f"row_sum/{name}"] = self.row_sum_[name].contiguous()
+            tensors[f"gram/{name}"] = self.gram_[name].to(dtype).contiguous()
+            tensors[f"row_sum/{name}"] = self.row_sum_[name].to(dtype).contiguous()
         header = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -317,9 +330,10 @@ class GramStats:
         for name, info in layer_info.items():
             d = info["weight_shape"][1]
             g, s = tensors.get(f"gram/{name}"), tensors.get(f"row_sum/{name}")
-            if g is None or s is None or tuple(g.shape) != (d, d) or tuple(s.shape) != (d,) or g.dtype != torch.float64:
+            if (g is None or s is None or tuple(g.shape) != (d, d) or tuple(s.shape) != (d,)
+                    or g.dtype not in (torch.float64, torch.float32)):
                 raise ValueError(f"{path} is damaged: the statistics of layer {name!r} are missing or misshapen")
-            out.gram_[name], out.row_sum_[name] = g, s
+            out.gram_[name], out.row_sum_[name] = g.to(torch.float64), s.to(torch.float64)
         out.n_rows_ = {n: int(n_rows[n]) for n in layer_info}
         out.n_samples_ = int(header["n_samples"])
         out.layer_info_ = layer_info

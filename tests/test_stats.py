@@ -309,3 +309,20 @@ def test_routes_and_float32_products_agree_with_the_float64_oracle():
         torch.testing.assert_close(fast.gram_[n], slow.gram_[n], rtol=1e-5, atol=1e-5 * float(slow.gram_[n].abs().max()))
     with pytest.raises(ValueError, match="precision"):
         GramStats(precision="half")
+
+
+def test_float32_storage_halves_the_file_and_loads_as_float64(tmp_path):
+    stats = GramStats().fit(small_cnn(), [torch.randn(20, 1, 8, 8)])
+    stats.save(tmp_path / "64.safetensors")
+    stats.save(tmp_path / "32.safetensors", storage="float32")
+    small, big = (tmp_path / "32.safetensors").stat().st_size, (tmp_path / "64.safetensors").stat().st_size
+    assert small < 0.6 * big
+    back = GramStats.load(tmp_path / "32.safetensors")
+    for n in stats.layer_names:
+        assert back.gram_[n].dtype == torch.float64
+        torch.testing.assert_close(back.gram_[n], stats.gram_[n], rtol=1e-6, atol=1e-6 * float(stats.gram_[n].abs().max()))
+    report = stats.memory_report()
+    assert [r["layer"] for r in report][0] == "7" and sum(r["bytes"] for r in report) == sum(stats.nbytes.values())
+    assert report[0]["bytes"] == 8 * (96 * 96 + 96)
+    with pytest.raises(ValueError, match="storage"):
+        stats.save(tmp_path / "x.safetensors", storage="half")
