@@ -235,7 +235,7 @@ class GramStats:
                 )
 
     def _combine(self, other: "GramStats", sign: int) -> "GramStats":
-        out = GramStats(self.layers)
+        out = GramStats(self.layers, precision=self.precision)
         out.gram_ = {n: self.gram_[n] + sign * other.gram_[n] for n in self.gram_}
         out.row_sum_ = {n: self.row_sum_[n] + sign * other.row_sum_[n] for n in self.gram_}
         out.n_rows_ = {n: self.n_rows_[n] + sign * other.n_rows_[n] for n in self.gram_}
@@ -289,6 +289,7 @@ class GramStats:
             "n_samples": str(int(self.n_samples_)),
             "n_rows": json.dumps({n: int(v) for n, v in self.n_rows_.items()}),
             "layers": json.dumps(self.layer_info_),
+            "precision": self.precision,
             "user": json.dumps(dict(metadata or {})),
         }
         path = Path(path)
@@ -325,7 +326,8 @@ class GramStats:
             raise
         except Exception as exc:  # safetensors raises its own error types on damaged files
             raise ValueError(f"{path} is not a readable pgu statistics file ({exc})") from exc
-        out = cls(list(layer_info))
+        precision = header.get("precision", "auto")
+        out = cls(list(layer_info), precision=precision if precision in ("auto", "float64") else "auto")
         out.gram_, out.row_sum_ = {}, {}
         for name, info in layer_info.items():
             d = info["weight_shape"][1]

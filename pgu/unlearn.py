@@ -175,7 +175,8 @@ def unlearn(
             yield x
 
     t0 = time.perf_counter()
-    forget_stats = GramStats(stats.layer_names).fit(work, forget_inputs())
+    # Same layers and precision as the statistics it is subtracted from.
+    forget_stats = GramStats(stats.layer_names, precision=stats.precision).fit(work, forget_inputs())
     retain_stats = stats - forget_stats
     forget_classes = sorted({int(c) for c in torch.cat(targets_seen).tolist()})
     t_forget = time.perf_counter() - t0

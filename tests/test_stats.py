@@ -143,7 +143,9 @@ def test_save_load_round_trip(tmp_path):
     stats = GramStats().fit(model, [torch.randn(5, 1, 8, 8)])
     stats.save(tmp_path / "s.safetensors", metadata={"model": "small"})
     back = GramStats.load(tmp_path / "s.safetensors")
-    assert back.layer_names == stats.layer_names and back.n_samples_ == 5
+    assert back.layer_names == stats.layer_names and back.n_samples_ == 5 and back.precision == "auto"
+    GramStats(precision="float64").fit(model, [torch.randn(2, 1, 8, 8)]).save(tmp_path / "p.safetensors")
+    assert GramStats.load(tmp_path / "p.safetensors").precision == "float64"
     assert back.layer_info_ == stats.layer_info_ and back.n_rows_ == stats.n_rows_
     assert back.metadata_ == {"model": "small"}
     for n in stats.layer_names:
