@@ -12,56 +12,34 @@ versions, commit) and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from pgu.data import load_dataset
-from pgu.models import build_model
-from pgu.provenance import environment
-from pgu.recipes import load_recipe
-from pgu.training import _augmentation, _make_optimizer, resolve_device
-
-TIER_RECIPES = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu"}
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from common import tier_setup, write_results
+from pgu.training import resolve_device, synchronize
 
 
 def measure(tier: str, batches: int, repeats: int, device, data_dir=None) -> dict:
-    recipe = load_recipe(TIER_RECIPES[tier])
-    cfg = recipe.train
-    splits = load_dataset(recipe.dataset, data_dir=data_dir)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    transform = _augmentation(cfg)
-    kwargs = {"transform": transform} if transform is not None else {}
-    loader = splits.train.loader(cfg.batch_size, shuffle=True, seed=0, device=device, **kwargs)
+    setup = tier_setup(tier, device, data_dir)
+    cfg, model, opt, fmt = setup.recipe.train, setup.model, setup.optimizer, setup.memory_format
+    loader = setup.train_loader(device)
     batches = min(batches, len(loader))
 
     def pipeline_pass():
         n = 0
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for i, (x, y) in enumerate(loader):
             if i == batches:
                 break
             x = x.contiguous(memory_format=fmt)
             n += len(y)
-        _sync(device)
+        synchronize(device)
         return n / (time.perf_counter() - start)
 
-    torch.manual_seed(0)
-    model = build_model(recipe.model, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
-                        width=cfg.width, input_size=splits.input_shape[-1]).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    opt = _make_optimizer(model, cfg)
     made = []
     for i, (x, y) in enumerate(loader):
         if i == batches:
@@ -71,7 +49,7 @@ def measure(tier: str, batches: int, repeats: int, device, data_dir=None) -> dic
     def step_pass():
         model.train()
         n = 0
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for x, y in made:
             loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
@@ -79,13 +57,13 @@ def measure(tier: str, batches: int, repeats: int, device, data_dir=None) -> dic
             loss.backward()
             opt.step()
             n += len(y)
-        _sync(device)
+        synchronize(device)
         return n / (time.perf_counter() - start)
 
     pipeline_pass(), step_pass()  # warm-up
     pipe = statistics.median(pipeline_pass() for _ in range(repeats))
     step = statistics.median(step_pass() for _ in range(repeats))
-    return {"tier": tier, "recipe": recipe.to_dict(), "batch_size": cfg.batch_size, "batches": batches,
+    return {"tier": tier, "recipe": setup.recipe.to_dict(), "batch_size": cfg.batch_size, "batches": batches,
             "repeats": repeats, "pipeline_images_per_s": pipe, "step_images_per_s": step, "ratio": pipe / step}
 
 
@@ -100,11 +78,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     rows = [measure(t, args.batches, args.repeats, device, args.data_dir) for t in args.tiers.split(",")]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "pipeline.json"
-    path.write_text(json.dumps({"benchmark": "pipeline", "results": rows, "environment": environment(str(device))},
-                               indent=2))
+    path = write_results(args.out, "pipeline", {"benchmark": "pipeline", "results": rows}, device)
     print(f"{'tier':<14}{'batch':>7}{'pipeline img/s':>16}{'step img/s':>12}{'ratio':>8}")
     for r in rows:
         print(f"{r['tier']:<14}{r['batch_size']:>7}{r['pipeline_images_per_s']:>16.0f}{r['step_images_per_s']:>12.0f}"

@@ -11,18 +11,16 @@ statistics of random inputs at threshold 0.9. Medians over repeats; JSON and a t
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from common import write_results
 from pgu import CoreGradientSpace, GradientProjector, GramStats, ProjectedOptimizer, forget_loss
 from pgu.models import build_model
 from pgu.modes import unlearning_mode
-from pgu.provenance import environment
-from pgu.training import resolve_device
+from pgu.training import resolve_device, synchronize
 
 
 def main(argv=None) -> int:
@@ -48,16 +46,14 @@ def main(argv=None) -> int:
         return ProjectedOptimizer(sgd, GradientProjector(model, cgs)) if projected else sgd
 
     def run(opt) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(args.steps):
             loss = forget_loss(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         return (time.perf_counter() - start) / args.steps
 
     with unlearning_mode(model):
@@ -70,12 +66,10 @@ def main(argv=None) -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {"benchmark": "projected_step", "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
               "threshold": args.threshold, "ranks": cgs.summary(), "seconds_per_step": med,
-              "all_seconds": times, "ratio": med["projected"] / med["plain"], "environment": environment(str(device))}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "projected_step.json").write_text(json.dumps(result, indent=2))
+              "all_seconds": times, "ratio": med["projected"] / med["plain"]}
+    path = write_results(args.out, "projected_step", result, device)
     print(f"plain SGD step {med['plain'] * 1e3:.1f} ms, projected step {med['projected'] * 1e3:.1f} ms, "
-          f"ratio {result['ratio']:.3f}x  (wrote {out / 'projected_step.json'})")
+          f"ratio {result['ratio']:.3f}x  (wrote {path})")
     return 0
 
 

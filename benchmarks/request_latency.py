@@ -15,16 +15,15 @@ should follow |D_f| and not |D|. Also the memory of the cached statistics per la
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from common import write_results
 from pgu import GramStats, unlearn
 from pgu.data import load_dataset
-from pgu.provenance import environment
 from pgu.runs import load_run, save_model
 
 
@@ -73,12 +72,9 @@ def main(argv=None) -> int:
     total = sum(r["bytes"] for r in memory)
     print(f"cached statistics: {total / 2**20:.1f} MiB in float64 ({total / 2**21:.1f} MiB stored as float32); "
           f"largest layer {memory[0]['layer']} (d={memory[0]['d']}): {memory[0]['bytes'] / 2**20:.1f} MiB")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"request_latency-{Path(args.run).name}.json"
-    path.write_text(json.dumps({"benchmark": "request_latency", "run": str(args.run), "epochs": args.epochs,
-                                "requests": rows, "stats_memory": memory, "stats_bytes_total": total,
-                                "environment": environment("cpu")}, indent=2))
+    path = write_results(args.out, f"request_latency-{Path(args.run).name}",
+                         {"benchmark": "request_latency", "run": str(args.run), "epochs": args.epochs,
+                          "requests": rows, "stats_memory": memory, "stats_bytes_total": total}, "cpu")
     print(f"wrote {path}")
     return 0
 

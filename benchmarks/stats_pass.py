@@ -12,64 +12,42 @@ of the pass and its largest relative error against a float64 reference on one ba
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from unittest.mock import patch
 
+from common import tier_setup, write_results
 from pgu import GramStats
-from pgu.data import load_dataset
-from pgu.models import build_model
-from pgu.provenance import environment
-from pgu.recipes import load_recipe
-from pgu.training import _augmentation, _make_optimizer, resolve_device
-
-TIER_RECIPES = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu"}
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from pgu.training import resolve_device, synchronize
 
 
 def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_batch: int = 512,
             precision: str = "auto") -> dict:
-    recipe = load_recipe(TIER_RECIPES[tier])
-    cfg = recipe.train
-    splits = load_dataset(recipe.dataset, data_dir=data_dir)
-    data = splits.train.subset(torch.arange(min(samples, len(splits.train))))
-    torch.manual_seed(0)
-    model = build_model(recipe.model, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
-                        width=cfg.width, input_size=splits.input_shape[-1]).to(device)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    opt = _make_optimizer(model, cfg)
-    transform = _augmentation(cfg)
-    kwargs = {"transform": transform} if transform is not None else {}
-    train_loader = data.loader(cfg.batch_size, shuffle=True, seed=0, device=device, **kwargs)
+    setup = tier_setup(tier, device, data_dir, samples=samples)
+    cfg, model, opt, fmt, data = setup.recipe.train, setup.model, setup.optimizer, setup.memory_format, setup.train
+    train_loader = setup.train_loader(device)
     stats_loader = data.loader(stats_batch, device=device)
 
     def epoch():
         model.train()
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for x, y in train_loader:
             loss = F.cross_entropy(model(x.contiguous(memory_format=fmt)), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        _sync(device)
+        synchronize(device)
         return time.perf_counter() - start
 
     def stats_pass():
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         GramStats(precision=precision).fit(model, stats_loader)
-        _sync(device)
+        synchronize(device)
         return time.perf_counter() - start
 
     epoch(), stats_pass()  # warm-up (and a trained-ish model)
@@ -113,11 +91,8 @@ def main(argv=None) -> int:
     with patch("pgu.layers.prefer_row_offsets", lambda *a: False) if args.no_offsets else _nothing():
         rows = [measure(t, args.samples, args.repeats, device, args.data_dir, precision=args.precision)
                 for t in args.tiers.split(",")]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"stats_pass-{args.label}.json"
-    path.write_text(json.dumps({"benchmark": "stats_pass", "label": args.label, "levers": levers, "results": rows,
-                                "environment": environment(str(device))}, indent=2))
+    path = write_results(args.out, f"stats_pass-{args.label}",
+                         {"benchmark": "stats_pass", "label": args.label, "levers": levers, "results": rows}, device)
     print(f"{'tier':<14}{'samples':>8}{'epoch s':>9}{'stats s':>9}{'stats/epoch':>13}{'max rel err':>13}")
     for r in rows:
         print(f"{r['tier']:<14}{r['samples']:>8}{r['epoch_seconds']:>9.2f}{r['stats_seconds']:>9.2f}"

@@ -21,7 +21,7 @@ from .data.base import ArrayDataset, DataSplits
 from .evaluation import accuracy
 from .models import build_model
 
-__all__ = ["TrainConfig", "TrainResult", "train", "train_model", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "train", "train_model", "resolve_device", "synchronize"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "exponential", "constant")
@@ -123,7 +123,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work (for honest timing); nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -181,7 +182,7 @@ def train(model: nn.Module, data: ArrayDataset, config: TrainConfig, *, val: Arr
                 group["lr"] = _epoch_lr(config, epoch)
         lr_start = opt.param_groups[0]["lr"]
         model.train()
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -200,7 +201,7 @@ def train(model: nn.Module, data: ArrayDataset, config: TrainConfig, *, val: Arr
             count += len(y)
             if bar is not None:
                 bar.update(1)
-        _sync(device)
+        synchronize(device)
         seconds += time.perf_counter() - start
         seen += count
         loss_value = float(loss_sum) / count

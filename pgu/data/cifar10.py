@@ -231,5 +231,5 @@ def load_cifar10_splits(data_dir=None, split_seed: int = 0) -> DataSplits:
     raise DatasetNotFoundError(
         "cifar10", looked,
         f"the shared compact file {COMPACT_NAME} (put it at DIR/cifar10/{COMPACT_NAME}), or the standard "
-        "cifar-10-batches-py folder (what torchvision's CIFAR10(download=True) or "
+        "cifar-10-batches-py folder (what torchvision's CIFAR10 dataset fetches, or what "
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz unpacks to) at DIR/cifar-10-batches-py.", data_dir)

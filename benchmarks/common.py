@@ -1,0 +1,56 @@
+"""What the benchmark scripts share: a tier's model, optimizer and loaders from its recipe; JSON output."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pgu.data import ArrayDataset, load_dataset
+from pgu.models import build_model
+from pgu.provenance import environment
+from pgu.recipes import Recipe, load_recipe
+from pgu.training import _augmentation, _make_optimizer
+
+TIER_RECIPES = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu"}
+
+
+@dataclass
+class TierSetup:
+    recipe: Recipe
+    train: ArrayDataset
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    memory_format: torch.memory_format
+
+    def train_loader(self, device):
+        """The recipe's training loader: its batch size, shuffling and augmentation, on ``device``."""
+        transform = _augmentation(self.recipe.train)
+        kwargs = {"transform": transform} if transform is not None else {}
+        return self.train.loader(self.recipe.train.batch_size, shuffle=True, seed=0, device=device, **kwargs)
+
+
+def tier_setup(tier: str, device, data_dir=None, samples: int | None = None) -> TierSetup:
+    """The tier's recipe, its training set (the first ``samples``), and a seeded model and optimizer on ``device``."""
+    recipe = load_recipe(TIER_RECIPES[tier])
+    cfg = recipe.train
+    splits = load_dataset(recipe.dataset, data_dir=data_dir)
+    train = splits.train if samples is None else splits.train.subset(torch.arange(min(samples, len(splits.train))))
+    torch.manual_seed(0)
+    model = build_model(recipe.model, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
+                        width=cfg.width, input_size=splits.input_shape[-1]).to(device)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    return TierSetup(recipe, train, model, _make_optimizer(model, cfg), fmt)
+
+
+def write_results(out, name: str, payload: dict, device) -> Path:
+    """``out/name.json`` with the payload and the environment (machine, versions, commit)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps({**payload, "environment": environment(str(device))}, indent=2))
+    return path
