@@ -19,7 +19,7 @@ def _cmd_demo(args) -> int:
 
 
 def _parse_setting(text: str) -> tuple[str, object]:
-    import tomllib
+    from .recipes import tomllib  # the standard library's on 3.11+, tomli before
 
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
