@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError, KeyError) as exc:
-        print(f"pgu {args.command}: error: {exc}", file=sys.stderr)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"pgu {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 
