@@ -222,7 +222,8 @@ def unlearn(
                     break
                 for group in optimizer.param_groups:
                     group["lr"] = lr_e
-                previous = [p.detach().clone() for p in projector.projected_params]
+                # Only the stopping rules may ask for the previous epoch's weights back.
+                previous = None if stop == "none" else [p.detach().clone() for p in projector.projected_params]
                 loss_sum, seen, budget_hit = 0.0, 0, False
                 for batch in forget_loader:
                     x, y = split_batch(batch, "forget_loader")
@@ -264,7 +265,7 @@ def unlearn(
                 decision = rule_.after_epoch(a_f, a_v)
                 if decision is None and budget_hit:
                     decision = StopDecision("budget")
-                if decision is not None and decision.keep_previous:
+                if decision is not None and decision.keep_previous and previous is not None:
                     with torch.no_grad():
                         for p, old in zip(projector.projected_params, previous):
                             p.copy_(old)
