@@ -57,7 +57,8 @@ def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_
     # exactness: against products in float64 on the same model and batch
     x = data.x[:256].to(device)
     fast = GramStats(precision=precision).fit(model, [x])
-    with patch("pgu.layers.prefer_row_offsets", lambda *a: False):
+    with patch("pgu.layers.conv2d_gram_route", lambda *a: "unfold"), \
+            patch("pgu.layers.upper_blocks_gram", lambda r: r.T @ r):
         ref = GramStats(precision="float64").fit(model, [x])
     errors = {n: float((fast.gram_[n] - ref.gram_[n]).abs().max() / ref.gram_[n].abs().max()) for n in ref.gram_}
     n = len(data)
@@ -79,17 +80,23 @@ def main(argv=None) -> int:
     parser.add_argument("--tiers", default="mnist,cifar10-cpu")
     parser.add_argument("--samples", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stats-batch", type=int, default=512, help="images per batch of the statistics pass")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir")
     parser.add_argument("--label", default="current", help="name of this measurement (e.g. the lever tried)")
     parser.add_argument("--precision", default="auto", choices=["auto", "float64"], help="GramStats precision")
-    parser.add_argument("--no-offsets", action="store_true", help="always unfold convs (the tap-offset route off)")
+    parser.add_argument("--conv-route", default="auto", choices=["auto", "unfold", "rows"],
+                        help="force one Conv2d route (auto: the cheapest by pgu's cost model)")
+    parser.add_argument("--no-triangle", action="store_true", help="full rows^T rows products (no upper-triangle blocks)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    levers = {"precision": args.precision, "conv_offsets": not args.no_offsets}
-    with patch("pgu.layers.prefer_row_offsets", lambda *a: False) if args.no_offsets else _nothing():
-        rows = [measure(t, args.samples, args.repeats, device, args.data_dir, precision=args.precision)
+    levers = {"stats_batch": args.stats_batch, "precision": args.precision, "conv_route": args.conv_route, "triangle": not args.no_triangle}
+    with (patch("pgu.layers.conv2d_gram_route", lambda *a: args.conv_route) if args.conv_route != "auto"
+          else _nothing()), \
+            (patch("pgu.layers.upper_blocks_gram", lambda r: r.T @ r) if args.no_triangle else _nothing()):
+        rows = [measure(t, args.samples, args.repeats, device, args.data_dir, stats_batch=args.stats_batch,
+                        precision=args.precision)
                 for t in args.tiers.split(",")]
     path = write_results(args.out, f"stats_pass-{args.label}",
                          {"benchmark": "stats_pass", "label": args.label, "levers": levers, "results": rows}, device)

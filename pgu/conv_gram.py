@@ -1,73 +1,182 @@
-"""The patch Gram of a Conv2d batch without unfolding every patch: products per kernel-row offset.
+"""The patch Gram of a stride-1 Conv2d batch from products at kernel-tap offsets, no unfolding.
 
-For a conv with kernel ``(kh, kw)``, stride ``(sh, sw)``, dilation ``(dh, dw)`` on the padded
-input ``X`` (N, C, Hp, Wp), the patch of output position ``(i, j)`` holds
-``X[n, c, u*dh + i*sh, v*dw + j*sw]`` for channel ``c`` and kernel tap ``(u, v)``. Unfold the
-columns only: ``Y[a]`` is the ``(C kw, N Wo)`` matrix of row ``a`` of the padded map with entry
-``[(c, v), (n, j)] = X[n, c, a, v*dw + j*sw]``. The Gram block of kernel rows ``u`` and
-``u' = u + du`` is then
+Conventions (as everywhere in pgu): the uncentred Gram ``sum_rows r r^T`` of the rows the
+weight multiplies (METHOD.md §1), rows and columns ordered as ``weight.reshape(C_out, -1)``:
+channel, then kernel row ``u``, then kernel column ``v``; products in ``dtype`` (float32 for a
+float32 model), every sum across input rows and batches in float64; float64 result.
 
-    G[(c,u,v), (c',u',v')] = sum_i Q_du[u*dh + i*sh][(c,v), (c',v')],   Q_du[a] = Y[a] Y[a + du*dh]^T
+Why: unfolding a 3x3 conv repeats each input value 9 times and multiplies the
+``(C kh kw)``-wide rows, ``(C kh kw)^2`` multiply-adds per output position. But the block of
+taps ``(u, v)`` and ``(u + du, v + dv)`` only pairs input positions ``p`` and ``p + delta`` with
+``delta = (du dh, dv dw)``, summed over the output window of tap ``(u, v)``:
 
-so every pair of kernel rows with the same offset ``du`` reads the same per-row products, and
-only ``kh`` offsets are needed (the block of ``-du`` is the transpose). That is about
-``kh Hp (C kw)^2 N Wo`` multiply-adds against ``(C kh kw)^2 N Ho Wo`` for unfold-then-multiply
-(about ``kh`` times fewer for stride 1), in matrix products whose inner size ``N Wo`` is large
-enough to run at full speed, and with a column-unfolded copy ``kh`` times smaller than the
-fully unfolded one. (Taking offsets along both axes needs still fewer multiply-adds, but as
-batches of ``C x C`` products too small to run fast; measured slower here.)
+    G[(c,u,v), (c',u+du,v+dv)] = sum_{p in Win(u,v)} x[c, p] x[c', p + delta]          (1)
 
-Products are taken in ``dtype`` (the input's own, float32 for a float32 model), per-row
-products are summed over windows in float64, and the result is float64. Rows and columns are
-ordered as ``weight.reshape(C_out, -1)``: channel, then kernel row, then kernel column.
+For stride 1 the windows of all taps are the same rectangle shifted, so every block with the
+same offset ``delta`` sums the same per-position products over a slightly different rectangle.
+This module computes, per offset, the products of whole input rows (one matrix product per
+offset per input row, channels by channels, inner size ``images x row width``, reading the
+input in place through shifted views), and corrects the few border columns that a window
+leaves out (exact per-position products of those columns); row ranges are sums of per-row
+products. Only ``du >= 0`` (and ``dv >= 0`` when ``du = 0``) are computed; the other half of
+the Gram is the transpose. That is ``kw + (kh - 1)(2 kw - 1)`` channel-by-channel products per
+input position (13 for 3x3, 41 for 5x5) instead of ``(kh kw)^2 / 2`` (40.5 / 312.5) for the
+unfolded rows' upper triangle.
+
+Zero padding is never materialised: positions outside the map hold zeros, and a window that
+reaches into padding just has fewer real positions. The input is laid out per chunk of images
+as ``(row, image, column, channel)`` with ``dh (kh - 1)`` zero rows below and ``dw (kw - 1)``
+zero columns after each image row, so that shifting by ``delta`` is a constant offset in the
+flattened buffer and a partner that falls off the map reads a zero.
+
+This route is for stride 1 with zero padding (or any padding already applied to the map,
+passed with padding 0); :func:`offset_products` is its cost, which the Conv2d adapter compares
+with the other routes'. With few channels the ``C x C`` products are too small to run fast,
+and :mod:`pgu.conv_gram_rows` is the better route. (Lag products by FFT need still fewer
+multiply-adds; measured slower on CPU at these map sizes, see the performance notes.)
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["patch_gram", "prefer_row_offsets"]
+__all__ = ["offset_patch_gram", "offset_products"]
 
 
-def _out_size(padded: int, k: int, stride: int, dilation: int) -> int:
-    return (padded - dilation * (k - 1) - 1) // stride + 1
+def _out_size(size: int, pad_before: int, pad_after: int, k: int, dilation: int) -> int:
+    return size + pad_before + pad_after - dilation * (k - 1)
 
 
-def prefer_row_offsets(kernel, padded_hw, out_hw) -> bool:
-    """True when kernel-row offsets need fewer multiply-adds than unfold + product (``Hp < kh Ho``)."""
-    kh, kw = kernel
-    if kh * kw == 1:
-        return False  # a 1x1 conv's rows are the input itself
-    return padded_hw[0] < kh * out_hw[0]
+def _windows(size: int, pad_before: int, out: int, k: int, dilation: int):
+    """Per tap, the ``[lo, hi)`` range of map positions its output window covers (clipped to the map)."""
+    return [(max(0, t * dilation - pad_before), min(size, t * dilation - pad_before + out)) for t in range(k)]
 
 
-def patch_gram(xp: torch.Tensor, kernel, stride, dilation, dtype: torch.dtype,
-                          max_elements: int = 1 << 26) -> torch.Tensor:
-    """``(d, d)`` float64 patch Gram of an already padded batch ``xp`` (N, C, Hp, Wp).
+def _border(size: int, windows) -> list[int]:
+    """Map positions outside at least one tap's window: the border a correction must handle."""
+    lo, hi = max(w[0] for w in windows), min(w[1] for w in windows)
+    return [i for i in range(size) if not lo <= i < hi]
 
-    See the module docstring. The batch is split so that the column-unfolded copy holds at most
-    ``max_elements`` numbers at a time.
+
+def offset_products(channels: int, kernel, dilation, in_hw, padding) -> float:
+    """Multiply-adds per image of :func:`offset_patch_gram` (main products plus border columns)."""
+    (kh, kw), (dh, dw), (h, w) = kernel, dilation, in_hw
+    pl, pr, pt, pb = padding
+    wo = _out_size(w, pl, pr, kw, dw)
+    pairs = sum(max(0, h - du * dh) * (kw if du == 0 else 2 * kw - 1) for du in range(kh))
+    border = len(_border(w, _windows(w, pl, wo, kw, dw)))
+    return channels * channels * pairs * (w + dw * (kw - 1) + border)
+
+
+def offset_patch_gram(x: torch.Tensor, kernel, dilation, padding, dtype: torch.dtype,
+                      chunk_elements: int = 1 << 21, border_images: int = 256) -> torch.Tensor:
+    """``(d, d)`` float64 patch Gram of a stride-1 conv over the batch ``x`` (N, C, H, W); see the module doc.
+
+    ``padding`` is ``(left, right, top, bottom)`` zero padding (not applied to ``x``). The main
+    products run over chunks of images whose zero-gapped copy holds about ``chunk_elements``
+    numbers (cache-sized); border products are taken over groups of ``border_images`` images.
     """
+    (kh, kw), (dh, dw) = kernel, dilation
+    pl, pr, pt, pb = padding
+    n_img, c, h, w = x.shape
+    ho, wo = _out_size(h, pt, pb, kh, dh), _out_size(w, pl, pr, kw, dw)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"the kernel does not fit the {h}x{w} input with this padding")
+    gap_h, gap_w = dh * (kh - 1), dw * (kw - 1)
+    hg, wg = h + gap_h, w + gap_w
+    nd = 2 * kw - 1  # column offsets dv = j - (kw - 1), j in [0, nd)
+    rows_win, cols_win = _windows(h, pt, ho, kh, dh), _windows(w, pl, wo, kw, dw)
+    border_cols = _border(w, cols_win)
+    nb = len(border_cols)
+    dev = x.device
+    f64 = torch.float64
+
+    # R[du, j, a]: products of input row a with its partner row at offset (du, dv_j), summed over
+    # images and columns. Q[du, a, i]: the same at the single border column border_cols[i].
+    row_products = torch.zeros(kh, nd, h, c, c, dtype=f64, device=dev)
+    border_products = torch.zeros(kh, h, nb, c, nd, c, dtype=f64, device=dev)
+
+    chunk = max(1, min(n_img, chunk_elements // max(1, (hg + 2) * wg * c)))
+    group = max(chunk, border_images // chunk * chunk)
+    col_index = torch.tensor(border_cols, dtype=torch.long, device=dev)
+    shift_cols = (torch.arange(nd, device=dev) - (kw - 1)) * dw
+    buffer = None
+    for g_start in range(0, n_img, group):
+        g_n = min(group, n_img - g_start)
+        if nb:
+            a_border = torch.empty(h, nb, c, g_n, dtype=dtype, device=dev)
+            b_border = torch.empty(h, nb, g_n, nd, c, dtype=dtype, device=dev)
+        for start in range(g_start, g_start + g_n, chunk):
+            xb = x[start : min(start + chunk, g_start + g_n)].to(dtype)
+            n = xb.shape[0]
+            if buffer is None or buffer.shape[1] != n:
+                # a zero row in front (so no offset is negative), the map, gap_h zero rows, and a
+                # zero row behind (the last row's partners at dv > 0 when there is no row gap)
+                buffer = torch.zeros(hg + 2, n, wg, c, dtype=dtype, device=dev)
+            buffer[1 : h + 1, :, :w, :] = xb.permute(2, 0, 3, 1)
+            flat = buffer.view(-1)
+            slab = n * wg  # positions per buffer row
+            base = slab * c  # element offset of map row 0
+            for du in range(kh):
+                rows = h - du * dh
+                if rows <= 0:
+                    continue
+                first = flat.as_strided((rows, c, slab), (slab * c, 1, c), base)
+                for j in range(kw - 1 if du == 0 else 0, nd):
+                    shift = (du * dh * slab + (j - (kw - 1)) * dw) * c
+                    partner = flat.as_strided((rows, slab, c), (slab * c, c, 1), base + shift)
+                    row_products[du, j, :rows] += torch.bmm(first, partner)
+            if nb:
+                s = start - g_start
+                a_border[:, :, :, s : s + n] = buffer[1 : h + 1][:, :, col_index, :].permute(0, 2, 3, 1)
+                # partners of the border positions at every column offset, read through the gaps
+                pos = (torch.arange(1, h + 1, device=dev).view(h, 1, 1, 1, 1) * slab
+                       + torch.arange(n, device=dev).view(1, 1, n, 1, 1) * wg
+                       + col_index.view(1, nb, 1, 1, 1) + shift_cols.view(1, 1, 1, nd, 1))
+                b_border[:, :, s : s + n] = buffer.view(-1, c)[pos.view(-1)].view(h, nb, n, nd, c)
+        if nb:
+            for du in range(kh):
+                rows = h - du * dh
+                if rows <= 0:
+                    continue
+                first = a_border[:rows].reshape(rows * nb, c, g_n)
+                partner = b_border[du * dh : du * dh + rows].reshape(rows * nb, g_n, nd * c)
+                border_products[du, :rows] += torch.bmm(first, partner).view(rows, nb, c, nd, c)
+
+    return _assemble(row_products, border_products, rows_win, cols_win, border_cols, (kh, kw), c)
+
+
+def _assemble(row_products, border_products, rows_win, cols_win, border_cols, kernel, c) -> torch.Tensor:
+    """Blocks (1) from the row and border products: row-range sums minus out-of-window border columns."""
     kh, kw = kernel
-    sh, sw = stride
-    dh, dw = dilation
-    n, c, hp, wp = xp.shape
-    ho, wo = _out_size(hp, kh, sh, dh), _out_size(wp, kw, sw, dw)
-    ckw = c * kw
-    gram = torch.zeros(c, kh, kw, c, kh, kw, dtype=torch.float64, device=xp.device)
-    chunk = max(1, max_elements // max(1, ckw * hp * wo))
-    for start in range(0, n, chunk):
-        x = xp[start : start + chunk].to(dtype)
-        m = x.shape[0]
-        cols = torch.stack([x[:, :, :, v * dw : v * dw + (wo - 1) * sw + 1 : sw] for v in range(kw)], dim=2)
-        y = cols.permute(3, 1, 2, 0, 4).reshape(hp, ckw, m * wo)  # (Hp, C kw, N Wo)
-        for du in range(kh):
-            shift = du * dh
-            q = torch.bmm(y[: hp - shift], y[shift:].transpose(1, 2)).to(torch.float64)  # (rows, C kw, C kw)
-            for u in range(kh - du):
-                block = q[u * dh : u * dh + (ho - 1) * sh + 1 : sh].sum(0).view(c, kw, c, kw)
-                gram[:, u, :, :, u + du, :] += block
-                if du:
-                    gram[:, u + du, :, :, u, :] += block.permute(2, 3, 0, 1)
+    nd = 2 * kw - 1
+    dev = row_products.device
+    zero_row = row_products.new_zeros(kh, nd, 1, c, c)
+    row_prefix = torch.cat([zero_row, row_products.cumsum(2)], dim=2)  # (kh, nd, h+1, c, c)
+    zero_b = border_products.new_zeros(kh, 1, *border_products.shape[2:])
+    border_prefix = torch.cat([zero_b, border_products.cumsum(1)], dim=1)  # (kh, h+1, nb, c, nd, c)
+    lo = torch.tensor([a for a, _ in rows_win], device=dev)
+    hi = torch.tensor([max(a, b) for a, b in rows_win], device=dev)
+    # outside[v, i]: border column i lies outside tap column v's window
+    outside = torch.tensor([[0.0 if lo_v <= b < hi_v else 1.0 for b in border_cols] for lo_v, hi_v in cols_win],
+                           dtype=row_products.dtype, device=dev).view(kw, len(border_cols))
+    blocks = row_products.new_zeros(kh, kw, kh, kw, c, c)  # (u, v, u', v', c, c')
+    for du in range(kh):
+        taps = kh - du
+        rowpart = row_prefix[du][:, hi[:taps]] - row_prefix[du][:, lo[:taps]]  # (nd, taps, c, c)
+        border = border_prefix[du][hi[:taps]] - border_prefix[du][lo[:taps]]  # (taps, nb, c, nd, c)
+        correction = torch.einsum("vi,uicjd->ujvcd", outside, border)  # (taps, nd, kw, c, c)
+        block = rowpart.transpose(0, 1).unsqueeze(2) - correction  # (taps, nd, kw, c, c)
+        for j in range(nd):
+            dv = j - (kw - 1)
+            if du == 0 and dv < 0:
+                continue
+            v = torch.arange(max(0, -dv), min(kw, kw - dv), device=dev)
+            u = torch.arange(taps, device=dev)
+            uu, vv = torch.meshgrid(u, v, indexing="ij")
+            values = block[uu, j, vv]  # (taps, len(v), c, c)
+            blocks[uu, vv, uu + du, vv + dv] = values
+            if du or dv:
+                blocks[uu + du, vv + dv, uu, vv] = values.transpose(-1, -2)
     d = c * kh * kw
-    return gram.reshape(d, d)
+    return blocks.permute(4, 0, 1, 5, 2, 3).reshape(d, d)

@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv_gram import patch_gram, prefer_row_offsets
+from .conv_gram import offset_patch_gram, offset_products
+from .conv_gram_rows import row_offset_patch_gram, row_offset_products
+from .triangle import upper_blocks_gram
 
 __all__ = [
     "LayerAdapter",
@@ -52,9 +54,10 @@ class LayerAdapter:
             (recorded with statistics, compared when statistics meet a model).
         check: ``check(module, name)`` raises :class:`UnsupportedLayerError` for a
             configuration the adapter cannot handle.
-        gram: ``gram(module, x, dtype) -> (G, s, n_rows)``: the float64 Gram ``sum x x^T`` and
-            row sum of this batch's rows, products taken in ``dtype``. Defaults to forming the
-            rows and multiplying them; an adapter may register a faster exact route.
+        gram: ``gram(module, x, dtype) -> (G, s, n_rows)``: the Gram ``sum x x^T`` and row sum
+            of this batch's rows, products taken in ``dtype`` and returned in ``dtype`` or
+            float64 (the statistics add them into float64). Defaults to forming the rows and
+            multiplying them; an adapter may register a faster exact route.
     """
 
     kind: str
@@ -64,7 +67,7 @@ class LayerAdapter:
     gram: Callable | None = None
 
     def batch_gram(self, module: nn.Module, x: torch.Tensor, dtype: torch.dtype):
-        """``(G, s, n_rows)`` of one batch, float64 (see ``gram``)."""
+        """``(G, s, n_rows)`` of one batch, in ``dtype`` or float64 (see ``gram``)."""
         if self.gram is not None:
             return self.gram(module, x, dtype)
         return rows_gram(self.rows(module, x), dtype)
@@ -74,9 +77,13 @@ _REGISTRY: dict[type, LayerAdapter] = {}
 
 
 def rows_gram(rows: torch.Tensor, dtype: torch.dtype):
-    """``(rows^T rows, rows.sum(0), n_rows)``: products in ``dtype``, results in float64."""
+    """``(rows^T rows, rows.sum(0), n_rows)`` of one batch, products and the batch's sums in ``dtype``.
+
+    The product is taken as an upper triangle of blocks (:mod:`pgu.triangle`). The caller adds
+    the results into float64 accumulators (in place: no float64 copy of a large Gram per batch).
+    """
     r = rows.to(dtype)
-    return (r.T @ r).to(torch.float64), r.sum(0, dtype=torch.float64), int(r.shape[0])
+    return upper_blocks_gram(r), r.sum(0), int(r.shape[0])
 
 
 def register_layer(cls: type, kind: str, *, geometry=None, check=None, gram=None):
@@ -173,21 +180,101 @@ def _conv2d_padded(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _conv2d_gram(module: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype):
-    """Exact patch Gram of a batch: by kernel-row offsets (:mod:`pgu.conv_gram`) when cheaper, else unfolded rows."""
-    xp = _conv2d_padded(module, x)
-    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
-    hp, wp = xp.shape[2], xp.shape[3]
+def conv2d_gram_route(channels: int, kernel, stride, dilation, in_hw, padding) -> str:
+    """The cheapest exact route to a Conv2d batch's patch Gram: ``"offsets"``, ``"rows"`` or ``"unfold"``.
+
+    Estimated multiply-adds per image: the tap-offset route (:mod:`pgu.conv_gram`,
+    stride 1, at least 16 channels so its channel-by-channel products run fast), the kernel-row-offset
+    route (:mod:`pgu.conv_gram_rows`, any stride), and unfolded rows multiplied in an upper
+    triangle of blocks (:mod:`pgu.triangle`, about 0.6 of ``Ho Wo d^2``; 1x1 convs always,
+    their rows being the input itself). ``padding`` is ``(left, right, top, bottom)``.
+    """
+    (kh, kw), (sh, sw), (dh, dw), (h, w) = kernel, stride, dilation, in_hw
+    pl, pr, pt, pb = padding
+    hp, wp = h + pt + pb, w + pl + pr
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-    if not prefer_row_offsets((kh, kw), (hp, wp), (ho, wo)):
-        return rows_gram(_conv2d_unfold(module, xp), dtype)
-    gram = patch_gram(xp, (kh, kw), (sh, sw), (dh, dw), dtype)
-    total = xp.sum(0, dtype=torch.float64)  # (C, Hp, Wp): row sums are window sums of the batch total
+    if kh * kw == 1 or ho < 1 or wo < 1:
+        return "unfold"
+    costs = {"unfold": 0.6 * ho * wo * (channels * kh * kw) ** 2,
+             "rows": row_offset_products(channels, kernel, (hp, wp), (ho, wo))}
+    if (sh, sw) == (1, 1) and channels >= 16:
+        costs["offsets"] = offset_products(channels, kernel, dilation, in_hw, padding)
+    return min(costs, key=costs.get)
+
+
+def _conv2d_gram(module: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype):
+    """Exact patch Gram of a batch by the cheapest route (see :func:`conv2d_gram_route`)."""
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != module.in_channels:
+        raise ValueError(f"expected inputs of shape (N, {module.in_channels}, H, W), got {tuple(x.shape)}")
+    pads = conv2d_explicit_padding(module)
+    kernel, stride, dilation = module.kernel_size, module.stride, module.dilation
+    zero_padding = module.padding_mode == "zeros" or not any(pads)
+    # the map the taps read: the input itself (zero padding implicit) or the padded input
+    xm = x if zero_padding else _conv2d_padded(module, x)
+    route_pads = pads if zero_padding else (0, 0, 0, 0)
+    route = conv2d_gram_route(module.in_channels, kernel, stride, dilation, tuple(xm.shape[2:]), route_pads)
+    if route == "unfold":
+        return _tap_major_unfold_gram(module, x, dtype)
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    if route == "offsets":
+        gram = offset_patch_gram(xm, kernel, dilation, route_pads, dtype)
+    else:
+        gram = row_offset_patch_gram(_conv2d_padded(module, x), kernel, stride, dilation, dtype)
+    # row sums: each tap's window sum of the batch total (summed over the batch in ``dtype``,
+    # like the products; zero padding added to the small total, not to the batch)
+    total = F.pad(_batch_total(xm.to(dtype)), route_pads).to(torch.float64)
+    hp, wp = total.shape[1], total.shape[2]
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
     row_sum = torch.stack([
         total[:, u * dh : u * dh + (ho - 1) * sh + 1 : sh, v * dw : v * dw + (wo - 1) * sw + 1 : sw].sum((1, 2))
         for u in range(kh) for v in range(kw)
     ], dim=1).reshape(-1)
-    return gram, row_sum, int(xp.shape[0]) * ho * wo
+    return gram, row_sum, int(x.shape[0]) * ho * wo
+
+
+def _batch_total(x: torch.Tensor) -> torch.Tensor:
+    """``x.sum(0)`` for an (N, C, H, W) batch, reduced along its memory layout (a plain ``sum(0)``
+    of a channels-last batch is a strided reduction, measured 30x slower)."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).sum(0).permute(2, 0, 1)
+    return x.sum(0)
+
+
+def _tap_major_unfold_gram(module: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype):
+    """Unfold-then-multiply, with rows built tap-major ``(u, v, c)`` in one copy from a channels-last map.
+
+    Channels-last makes each tap's ``C`` values contiguous, so the rows are gathered in runs of
+    ``C`` rather than element by element; the Gram and row sum are then permuted back to the
+    ``(c, u, v)`` order of ``weight.reshape(C_out, -1)`` (a ``d x d`` permutation, cheap).
+    """
+    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
+    xcl = _channels_last_padded(module, x, dtype)
+    n, hp, wp, c = xcl.shape
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    taps = xcl.as_strided((n, ho, wo, kh, kw, c),
+                          (hp * wp * c, sh * wp * c, sw * c, dh * wp * c, dw * c, 1))
+    rows = taps.reshape(n * ho * wo, kh * kw * c)
+    gram, row_sum, n_rows = rows_gram(rows, dtype)
+    d = c * kh * kw
+    gram = gram.view(kh, kw, c, kh, kw, c).permute(2, 0, 1, 5, 3, 4).reshape(d, d)
+    return gram, row_sum.view(kh, kw, c).permute(2, 0, 1).reshape(d), n_rows
+
+
+def _channels_last_padded(module: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The padded input as a contiguous ``(N, Hp, Wp, C)`` tensor in ``dtype``, in one copy for zero padding."""
+    left, right, top, bottom = conv2d_explicit_padding(module)
+    if module.padding_mode != "zeros":
+        return _conv2d_padded(module, x).to(dtype).permute(0, 2, 3, 1).contiguous()
+    n, c, h, w = x.shape
+    out = x.new_empty((n, h + top + bottom, w + left + right, c), dtype=dtype)
+    out[:, :top].zero_()
+    out[:, top + h :].zero_()
+    out[:, top : top + h, :left].zero_()
+    out[:, top : top + h, left + w :].zero_()
+    out[:, top : top + h, left : left + w] = x.permute(0, 2, 3, 1)
+    return out
 
 
 def _conv2d_unfold(module: nn.Conv2d, xp: torch.Tensor) -> torch.Tensor:

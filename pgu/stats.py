@@ -5,8 +5,9 @@ For every covered layer ``l`` and a set of samples ``S`` (METHOD.md section 2):
     G_l(S) = R_l(S) R_l(S)^T = sum over rows x of x x^T          (d x d, uncentred)
 
 where the rows are those of :mod:`pgu.layers` (Linear: input vectors; Conv2d: patches in the
-order of ``weight.reshape(C_out, -1)``). Everything is accumulated in float64, batch by batch,
-never keeping the raw rows. A layer called several times in one forward pass (weight tying)
+order of ``weight.reshape(C_out, -1)``). Each batch's products are taken in the input's dtype
+(``precision="auto"``; float64 with ``precision="float64"``) and accumulated across batches in
+float64, never keeping the raw rows. A layer called several times in one forward pass (weight tying)
 contributes the rows of every call, since its weight multiplies all of them. Beside ``G`` the object keeps, per layer, the row count and the
 row sum ``s = sum x`` (so the Gram of inputs augmented with a constant 1, which a projected
 bias needs, is ``[[G, s], [s^T, n_rows]]``), and the number of samples seen.
@@ -414,7 +415,7 @@ class _Accumulator:
             x = args[0].detach()
             dtype = x.dtype if self.precision == "auto" and x.dtype in (torch.float32, torch.float64) else torch.float64
             gram, row_sum, n_rows = adapter.batch_gram(module, x, dtype)
-            self.gram[name] += gram.to(self.device)
+            self.gram[name] += gram.to(self.device)  # in place into float64, whatever the batch dtype
             self.row_sum[name] += row_sum.to(self.device)
             self.n_rows[name] += n_rows
 

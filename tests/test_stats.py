@@ -42,6 +42,23 @@ def test_conv_gram_matches_explicit_loop(case, cls):
 
 
 @pytest.mark.parametrize("case", list(CONV_CASES))
+@pytest.mark.parametrize("route", ["unfold", "rows", "offsets"])
+def test_every_conv_gram_route_matches_the_explicit_loop(case, route):
+    """Each exact route, forced whatever the cost model would pick (offsets: stride 1 only)."""
+    from unittest.mock import patch
+
+    layer = nn.Conv2d(**CONV_CASES[case]).double()
+    if route == "offsets" and layer.stride != (1, 1):
+        pytest.skip("the offset route is for stride 1")
+    x = torch.randn(3, layer.in_channels, 7, 8, dtype=torch.float64)
+    with patch("pgu.layers.conv2d_gram_route", lambda *a: route):
+        stats = GramStats().fit(layer, batches(x, size=2))
+    torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.row_sum_[""], explicit_rows(layer, x).sum(0))
+    assert stats.n_rows_[""] == explicit_rows(layer, x).shape[0]
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
 def test_conv_rows_reproduce_the_layer_output(case):
     """The row order matches weight.reshape(C_out, -1): rows @ W^T + b is the conv output."""
     layer = nn.Conv2d(**CONV_CASES[case]).double()
@@ -273,39 +290,78 @@ def test_check_model_warns_about_layers_the_statistics_leave_out():
 OFFSET_CASES = [
     dict(kernel_size=3, padding=1),
     dict(kernel_size=5, padding=2),
-    dict(kernel_size=3, stride=2, padding=1),
     dict(kernel_size=(3, 2), dilation=(2, 1), padding="same"),
-    dict(kernel_size=3, stride=(2, 3), dilation=2, padding=(2, 1), padding_mode="reflect"),
+    dict(kernel_size=(2, 4), padding="same"),  # asymmetric implicit padding
+    dict(kernel_size=3, padding="valid"),
     dict(kernel_size=(1, 3), padding=(0, 1)),
+    dict(kernel_size=5, padding=(4, 1)),  # windows reaching past the map: empty border rows
+    dict(kernel_size=3, padding=1, padding_mode="reflect"),
 ]
 
 
-@pytest.mark.parametrize("case", OFFSET_CASES, ids=str)
-def test_tap_offset_route_equals_unfolded_rows(case):
-    """The fast conv route (products per kernel-row offset) against unfold-then-multiply, in float64."""
-    from pgu.conv_gram import patch_gram
-    from pgu.layers import _conv2d_padded, _conv2d_unfold
+def _offset_route(layer, x, **kwargs):
+    """The offset route as the layer adapter calls it (implicit zero padding, else the padded map)."""
+    from pgu.conv_gram import offset_patch_gram
+    from pgu.layers import _conv2d_padded, conv2d_explicit_padding
 
-    layer = nn.Conv2d(3, 4, **case).double()
-    x = torch.randn(5, 3, 11, 9, dtype=torch.float64)
-    xp = _conv2d_padded(layer, x)
-    rows = _conv2d_unfold(layer, xp)
-    gram = patch_gram(xp, layer.kernel_size, layer.stride, layer.dilation, torch.float64, max_elements=300)
-    torch.testing.assert_close(gram, rows.T @ rows, rtol=1e-12, atol=1e-10)
+    if layer.padding_mode == "zeros":
+        xm, pads = x, conv2d_explicit_padding(layer)
+    else:
+        xm, pads = _conv2d_padded(layer, x), (0, 0, 0, 0)
+    return offset_patch_gram(xm, layer.kernel_size, layer.dilation, pads, torch.float64, **kwargs)
+
+
+@pytest.mark.parametrize("case", OFFSET_CASES, ids=str)
+@pytest.mark.parametrize("chunking", [{}, dict(chunk_elements=1, border_images=2)], ids=["one-chunk", "chunked"])
+def test_offset_route_equals_the_explicit_loop(case, chunking):
+    """The fast stride-1 route (products per tap offset, border corrections) against the per-patch oracle."""
+    layer = nn.Conv2d(3, 2, **case).double()
+    x = torch.randn(5, 3, 7, 6, dtype=torch.float64)
+    torch.testing.assert_close(_offset_route(layer, x, **chunking), explicit_gram(layer, x), rtol=1e-12, atol=1e-10)
+
+
+def test_offset_route_on_a_map_smaller_than_the_kernel():
+    layer = nn.Conv2d(2, 2, kernel_size=5, padding=2).double()
+    x = torch.randn(3, 2, 2, 3, dtype=torch.float64)
+    torch.testing.assert_close(_offset_route(layer, x), explicit_gram(layer, x), rtol=1e-12, atol=1e-10)
+
+
+def test_wide_convs_take_the_offset_route_and_stay_exact():
+    """Through GramStats, with enough channels that the adapter picks the offset route itself."""
+    from pgu.layers import conv2d_gram_route
+
+    one = (1, 1)
+    assert conv2d_gram_route(32, (5, 5), one, one, (14, 14), (2, 2, 2, 2)) == "offsets"  # LeNet's second conv
+    assert conv2d_gram_route(32, (3, 3), one, one, (32, 32), (1, 1, 1, 1)) == "offsets"  # All-CNN's wide convs
+    assert conv2d_gram_route(32, (3, 3), (2, 2), one, (32, 32), (1, 1, 1, 1)) == "unfold"  # stride 2
+    assert conv2d_gram_route(1, (5, 5), one, one, (28, 28), (2, 2, 2, 2)) == "rows"  # few channels
+    assert conv2d_gram_route(64, (1, 1), one, one, (8, 8), (0, 0, 0, 0)) == "unfold"
+    layer = nn.Conv2d(16, 3, kernel_size=3, padding=1).double()
+    x = torch.randn(2, 16, 6, 5, dtype=torch.float64)
+    assert conv2d_gram_route(16, (3, 3), one, one, (6, 5), (1, 1, 1, 1)) == "offsets"
+    stats = GramStats().fit(layer, batches(x, size=1))
+    torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x), rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(stats.row_sum_[""], explicit_rows(layer, x).sum(0))
+
+
+@pytest.mark.parametrize("d", [5, 383, 800, 1001])
+def test_upper_triangle_product_is_the_full_product_and_exactly_symmetric(d):
+    from pgu.triangle import upper_blocks_gram
+
+    rows = torch.randn(40, d)
+    gram = upper_blocks_gram(rows, min_block=100)
+    torch.testing.assert_close(gram, rows.T @ rows, rtol=1e-5, atol=1e-4)
+    assert torch.equal(gram, gram.T)
 
 
 def test_routes_and_float32_products_agree_with_the_float64_oracle():
     from unittest.mock import patch
 
-    from pgu.conv_gram import prefer_row_offsets
-
-    assert prefer_row_offsets((5, 5), (18, 18), (14, 14))  # LeNet's second conv
-    assert prefer_row_offsets((3, 3), (34, 34), (16, 16))  # a stride-2 3x3 conv
-    assert not prefer_row_offsets((1, 1), (8, 8), (8, 8))
-    model = small_cnn()
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(16 * 8 * 8, 800), nn.ReLU(), nn.Linear(800, 3))
     x = torch.randn(16, 1, 8, 8)
     fast = GramStats().fit(model, [x])
-    with patch("pgu.layers.prefer_row_offsets", lambda *a: False):
+    with patch("pgu.layers.conv2d_gram_route", lambda *a: "unfold"), patch("pgu.layers.upper_blocks_gram", lambda r: r.T @ r):
         slow = GramStats(precision="float64").fit(model, [x])
     for n in slow.layer_names:
         torch.testing.assert_close(fast.gram_[n], slow.gram_[n], rtol=1e-5, atol=1e-5 * float(slow.gram_[n].abs().max()))
