@@ -17,8 +17,8 @@ same offset ``delta`` sums the same per-position products over a slightly differ
 This module computes, per offset, the products of whole input rows (one matrix product per
 offset per input row, channels by channels, inner size ``images x row width``, reading the
 input in place through shifted views), and corrects the few border columns that a window
-leaves out (exact per-position products of those columns); row ranges are sums of per-row
-products. Only ``du >= 0`` (and ``dv >= 0`` when ``du = 0``) are computed; the other half of
+leaves out (exact per-position products of those columns); row ranges are sums over row
+segments between the windows' edges. Only ``du >= 0`` (and ``dv >= 0`` when ``du = 0``) are computed; the other half of
 the Gram is the transpose. That is ``kw + (kh - 1)(2 kw - 1)`` channel-by-channel products per
 input position (13 for 3x3, 41 for 5x5) instead of ``(kh kw)^2 / 2`` (40.5 / 312.5) for the
 unfolded rows' upper triangle.
@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["offset_patch_gram", "offset_products"]
+__all__ = ["offset_patch_gram", "offset_products", "offset_buffer_elements"]
 
 
 def _out_size(size: int, pad_before: int, pad_after: int, k: int, dilation: int) -> int:
@@ -68,6 +68,14 @@ def offset_products(channels: int, kernel, dilation, in_hw, padding) -> float:
     return channels * channels * pairs * (w + dw * (kw - 1) + border)
 
 
+def offset_buffer_elements(channels: int, kernel, dilation, in_hw, padding) -> int:
+    """Float64 numbers :func:`offset_patch_gram` keeps per call (per row segment, at most 2 kh + 1 of them)."""
+    (kh, kw), (h, w) = kernel, in_hw
+    wo = _out_size(w, padding[0], padding[1], kw, dilation[1])
+    border = len(_border(w, _windows(w, padding[0], wo, kw, dilation[1])))
+    return kh * (2 * kw - 1) * (2 * kh + 1) * channels * channels * (1 + border)
+
+
 def offset_patch_gram(x: torch.Tensor, kernel, dilation, padding, dtype: torch.dtype,
                       chunk_elements: int = 1 << 21, border_images: int = 256) -> torch.Tensor:
     """``(d, d)`` float64 patch Gram of a stride-1 conv over the batch ``x`` (N, C, H, W); see the module doc.
@@ -91,10 +99,14 @@ def offset_patch_gram(x: torch.Tensor, kernel, dilation, padding, dtype: torch.d
     dev = x.device
     f64 = torch.float64
 
-    # R[du, j, a]: products of input row a with its partner row at offset (du, dv_j), summed over
-    # images and columns. Q[du, a, i]: the same at the single border column border_cols[i].
-    row_products = torch.zeros(kh, nd, h, c, c, dtype=f64, device=dev)
-    border_products = torch.zeros(kh, h, nb, c, nd, c, dtype=f64, device=dev)
+    # Rows only ever enter as window ranges, so products are kept per row segment between the
+    # windows' edges. R[du, j, s]: products of the rows of segment s with their partner rows at
+    # offset (du, dv_j), summed over images and columns; Q[du, s, i]: the same at the single
+    # border column border_cols[i].
+    edges, row_segment = _segments(h, rows_win, dev)
+    nseg = len(edges) - 1
+    row_products = torch.zeros(kh, nd, nseg, c, c, dtype=f64, device=dev)
+    border_products = torch.zeros(kh, nseg, nb, c, nd, c, dtype=f64, device=dev)
 
     chunk = max(1, min(n_img, chunk_elements // max(1, (hg + 2) * wg * c)))
     group = max(chunk, border_images // chunk * chunk)
@@ -125,7 +137,7 @@ def offset_patch_gram(x: torch.Tensor, kernel, dilation, padding, dtype: torch.d
                 for j in range(kw - 1 if du == 0 else 0, nd):
                     shift = (du * dh * slab + (j - (kw - 1)) * dw) * c
                     partner = flat.as_strided((rows, slab, c), (slab * c, c, 1), base + shift)
-                    row_products[du, j, :rows] += torch.bmm(first, partner)
+                    row_products[du, j].index_add_(0, row_segment[:rows], torch.bmm(first, partner).to(f64))
             if nb:
                 s = start - g_start
                 a_border[:, :, :, s : s + n] = buffer[1 : h + 1][:, :, col_index, :].permute(0, 2, 3, 1)
@@ -141,30 +153,37 @@ def offset_patch_gram(x: torch.Tensor, kernel, dilation, padding, dtype: torch.d
                     continue
                 first = a_border[:rows].reshape(rows * nb, c, g_n)
                 partner = b_border[du * dh : du * dh + rows].reshape(rows * nb, g_n, nd * c)
-                border_products[du, :rows] += torch.bmm(first, partner).view(rows, nb, c, nd, c)
+                products = torch.bmm(first, partner).view(rows, nb, c, nd, c).to(f64)
+                border_products[du].index_add_(0, row_segment[:rows], products)
 
-    return _assemble(row_products, border_products, rows_win, cols_win, border_cols, (kh, kw), c)
+    return _assemble(row_products, border_products, rows_win, cols_win, border_cols, edges, (kh, kw), c)
 
 
-def _assemble(row_products, border_products, rows_win, cols_win, border_cols, kernel, c) -> torch.Tensor:
-    """Blocks (1) from the row and border products: row-range sums minus out-of-window border columns."""
+def _segments(h: int, rows_win, device):
+    """Row segments between the windows' edges: ``(edges, segment index of every row)``."""
+    edges = sorted({0, h} | {min(max(e, 0), h) for window in rows_win for e in window})
+    segment = torch.empty(h, dtype=torch.long, device=device)
+    for i in range(len(edges) - 1):
+        segment[edges[i] : edges[i + 1]] = i
+    return edges, segment
+
+
+def _assemble(row_products, border_products, rows_win, cols_win, border_cols, edges, kernel, c) -> torch.Tensor:
+    """Blocks (1) from the segment and border products: window row ranges minus out-of-window border columns."""
     kh, kw = kernel
     nd = 2 * kw - 1
     dev = row_products.device
-    zero_row = row_products.new_zeros(kh, nd, 1, c, c)
-    row_prefix = torch.cat([zero_row, row_products.cumsum(2)], dim=2)  # (kh, nd, h+1, c, c)
-    zero_b = border_products.new_zeros(kh, 1, *border_products.shape[2:])
-    border_prefix = torch.cat([zero_b, border_products.cumsum(1)], dim=1)  # (kh, h+1, nb, c, nd, c)
-    lo = torch.tensor([a for a, _ in rows_win], device=dev)
-    hi = torch.tensor([max(a, b) for a, b in rows_win], device=dev)
+    # inside[u, s]: row segment s lies within tap row u's window (windows are unions of segments)
+    inside = torch.tensor([[1.0 if lo <= edges[s] and edges[s + 1] <= hi else 0.0 for s in range(len(edges) - 1)]
+                           for lo, hi in rows_win], dtype=row_products.dtype, device=dev).view(kh, len(edges) - 1)
     # outside[v, i]: border column i lies outside tap column v's window
     outside = torch.tensor([[0.0 if lo_v <= b < hi_v else 1.0 for b in border_cols] for lo_v, hi_v in cols_win],
                            dtype=row_products.dtype, device=dev).view(kw, len(border_cols))
     blocks = row_products.new_zeros(kh, kw, kh, kw, c, c)  # (u, v, u', v', c, c')
     for du in range(kh):
         taps = kh - du
-        rowpart = row_prefix[du][:, hi[:taps]] - row_prefix[du][:, lo[:taps]]  # (nd, taps, c, c)
-        border = border_prefix[du][hi[:taps]] - border_prefix[du][lo[:taps]]  # (taps, nb, c, nd, c)
+        rowpart = torch.einsum("us,jsxy->juxy", inside[:taps], row_products[du])  # (nd, taps, c, c)
+        border = torch.einsum("us,sicjd->uicjd", inside[:taps], border_products[du])  # (taps, nb, c, nd, c)
         correction = torch.einsum("vi,uicjd->ujvcd", outside, border)  # (taps, nd, kw, c, c)
         block = rowpart.transpose(0, 1).unsqueeze(2) - correction  # (taps, nd, kw, c, c)
         for j in range(nd):

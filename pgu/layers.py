@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv_gram import offset_patch_gram, offset_products
+from .conv_gram import offset_buffer_elements, offset_patch_gram, offset_products
 from .conv_gram_rows import row_offset_patch_gram, row_offset_products
 from .triangle import upper_blocks_gram
 
@@ -180,6 +180,10 @@ def _conv2d_padded(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+OFFSET_BUFFER_LIMIT = 1 << 25
+"""Most float64 numbers (256 MiB) the tap-offset route may keep for one layer; beyond, another route."""
+
+
 def conv2d_gram_route(channels: int, kernel, stride, dilation, in_hw, padding) -> str:
     """The cheapest exact route to a Conv2d batch's patch Gram: ``"offsets"``, ``"rows"`` or ``"unfold"``.
 
@@ -187,7 +191,9 @@ def conv2d_gram_route(channels: int, kernel, stride, dilation, in_hw, padding) -
     stride 1, at least 16 channels so its channel-by-channel products run fast), the kernel-row-offset
     route (:mod:`pgu.conv_gram_rows`, any stride), and unfolded rows multiplied in an upper
     triangle of blocks (:mod:`pgu.triangle`, about 0.6 of ``Ho Wo d^2``; 1x1 convs always,
-    their rows being the input itself). ``padding`` is ``(left, right, top, bottom)``.
+    their rows being the input itself). ``padding`` is ``(left, right, top, bottom)``. The
+    tap-offset route is skipped when its per-row buffers would pass :data:`OFFSET_BUFFER_LIMIT`
+    (hundreds of channels on a tall map).
     """
     (kh, kw), (sh, sw), (dh, dw), (h, w) = kernel, stride, dilation, in_hw
     pl, pr, pt, pb = padding
@@ -197,7 +203,8 @@ def conv2d_gram_route(channels: int, kernel, stride, dilation, in_hw, padding) -
         return "unfold"
     costs = {"unfold": 0.6 * ho * wo * (channels * kh * kw) ** 2,
              "rows": row_offset_products(channels, kernel, (hp, wp), (ho, wo))}
-    if (sh, sw) == (1, 1) and channels >= 16:
+    if ((sh, sw) == (1, 1) and channels >= 16
+            and offset_buffer_elements(channels, kernel, dilation, in_hw, padding) <= OFFSET_BUFFER_LIMIT):
         costs["offsets"] = offset_products(channels, kernel, dilation, in_hw, padding)
     return min(costs, key=costs.get)
 

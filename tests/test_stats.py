@@ -336,6 +336,8 @@ def test_wide_convs_take_the_offset_route_and_stay_exact():
     assert conv2d_gram_route(32, (3, 3), (2, 2), one, (32, 32), (1, 1, 1, 1)) == "unfold"  # stride 2
     assert conv2d_gram_route(1, (5, 5), one, one, (28, 28), (2, 2, 2, 2)) == "rows"  # few channels
     assert conv2d_gram_route(64, (1, 1), one, one, (8, 8), (0, 0, 0, 0)) == "unfold"
+    # 512 channels on a 16x16 map: the offset route's float64 buffers would pass 256 MiB
+    assert conv2d_gram_route(512, (3, 3), one, one, (16, 16), (1, 1, 1, 1)) != "offsets"
     layer = nn.Conv2d(16, 3, kernel_size=3, padding=1).double()
     x = torch.randn(2, 16, 6, 5, dtype=torch.float64)
     assert conv2d_gram_route(16, (3, 3), one, one, (6, 5), (1, 1, 1, 1)) == "offsets"
