@@ -18,8 +18,8 @@ This module computes, per offset, the products of whole input rows (one matrix p
 offset per input row, channels by channels, inner size ``images x row width``, reading the
 input in place through shifted views), and corrects the few border columns that a window
 leaves out (exact per-position products of those columns); row ranges are sums over row
-segments between the windows' edges. Only ``du >= 0`` (and ``dv >= 0`` when ``du = 0``) are computed; the other half of
-the Gram is the transpose. That is ``kw + (kh - 1)(2 kw - 1)`` channel-by-channel products per
+segments between the windows' edges. Only ``du >= 0`` (and ``dv >= 0`` when ``du = 0``) are
+computed; the other half of the Gram is the transpose. That is ``kw + (kh - 1)(2 kw - 1)`` channel-by-channel products per
 input position (13 for 3x3, 41 for 5x5) instead of ``(kh kw)^2 / 2`` (40.5 / 312.5) for the
 unfolded rows' upper triangle.
 
@@ -58,21 +58,22 @@ def _border(size: int, windows) -> list[int]:
     return [i for i in range(size) if not lo <= i < hi]
 
 
+def _border_col_count(width: int, kw: int, dw: int, padding) -> int:
+    wo = _out_size(width, padding[0], padding[1], kw, dw)
+    return len(_border(width, _windows(width, padding[0], wo, kw, dw)))
+
+
 def offset_products(channels: int, kernel, dilation, in_hw, padding) -> float:
     """Multiply-adds per image of :func:`offset_patch_gram` (main products plus border columns)."""
     (kh, kw), (dh, dw), (h, w) = kernel, dilation, in_hw
-    pl, pr, pt, pb = padding
-    wo = _out_size(w, pl, pr, kw, dw)
     pairs = sum(max(0, h - du * dh) * (kw if du == 0 else 2 * kw - 1) for du in range(kh))
-    border = len(_border(w, _windows(w, pl, wo, kw, dw)))
-    return channels * channels * pairs * (w + dw * (kw - 1) + border)
+    return channels * channels * pairs * (w + dw * (kw - 1) + _border_col_count(w, kw, dw, padding))
 
 
 def offset_buffer_elements(channels: int, kernel, dilation, in_hw, padding) -> int:
     """Float64 numbers :func:`offset_patch_gram` keeps per call (per row segment, at most 2 kh + 1 of them)."""
-    (kh, kw), (h, w) = kernel, in_hw
-    wo = _out_size(w, padding[0], padding[1], kw, dilation[1])
-    border = len(_border(w, _windows(w, padding[0], wo, kw, dilation[1])))
+    (kh, kw), w = kernel, in_hw[1]
+    border = _border_col_count(w, kw, dilation[1], padding)
     return kh * (2 * kw - 1) * (2 * kh + 1) * channels * channels * (1 + border)
 
 

@@ -168,11 +168,22 @@ def _conv2d_check(module: nn.Conv2d, name: str) -> None:
         )
 
 
-def _conv2d_padded(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def _conv2d_input(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The input as an (N, C, H, W) batch (an unbatched (C, H, W) input gets N = 1), or a clear error."""
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[1] != module.in_channels:
         raise ValueError(f"expected inputs of shape (N, {module.in_channels}, H, W), got {tuple(x.shape)}")
+    return x
+
+
+def _conv2d_output_size(padded_hw, kernel, stride, dilation) -> tuple[int, int]:
+    """``(Ho, Wo)`` of a conv over an already padded ``(Hp, Wp)`` map."""
+    return tuple((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded_hw, kernel, stride, dilation))
+
+
+def _conv2d_padded(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    x = _conv2d_input(module, x)
     pads = conv2d_explicit_padding(module)
     if any(pads):
         mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
@@ -195,15 +206,15 @@ def conv2d_gram_route(channels: int, kernel, stride, dilation, in_hw, padding) -
     tap-offset route is skipped when its per-row buffers would pass :data:`OFFSET_BUFFER_LIMIT`
     (hundreds of channels on a tall map).
     """
-    (kh, kw), (sh, sw), (dh, dw), (h, w) = kernel, stride, dilation, in_hw
+    (kh, kw), (h, w) = kernel, in_hw
     pl, pr, pt, pb = padding
     hp, wp = h + pt + pb, w + pl + pr
-    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = _conv2d_output_size((hp, wp), kernel, stride, dilation)
     if kh * kw == 1 or ho < 1 or wo < 1:
         return "unfold"
     costs = {"unfold": 0.6 * ho * wo * (channels * kh * kw) ** 2,
              "rows": row_offset_products(channels, kernel, (hp, wp), (ho, wo))}
-    if ((sh, sw) == (1, 1) and channels >= 16
+    if (tuple(stride) == (1, 1) and channels >= 16
             and offset_buffer_elements(channels, kernel, dilation, in_hw, padding) <= OFFSET_BUFFER_LIMIT):
         costs["offsets"] = offset_products(channels, kernel, dilation, in_hw, padding)
     return min(costs, key=costs.get)
@@ -211,29 +222,26 @@ def conv2d_gram_route(channels: int, kernel, stride, dilation, in_hw, padding) -
 
 def _conv2d_gram(module: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype):
     """Exact patch Gram of a batch by the cheapest route (see :func:`conv2d_gram_route`)."""
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[1] != module.in_channels:
-        raise ValueError(f"expected inputs of shape (N, {module.in_channels}, H, W), got {tuple(x.shape)}")
+    x = _conv2d_input(module, x)
     pads = conv2d_explicit_padding(module)
     kernel, stride, dilation = module.kernel_size, module.stride, module.dilation
     zero_padding = module.padding_mode == "zeros" or not any(pads)
-    # the map the taps read: the input itself (zero padding implicit) or the padded input
+    # the map the taps read: the input with its zero padding implicit, or the input padded once
     xm = x if zero_padding else _conv2d_padded(module, x)
     route_pads = pads if zero_padding else (0, 0, 0, 0)
     route = conv2d_gram_route(module.in_channels, kernel, stride, dilation, tuple(xm.shape[2:]), route_pads)
     if route == "unfold":
-        return _tap_major_unfold_gram(module, x, dtype)
+        return _tap_major_unfold_gram(xm, route_pads, kernel, stride, dilation, dtype)
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     if route == "offsets":
         gram = offset_patch_gram(xm, kernel, dilation, route_pads, dtype)
     else:
-        gram = row_offset_patch_gram(_conv2d_padded(module, x), kernel, stride, dilation, dtype)
+        xp = F.pad(xm, route_pads) if any(route_pads) else xm
+        gram = row_offset_patch_gram(xp, kernel, stride, dilation, dtype)
     # row sums: each tap's window sum of the batch total (summed over the batch in ``dtype``,
     # like the products; zero padding added to the small total, not to the batch)
     total = F.pad(_batch_total(xm.to(dtype)), route_pads).to(torch.float64)
-    hp, wp = total.shape[1], total.shape[2]
-    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = _conv2d_output_size(total.shape[1:], kernel, stride, dilation)
     row_sum = torch.stack([
         total[:, u * dh : u * dh + (ho - 1) * sh + 1 : sh, v * dw : v * dw + (wo - 1) * sw + 1 : sw].sum((1, 2))
         for u in range(kh) for v in range(kw)
@@ -249,17 +257,19 @@ def _batch_total(x: torch.Tensor) -> torch.Tensor:
     return x.sum(0)
 
 
-def _tap_major_unfold_gram(module: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype):
+def _tap_major_unfold_gram(xm: torch.Tensor, pads, kernel, stride, dilation, dtype: torch.dtype):
     """Unfold-then-multiply, with rows built tap-major ``(u, v, c)`` in one copy from a channels-last map.
+
+    ``xm`` is the map the taps read and ``pads`` the zero padding still to add around it.
 
     Channels-last makes each tap's ``C`` values contiguous, so the rows are gathered in runs of
     ``C`` rather than element by element; the Gram and row sum are then permuted back to the
     ``(c, u, v)`` order of ``weight.reshape(C_out, -1)`` (a ``d x d`` permutation, cheap).
     """
-    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
-    xcl = _channels_last_padded(module, x, dtype)
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    xcl = _channels_last_zero_padded(xm, pads, dtype)
     n, hp, wp, c = xcl.shape
-    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    ho, wo = _conv2d_output_size((hp, wp), kernel, stride, dilation)
     taps = xcl.as_strided((n, ho, wo, kh, kw, c),
                           (hp * wp * c, sh * wp * c, sw * c, dh * wp * c, dw * c, 1))
     rows = taps.reshape(n * ho * wo, kh * kw * c)
@@ -269,11 +279,9 @@ def _tap_major_unfold_gram(module: nn.Conv2d, x: torch.Tensor, dtype: torch.dtyp
     return gram, row_sum.view(kh, kw, c).permute(2, 0, 1).reshape(d), n_rows
 
 
-def _channels_last_padded(module: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The padded input as a contiguous ``(N, Hp, Wp, C)`` tensor in ``dtype``, in one copy for zero padding."""
-    left, right, top, bottom = conv2d_explicit_padding(module)
-    if module.padding_mode != "zeros":
-        return _conv2d_padded(module, x).to(dtype).permute(0, 2, 3, 1).contiguous()
+def _channels_last_zero_padded(x: torch.Tensor, pads, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` zero-padded by ``pads`` (left, right, top, bottom) as a contiguous ``(N, Hp, Wp, C)`` tensor, one copy."""
+    left, right, top, bottom = pads
     n, c, h, w = x.shape
     out = x.new_empty((n, h + top + bottom, w + left + right, c), dtype=dtype)
     out[:, :top].zero_()
