@@ -2,7 +2,7 @@
 
 For each tier's recipe: train-epoch images/s (forward + backward + step, the recipe's batch
 and augmentation) against statistics-pass images/s (eval-mode forward with the hooks) over the
-same ``--samples`` training images, medians over repeats; the ratio statistics/epoch is in
+same ``--samples`` training images, epochs and passes alternating, medians over repeats; the ratio statistics/epoch (median of the pairs) is in
 epochs' worth (PROTOCOL: the pass over D should cost at most one epoch). Also per-layer seconds
 of the pass and its largest relative error against a float64 reference on one batch.
 
@@ -51,19 +51,22 @@ def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_
         return time.perf_counter() - start
 
     epoch(), stats_pass()  # warm-up (and a trained-ish model)
-    t_epoch = statistics.median(epoch() for _ in range(repeats))
-    t_stats = statistics.median(stats_pass() for _ in range(repeats))
+    # interleaved, so drift of a shared machine hits both alike; the ratio is taken per pair
+    pairs = [(epoch(), stats_pass()) for _ in range(repeats)]
+    t_epoch = statistics.median(e for e, _ in pairs)
+    t_stats = statistics.median(s for _, s in pairs)
+    ratio = statistics.median(s / e for e, s in pairs)
 
     # exactness: against products in float64 on the same model and batch
     x = data.x[:256].to(device)
     fast = GramStats(precision=precision).fit(model, [x])
-    with patch("pgu.layers.conv2d_gram_route", lambda *a: "unfold"), \
-            patch("pgu.layers.upper_blocks_gram", lambda r: r.T @ r):
+    with patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: "unfold"), \
+            patch("pgu.gram_accumulators.upper_blocks_gram", lambda r: r.T @ r):
         ref = GramStats(precision="float64").fit(model, [x])
     errors = {n: float((fast.gram_[n] - ref.gram_[n]).abs().max() / ref.gram_[n].abs().max()) for n in ref.gram_}
     n = len(data)
     return {"tier": tier, "samples": n, "repeats": repeats, "epoch_seconds": t_epoch, "stats_seconds": t_stats,
-            "epoch_images_per_s": n / t_epoch, "stats_images_per_s": n / t_stats, "stats_in_epochs": t_stats / t_epoch,
+            "epoch_images_per_s": n / t_epoch, "stats_images_per_s": n / t_stats, "stats_in_epochs": ratio, "pairs_seconds": pairs,
             "max_relative_error_vs_float64": max(errors.values()), "relative_error_by_layer": errors}
 
 
@@ -87,14 +90,20 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="auto", choices=["auto", "float64"], help="GramStats precision")
     parser.add_argument("--conv-route", default="auto", choices=["auto", "unfold", "rows"],
                         help="force one Conv2d route (auto: the cheapest by pgu's cost model)")
+    parser.add_argument("--forward-chunk", type=int, default=None,
+                        help="samples per forward of the pass on a CPU (default: the library's; 0: whole loader batches)")
     parser.add_argument("--no-triangle", action="store_true", help="full rows^T rows products (no upper-triangle blocks)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    levers = {"stats_batch": args.stats_batch, "precision": args.precision, "conv_route": args.conv_route, "triangle": not args.no_triangle}
-    with (patch("pgu.layers.conv2d_gram_route", lambda *a: args.conv_route) if args.conv_route != "auto"
+    import pgu.stats
+
+    if args.forward_chunk is not None:
+        pgu.stats.FORWARD_CHUNK_CPU = args.forward_chunk or None
+    levers = {"forward_chunk_cpu": pgu.stats.FORWARD_CHUNK_CPU, "stats_batch": args.stats_batch, "precision": args.precision, "conv_route": args.conv_route, "triangle": not args.no_triangle}
+    with (patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: args.conv_route) if args.conv_route != "auto"
           else _nothing()), \
-            (patch("pgu.layers.upper_blocks_gram", lambda r: r.T @ r) if args.no_triangle else _nothing()):
+            (patch("pgu.gram_accumulators.upper_blocks_gram", lambda r: r.T @ r) if args.no_triangle else _nothing()):
         rows = [measure(t, args.samples, args.repeats, device, args.data_dir, stats_batch=args.stats_batch,
                         precision=args.precision)
                 for t in args.tiers.split(",")]

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["offset_patch_gram", "offset_products", "offset_buffer_elements"]
+__all__ = ["OffsetGramAccumulator", "offset_patch_gram", "offset_products", "offset_buffer_elements"]
 
 
 def _out_size(size: int, pad_before: int, pad_after: int, k: int, dilation: int) -> int:
@@ -81,83 +81,116 @@ def offset_patch_gram(x: torch.Tensor, kernel, dilation, padding, dtype: torch.d
                       chunk_elements: int = 1 << 21, border_images: int = 256) -> torch.Tensor:
     """``(d, d)`` float64 patch Gram of a stride-1 conv over the batch ``x`` (N, C, H, W); see the module doc.
 
-    ``padding`` is ``(left, right, top, bottom)`` zero padding (not applied to ``x``). The main
-    products run over chunks of images whose zero-gapped copy holds about ``chunk_elements``
-    numbers (cache-sized); border products are taken over groups of ``border_images`` images.
+    ``padding`` is ``(left, right, top, bottom)`` zero padding (not applied to ``x``). One batch
+    through :class:`OffsetGramAccumulator`.
     """
-    (kh, kw), (dh, dw) = kernel, dilation
-    pl, pr, pt, pb = padding
-    n_img, c, h, w = x.shape
-    ho, wo = _out_size(h, pt, pb, kh, dh), _out_size(w, pl, pr, kw, dw)
-    if ho < 1 or wo < 1:
-        raise ValueError(f"the kernel does not fit the {h}x{w} input with this padding")
-    gap_h, gap_w = dh * (kh - 1), dw * (kw - 1)
-    hg, wg = h + gap_h, w + gap_w
-    nd = 2 * kw - 1  # column offsets dv = j - (kw - 1), j in [0, nd)
-    rows_win, cols_win = _windows(h, pt, ho, kh, dh), _windows(w, pl, wo, kw, dw)
-    border_cols = _border(w, cols_win)
-    nb = len(border_cols)
-    dev = x.device
-    f64 = torch.float64
+    acc = OffsetGramAccumulator(x.shape[1], tuple(x.shape[2:]), kernel, dilation, padding, dtype, x.device,
+                                chunk_elements=chunk_elements, border_images=border_images)
+    acc.add(x)
+    return acc.result()
 
-    # Rows only ever enter as window ranges, so products are kept per row segment between the
-    # windows' edges. R[du, j, s]: products of the rows of segment s with their partner rows at
-    # offset (du, dv_j), summed over images and columns; Q[du, s, i]: the same at the single
-    # border column border_cols[i].
-    edges, row_segment = _segments(h, rows_win, dev)
-    nseg = len(edges) - 1
-    row_products = torch.zeros(kh, nd, nseg, c, c, dtype=f64, device=dev)
-    border_products = torch.zeros(kh, nseg, nb, c, nd, c, dtype=f64, device=dev)
 
-    chunk = max(1, min(n_img, chunk_elements // max(1, (hg + 2) * wg * c)))
-    group = max(chunk, border_images // chunk * chunk)
-    col_index = torch.tensor(border_cols, dtype=torch.long, device=dev)
-    shift_cols = (torch.arange(nd, device=dev) - (kw - 1)) * dw
-    buffer = None
-    for g_start in range(0, n_img, group):
-        g_n = min(group, n_img - g_start)
-        if nb:
-            a_border = torch.empty(h, nb, c, g_n, dtype=dtype, device=dev)
-            b_border = torch.empty(h, nb, g_n, nd, c, dtype=dtype, device=dev)
-        for start in range(g_start, g_start + g_n, chunk):
-            xb = x[start : min(start + chunk, g_start + g_n)].to(dtype)
-            n = xb.shape[0]
-            if buffer is None or buffer.shape[1] != n:
-                # a zero row in front (so no offset is negative), the map, gap_h zero rows, and a
-                # zero row behind (the last row's partners at dv > 0 when there is no row gap)
-                buffer = torch.zeros(hg + 2, n, wg, c, dtype=dtype, device=dev)
-            buffer[1 : h + 1, :, :w, :] = xb.permute(2, 0, 3, 1)
-            flat = buffer.view(-1)
-            slab = n * wg  # positions per buffer row
-            base = slab * c  # element offset of map row 0
-            for du in range(kh):
-                rows = h - du * dh
-                if rows <= 0:
-                    continue
-                first = flat.as_strided((rows, c, slab), (slab * c, 1, c), base)
-                for j in range(kw - 1 if du == 0 else 0, nd):
-                    shift = (du * dh * slab + (j - (kw - 1)) * dw) * c
-                    partner = flat.as_strided((rows, slab, c), (slab * c, c, 1), base + shift)
-                    row_products[du, j].index_add_(0, row_segment[:rows], torch.bmm(first, partner).to(f64))
+class OffsetGramAccumulator:
+    """The tap-offset patch Gram of any number of batches of one map size, assembled once.
+
+    :meth:`add` takes the products of a batch (float64 sums per row segment and border
+    column, see the module doc); :meth:`result` assembles the ``(d, d)`` float64 Gram. The
+    main products run over chunks of images whose zero-gapped copy holds about
+    ``chunk_elements`` numbers (cache-sized), one matrix product per tap offset per input
+    row (inner size: the chunk's images times the row width, summed in ``dtype``); border
+    products are taken over groups of at most ``border_images`` images.
+    """
+
+    def __init__(self, channels: int, in_hw, kernel, dilation, padding, dtype: torch.dtype, device,
+                 chunk_elements: int = 1 << 21, border_images: int = 256):
+        (kh, kw), (dh, dw) = tuple(kernel), tuple(dilation)
+        pl, pr, pt, pb = padding
+        h, w = in_hw
+        ho, wo = _out_size(h, pt, pb, kh, dh), _out_size(w, pl, pr, kw, dw)
+        if ho < 1 or wo < 1:
+            raise ValueError(f"the kernel does not fit the {h}x{w} input with this padding")
+        self.kernel, self.dilation, self.dtype, self.device = (kh, kw), (dh, dw), dtype, device
+        self.c, self.h, self.w = channels, h, w
+        self.chunk_elements, self.border_images = chunk_elements, border_images
+        self.rows_win, self.cols_win = _windows(h, pt, ho, kh, dh), _windows(w, pl, wo, kw, dw)
+        self.border_cols = _border(w, self.cols_win)
+        # Rows only ever enter as window ranges, so products are kept per row segment between the
+        # windows' edges. R[du, j, s]: products of the rows of segment s with their partner rows
+        # at offset (du, dv_j), summed over images and columns; Q[du, s, i]: the same at the single
+        # border column border_cols[i].
+        self.edges, self.row_segment = _segments(h, self.rows_win, device)
+        nseg, nb, nd = len(self.edges) - 1, len(self.border_cols), 2 * kw - 1
+        self.row_products = torch.zeros(kh, nd, nseg, channels, channels, dtype=torch.float64, device=device)
+        self.border_products = torch.zeros(kh, nseg, nb, channels, nd, channels, dtype=torch.float64, device=device)
+        self._buffer = None
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add the products of a batch ``x`` (N, C, H, W) of this accumulator's map size."""
+        (kh, kw), (dh, dw) = self.kernel, self.dilation
+        c, h, w, dtype, dev = self.c, self.h, self.w, self.dtype, self.device
+        if tuple(x.shape[1:]) != (c, h, w):
+            raise ValueError(f"expected a batch of shape (N, {c}, {h}, {w}), got {tuple(x.shape)}")
+        n_img = x.shape[0]
+        gap_h, gap_w = dh * (kh - 1), dw * (kw - 1)
+        hg, wg = h + gap_h, w + gap_w
+        nd = 2 * kw - 1  # column offsets dv = j - (kw - 1), j in [0, nd)
+        edges, border_cols = self.edges, self.border_cols
+        nb = len(border_cols)
+        chunk = max(1, min(n_img, self.chunk_elements // max(1, (hg + 2) * wg * c)))
+        group = max(chunk, self.border_images // chunk * chunk)
+        col_index = torch.tensor(border_cols, dtype=torch.long, device=dev)
+        shift_cols = (torch.arange(nd, device=dev) - (kw - 1)) * dw
+        for g_start in range(0, n_img, group):
+            g_n = min(group, n_img - g_start)
             if nb:
-                s = start - g_start
-                a_border[:, :, :, s : s + n] = buffer[1 : h + 1][:, :, col_index, :].permute(0, 2, 3, 1)
-                # partners of the border positions at every column offset, read through the gaps
-                pos = (torch.arange(1, h + 1, device=dev).view(h, 1, 1, 1, 1) * slab
-                       + torch.arange(n, device=dev).view(1, 1, n, 1, 1) * wg
-                       + col_index.view(1, nb, 1, 1, 1) + shift_cols.view(1, 1, 1, nd, 1))
-                b_border[:, :, s : s + n] = buffer.view(-1, c)[pos.view(-1)].view(h, nb, n, nd, c)
-        if nb:
-            for du in range(kh):
-                rows = h - du * dh
-                if rows <= 0:
-                    continue
-                first = a_border[:rows].reshape(rows * nb, c, g_n)
-                partner = b_border[du * dh : du * dh + rows].reshape(rows * nb, g_n, nd * c)
-                products = torch.bmm(first, partner).view(rows, nb, c, nd, c).to(f64)
-                border_products[du].index_add_(0, row_segment[:rows], products)
+                a_border = torch.empty(h, nb, c, g_n, dtype=dtype, device=dev)
+                b_border = torch.empty(h, nb, g_n, nd, c, dtype=dtype, device=dev)
+            for start in range(g_start, g_start + g_n, chunk):
+                xb = x[start : min(start + chunk, g_start + g_n)].to(dtype)
+                n = xb.shape[0]
+                buffer = self._buffer
+                if buffer is None or buffer.shape[1] != n:
+                    # a zero row in front (so no offset is negative), the map, gap_h zero rows, and a
+                    # zero row behind (the last row's partners at dv > 0 when there is no row gap)
+                    buffer = self._buffer = torch.zeros(hg + 2, n, wg, c, dtype=dtype, device=dev)
+                buffer[1 : h + 1, :, :w, :] = xb.permute(2, 0, 3, 1)
+                flat = buffer.view(-1)
+                slab = n * wg  # positions per buffer row
+                base = slab * c  # element offset of map row 0
+                for du in range(kh):
+                    rows = h - du * dh
+                    if rows <= 0:
+                        continue
+                    # one product per input row (a batched product: both cores busy; one long
+                    # product of 32 x 32 outputs ran on one)
+                    first = flat.as_strided((rows, c, slab), (slab * c, 1, c), base)
+                    for j in range(kw - 1 if du == 0 else 0, nd):
+                        shift = (du * dh * slab + (j - (kw - 1)) * dw) * c
+                        partner = flat.as_strided((rows, slab, c), (slab * c, c, 1), base + shift)
+                        self.row_products[du, j].index_add_(0, self.row_segment[:rows],
+                                                            torch.bmm(first, partner).to(torch.float64))
+                if nb:
+                    s = start - g_start
+                    a_border[:, :, :, s : s + n] = buffer[1 : h + 1][:, :, col_index, :].permute(0, 2, 3, 1)
+                    # partners of the border positions at every column offset, read through the gaps
+                    pos = (torch.arange(1, h + 1, device=dev).view(h, 1, 1, 1, 1) * slab
+                           + torch.arange(n, device=dev).view(1, 1, n, 1, 1) * wg
+                           + col_index.view(1, nb, 1, 1, 1) + shift_cols.view(1, 1, 1, nd, 1))
+                    b_border[:, :, s : s + n] = buffer.view(-1, c)[pos.view(-1)].view(h, nb, n, nd, c)
+            if nb:
+                for du in range(kh):
+                    rows = h - du * dh
+                    if rows <= 0:
+                        continue
+                    first = a_border[:rows].reshape(rows * nb, c, g_n)
+                    partner = b_border[du * dh : du * dh + rows].reshape(rows * nb, g_n, nd * c)
+                    products = torch.bmm(first, partner).view(rows, nb, c, nd, c).to(torch.float64)
+                    self.border_products[du].index_add_(0, self.row_segment[:rows], products)
 
-    return _assemble(row_products, border_products, rows_win, cols_win, border_cols, edges, (kh, kw), c)
+    def result(self) -> torch.Tensor:
+        """The ``(d, d)`` float64 Gram of every batch added so far."""
+        return _assemble(self.row_products, self.border_products, self.rows_win, self.cols_win, self.border_cols,
+                         self.edges, self.kernel, self.c)
 
 
 def _segments(h: int, rows_win, device):

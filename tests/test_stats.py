@@ -51,7 +51,7 @@ def test_every_conv_gram_route_matches_the_explicit_loop(case, route):
     if route == "offsets" and layer.stride != (1, 1):
         pytest.skip("the offset route is for stride 1")
     x = torch.randn(3, layer.in_channels, 7, 8, dtype=torch.float64)
-    with patch("pgu.layers.conv2d_gram_route", lambda *a: route):
+    with patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: route):
         stats = GramStats().fit(layer, batches(x, size=2))
     torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(stats.row_sum_[""], explicit_rows(layer, x).sum(0))
@@ -302,12 +302,12 @@ OFFSET_CASES = [
 def _offset_route(layer, x, **kwargs):
     """The offset route as the layer adapter calls it (implicit zero padding, else the padded map)."""
     from pgu.conv_gram import offset_patch_gram
-    from pgu.layers import _conv2d_padded, conv2d_explicit_padding
+    from pgu.conv2d_geometry import conv2d_explicit_padding, conv2d_padded
 
     if layer.padding_mode == "zeros":
         xm, pads = x, conv2d_explicit_padding(layer)
     else:
-        xm, pads = _conv2d_padded(layer, x), (0, 0, 0, 0)
+        xm, pads = conv2d_padded(layer, x), (0, 0, 0, 0)
     return offset_patch_gram(xm, layer.kernel_size, layer.dilation, pads, torch.float64, **kwargs)
 
 
@@ -328,7 +328,7 @@ def test_offset_route_on_a_map_smaller_than_the_kernel():
 
 def test_wide_convs_take_the_offset_route_and_stay_exact():
     """Through GramStats, with enough channels that the adapter picks the offset route itself."""
-    from pgu.layers import conv2d_gram_route
+    from pgu.gram_accumulators import conv2d_gram_route
 
     one = (1, 1)
     assert conv2d_gram_route(32, (5, 5), one, one, (14, 14), (2, 2, 2, 2)) == "offsets"  # LeNet's second conv
@@ -363,7 +363,7 @@ def test_routes_and_float32_products_agree_with_the_float64_oracle():
                           nn.Flatten(), nn.Linear(16 * 8 * 8, 800), nn.ReLU(), nn.Linear(800, 3))
     x = torch.randn(16, 1, 8, 8)
     fast = GramStats().fit(model, [x])
-    with patch("pgu.layers.conv2d_gram_route", lambda *a: "unfold"), patch("pgu.layers.upper_blocks_gram", lambda r: r.T @ r):
+    with patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: "unfold"), patch("pgu.gram_accumulators.upper_blocks_gram", lambda r: r.T @ r):
         slow = GramStats(precision="float64").fit(model, [x])
     for n in slow.layer_names:
         torch.testing.assert_close(fast.gram_[n], slow.gram_[n], rtol=1e-5, atol=1e-5 * float(slow.gram_[n].abs().max()))
@@ -386,3 +386,69 @@ def test_float32_storage_halves_the_file_and_loads_as_float64(tmp_path):
     assert report[0]["bytes"] == 8 * (96 * 96 + 96)
     with pytest.raises(ValueError, match="storage"):
         stats.save(tmp_path / "x.safetensors", storage="half")
+
+
+@pytest.mark.parametrize("sizes", [[3, 7, 12, 1], [5, 5], [20], [2]], ids=str)
+def test_rows_accumulator_buffers_and_flushes_exactly(sizes):
+    """Rows copied into a small buffer, flushed when full, big batches multiplied directly: same as one product."""
+    from pgu.gram_accumulators import RowsGramAccumulator
+
+    x = torch.randn(sum(sizes), 6, dtype=torch.float64)
+    acc = RowsGramAccumulator(lambda b: b, torch.float64, flush_rows=5)
+    start = 0
+    for n in sizes:
+        acc.add(x[start : start + n])
+        start += n
+    gram, row_sum, n_rows = acc.result()
+    torch.testing.assert_close(gram, x.T @ x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(row_sum, x.sum(0), rtol=1e-12, atol=1e-12)
+    assert n_rows == x.shape[0]
+    assert RowsGramAccumulator(lambda b: b, torch.float64).result() is None
+    with pytest.raises(ValueError, match="width"):
+        acc.add(torch.randn(2, 5, dtype=torch.float64))
+
+
+def test_rows_accumulator_copies_rows_it_keeps():
+    """A buffered batch modified in place afterwards (as a later in-place op could) does not change the result."""
+    from pgu.gram_accumulators import RowsGramAccumulator
+
+    x = torch.randn(3, 4, dtype=torch.float64)
+    expected = x.T @ x
+    acc = RowsGramAccumulator(lambda b: b, torch.float64, flush_rows=100)
+    acc.add(x)
+    x.zero_()
+    torch.testing.assert_close(acc.result()[0], expected)
+
+
+def test_forward_chunks_do_not_change_the_statistics(monkeypatch):
+    """A loader batch forwarded in chunks (as on a CPU) gives the statistics of the whole batch."""
+    import pgu.stats
+
+    model = small_cnn(torch.float64)
+    x = torch.randn(11, 1, 8, 8, dtype=torch.float64)
+    monkeypatch.setattr(pgu.stats, "FORWARD_CHUNK_CPU", 3)
+    chunked = GramStats().fit(model, [x])
+    monkeypatch.setattr(pgu.stats, "FORWARD_CHUNK_CPU", None)
+    whole = GramStats().fit(model, [x])
+    assert chunked.n_samples_ == whole.n_samples_ == 11
+    for n in whole.layer_names:
+        torch.testing.assert_close(chunked.gram_[n], whole.gram_[n], rtol=1e-12, atol=1e-9)
+        assert chunked.n_rows_[n] == whole.n_rows_[n]
+    model.eval()
+    with torch.no_grad():
+        h = model[:7](x)
+    torch.testing.assert_close(chunked.gram_["7"], h.T @ h, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_conv_accumulator_sums_batches_of_different_map_sizes(padding_mode):
+    """A fully convolutional layer fed maps of two sizes: one route per size, summed (offset route at 16 channels)."""
+    layer = nn.Conv2d(16, 3, kernel_size=3, padding=1, padding_mode=padding_mode).double()
+    a = torch.randn(2, 16, 6, 5, dtype=torch.float64)
+    b = torch.randn(3, 16, 8, 8, dtype=torch.float64)
+    stats = GramStats().fit(layer, [a, b, a[:1]])
+    expected = explicit_gram(layer, a) + explicit_gram(layer, b) + explicit_gram(layer, a[:1])
+    torch.testing.assert_close(stats.gram_[""], expected, rtol=1e-12, atol=1e-10)
+    rows = torch.cat([explicit_rows(layer, a), explicit_rows(layer, b), explicit_rows(layer, a[:1])])
+    torch.testing.assert_close(stats.row_sum_[""], rows.sum(0), rtol=1e-12, atol=1e-10)
+    assert stats.n_rows_[""] == rows.shape[0]
