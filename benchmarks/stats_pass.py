@@ -56,6 +56,7 @@ def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_
     t_epoch = statistics.median(e for e, _ in pairs)
     t_stats = statistics.median(s for _, s in pairs)
     ratio = statistics.median(s / e for e, s in pairs)
+    best_ratio = min(s for _, s in pairs) / min(e for e, _ in pairs)  # least disturbed run of each
 
     # exactness: against products in float64 on the same model and batch
     x = data.x[:256].to(device)
@@ -66,7 +67,8 @@ def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_
     errors = {n: float((fast.gram_[n] - ref.gram_[n]).abs().max() / ref.gram_[n].abs().max()) for n in ref.gram_}
     n = len(data)
     return {"tier": tier, "samples": n, "repeats": repeats, "epoch_seconds": t_epoch, "stats_seconds": t_stats,
-            "epoch_images_per_s": n / t_epoch, "stats_images_per_s": n / t_stats, "stats_in_epochs": ratio, "pairs_seconds": pairs,
+            "epoch_images_per_s": n / t_epoch, "stats_images_per_s": n / t_stats, "stats_in_epochs": ratio,
+            "fastest_stats_in_fastest_epochs": best_ratio, "pairs_seconds": pairs,
             "max_relative_error_vs_float64": max(errors.values()), "relative_error_by_layer": errors}
 
 
@@ -109,10 +111,11 @@ def main(argv=None) -> int:
                 for t in args.tiers.split(",")]
     path = write_results(args.out, f"stats_pass-{args.label}",
                          {"benchmark": "stats_pass", "label": args.label, "levers": levers, "results": rows}, device)
-    print(f"{'tier':<14}{'samples':>8}{'epoch s':>9}{'stats s':>9}{'stats/epoch':>13}{'max rel err':>13}")
+    print(f"{'tier':<14}{'samples':>8}{'epoch s':>9}{'stats s':>9}{'stats/epoch':>13}{'fastest':>9}{'max rel err':>13}")
     for r in rows:
         print(f"{r['tier']:<14}{r['samples']:>8}{r['epoch_seconds']:>9.2f}{r['stats_seconds']:>9.2f}"
-              f"{r['stats_in_epochs']:>12.2f}x{r['max_relative_error_vs_float64']:>13.1e}")
+              f"{r['stats_in_epochs']:>12.2f}x{r['fastest_stats_in_fastest_epochs']:>8.2f}x"
+              f"{r['max_relative_error_vs_float64']:>13.1e}")
     print(f"wrote {path}")
     return 0
 

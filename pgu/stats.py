@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
-from .modes import eval_mode
+from .modes import ChannelsLastWeights, eval_mode
 
 __all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs"]
 
@@ -384,7 +384,11 @@ class _Accumulator:
 
     Each covered layer feeds its inputs to an accumulator of :mod:`pgu.gram_accumulators`
     (one per input dtype); :meth:`finalize` collects their float64 results. On a CPU, batches
-    are forwarded in chunks of :data:`FORWARD_CHUNK_CPU` samples (same statistics, less time).
+    are forwarded in chunks of :data:`FORWARD_CHUNK_CPU` samples, and channels-last: image
+    inputs, and the model's 4-D weights for the length of the pass
+    (:class:`~pgu.modes.ChannelsLastWeights`, restored on exit). Same statistics, less time.
+    A model that fails in that layout (a ``.view()`` of a conv output) is retried once, on
+    the first batch, in the contiguous layout and kept there.
     """
 
     def __init__(self, model: nn.Module, layers, precision: str = "auto"):
@@ -397,12 +401,16 @@ class _Accumulator:
         self.n_samples = 0
         self.finalized = False
         self.chunk = FORWARD_CHUNK_CPU if self.device.type == "cpu" else None
+        self.channels_last = self.device.type == "cpu"
 
     def __enter__(self):
         self.handles = []
+        self.layout = None
         self.modes = eval_mode(self.model)
         self.modes.__enter__()
         try:
+            if self.channels_last:
+                self.layout = ChannelsLastWeights(self.model)
             for name, (module, adapter) in self.found.items():
                 self.handles.append(module.register_forward_pre_hook(self._hook(name, adapter)))
         except BaseException:
@@ -413,8 +421,14 @@ class _Accumulator:
     def __exit__(self, *exc):
         for h in self.handles:
             h.remove()
+        self._contiguous_weights()
         self.modes.__exit__(None, None, None)
         return False
+
+    def _contiguous_weights(self) -> None:
+        if self.layout is not None:
+            self.layout.restore()
+            self.layout = None
 
     def _hook(self, name, adapter):
         def hook(module, args):
@@ -436,13 +450,27 @@ class _Accumulator:
         if inputs.dim() == 0 or inputs.shape[0] == 0:
             return
         inputs = inputs.to(self.device)
-        self._forward(inputs)
+        if self.n_samples == 0 and self.channels_last:
+            try:
+                self._forward(inputs)
+            except UnsupportedLayerError:
+                raise
+            except ValueError:
+                # maybe the model needs the contiguous layout (a .view() of a conv output): start over
+                self.accumulators.clear()
+                self.channels_last = False
+                self._contiguous_weights()
+                self._forward(inputs)
+        else:
+            self._forward(inputs)
         self.n_samples += int(inputs.shape[0])
 
     def _forward(self, inputs: torch.Tensor) -> None:
         step = self.chunk or inputs.shape[0]
         for start in range(0, inputs.shape[0], step):
             part = inputs[start : start + step]
+            if self.channels_last and part.dim() == 4 and part.is_floating_point():
+                part = part.contiguous(memory_format=torch.channels_last)
             try:
                 with torch.no_grad():
                     self.model(part)

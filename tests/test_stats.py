@@ -452,3 +452,57 @@ def test_conv_accumulator_sums_batches_of_different_map_sizes(padding_mode):
     rows = torch.cat([explicit_rows(layer, a), explicit_rows(layer, b), explicit_rows(layer, a[:1])])
     torch.testing.assert_close(stats.row_sum_[""], rows.sum(0), rtol=1e-12, atol=1e-10)
     assert stats.n_rows_[""] == rows.shape[0]
+
+
+class ViewsItsConvOutput(nn.Module):
+    """Flattens a conv output with ``.view()``, which a channels-last tensor refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 5 * 5, 4)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.fc(h.view(h.shape[0], -1))
+
+
+def test_cpu_pass_runs_channels_last_and_restores_the_weight_layout():
+    model = small_cnn(torch.float64)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+    stats = GramStats().fit(model, [x])
+    for n, p in model.named_parameters():
+        assert p.is_contiguous() and torch.equal(p, before[n])
+    model.eval()
+    with torch.no_grad():
+        h = model[:7](x)
+    torch.testing.assert_close(stats.gram_["7"], h.T @ h, rtol=1e-12, atol=1e-9)
+    # a model kept channels-last stays so
+    model.to(memory_format=torch.channels_last)
+    GramStats().fit(model, [x])
+    assert model[3].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_model_that_needs_the_contiguous_layout_is_retried_in_it():
+    model = ViewsItsConvOutput().double()
+    x = torch.randn(5, 2, 5, 5, dtype=torch.float64)
+    with pytest.raises(RuntimeError):
+        with torch.no_grad():
+            model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    model.to(memory_format=torch.contiguous_format)
+    stats = GramStats().fit(model, batches(x, size=2))
+    assert model.conv.weight.is_contiguous()
+    torch.testing.assert_close(stats.gram_["conv"], explicit_gram(model.conv, x), rtol=1e-12, atol=1e-10)
+    with torch.no_grad():
+        h = model.conv(x).reshape(5, -1)
+    torch.testing.assert_close(stats.gram_["fc"], h.T @ h, rtol=1e-12, atol=1e-10)
+    assert stats.n_samples_ == 5
+
+
+def test_a_model_failing_in_both_layouts_raises_and_keeps_its_weights():
+    model = ViewsItsConvOutput().double()
+    weight = model.conv.weight.detach().clone()
+    with pytest.raises(ValueError, match="the model failed"):
+        GramStats().fit(model, [torch.randn(2, 2, 6, 6, dtype=torch.float64)])  # fc expects 5x5 maps
+    assert model.conv.weight.is_contiguous() and torch.equal(model.conv.weight, weight)
