@@ -506,3 +506,17 @@ def test_a_model_failing_in_both_layouts_raises_and_keeps_its_weights():
     with pytest.raises(ValueError, match="the model failed"):
         GramStats().fit(model, [torch.randn(2, 2, 6, 6, dtype=torch.float64)])  # fc expects 5x5 maps
     assert model.conv.weight.is_contiguous() and torch.equal(model.conv.weight, weight)
+
+
+def test_channels_last_weights_restore_the_exact_strides():
+    from pgu.modes import ChannelsLastWeights
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 2, 3))  # a one-channel (ambiguous) weight too
+    strides = [p.stride() for p in model.parameters()]
+    values = [p.detach().clone() for p in model.parameters()]
+    layout = ChannelsLastWeights(model)
+    assert model[0].weight.stride() != strides[0] and model[1].weight.is_contiguous(memory_format=torch.channels_last)
+    layout.restore()
+    assert [p.stride() for p in model.parameters()] == strides
+    assert all(torch.equal(p, v) for p, v in zip(model.parameters(), values))
+
