@@ -159,6 +159,11 @@ class Conv2dGramAccumulator:
         return gram, row_sum, n_rows
 
 
+UNFOLD_ELEMENTS = 1 << 22
+"""Numbers per unfolded piece of the unfold route (16 MiB in float32): All-CNN's 32-channel
+stride-2 conv took 10% less time in pieces of 64 images than of 128."""
+
+
 class _Conv2dMapGram:
     """The Gram of one Conv2d over batches of one map size ``in_hw`` (zero padding ``pads`` implicit)."""
 
@@ -179,7 +184,13 @@ class _Conv2dMapGram:
         if self.route == "offsets":
             self._offsets.add(xm)
         elif self.route == "unfold":
-            self._gram += _tap_major_unfold_products(xm, self.pads, self.kernel, self.stride, self.dilation, self.dtype)
+            # unfolded in pieces of about UNFOLD_ELEMENTS numbers, each multiplied while it is warm
+            ho, wo = conv2d_output_size((xm.shape[2] + self.pads[2] + self.pads[3], xm.shape[3] + self.pads[0] + self.pads[1]),
+                                        self.kernel, self.stride, self.dilation)
+            step = max(1, UNFOLD_ELEMENTS // max(1, ho * wo * self._gram.shape[0]))
+            for start in range(0, xm.shape[0], step):
+                self._gram += _tap_major_unfold_products(xm[start : start + step], self.pads, self.kernel, self.stride,
+                                                         self.dilation, self.dtype)
         else:
             xp = F.pad(xm, self.pads) if any(self.pads) else xm
             self._gram += row_offset_patch_gram(xp, self.kernel, self.stride, self.dilation, self.dtype)

@@ -520,3 +520,17 @@ def test_channels_last_weights_restore_the_exact_strides():
     assert [p.stride() for p in model.parameters()] == strides
     assert all(torch.equal(p, v) for p, v in zip(model.parameters(), values))
 
+
+
+def test_unfold_route_in_pieces_is_exact(monkeypatch):
+    """The unfold route split into one-image pieces (as large batches are) against the per-patch loop."""
+    from unittest.mock import patch
+
+    import pgu.gram_accumulators
+
+    monkeypatch.setattr(pgu.gram_accumulators, "UNFOLD_ELEMENTS", 1)
+    layer = nn.Conv2d(**CONV_CASES["stride2_pad1"]).double()
+    x = torch.randn(5, layer.in_channels, 7, 8, dtype=torch.float64)
+    with patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: "unfold"):
+        stats = GramStats().fit(layer, [x])
+    torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x), rtol=1e-12, atol=1e-12)
