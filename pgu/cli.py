@@ -63,6 +63,27 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, got {text!r}") from None
+
+
+def _cmd_bench(args) -> int:
+    from .bench import METHODS, BenchConfig, run_bench
+    from .report import format_table
+
+    methods = METHODS if args.methods == "all" else tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    config = BenchConfig(tier=args.tier, scenario=args.scenario, seeds=args.seeds, methods=methods,
+                         fraction=args.fraction, forget_class=args.forget_class, count=args.count,
+                         budget_share=args.budget_share)
+    results = run_bench(config, args.out, data_dir=args.data_dir, device=args.device, progress=not args.quiet)
+    print(format_table(results))
+    print(f"wrote {args.out}/results.json, results.md, entropy.png, gap_speedup.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -96,6 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
     train.add_argument("--out", metavar="RUN", help="the run folder to write")
     train.set_defaults(func=_cmd_train)
+
+    bench = sub.add_parser("bench", help="compare unlearning methods with retraining (PROTOCOL.md), over seeds")
+    bench.add_argument("--tier", required=True, help="digits, mnist, fashion or cifar10-cpu")
+    bench.add_argument("--scenario", required=True, help="random, subclass or class")
+    bench.add_argument("--fraction", type=float, default=0.1, help="random: share of D forgotten (default 0.1)")
+    bench.add_argument("--class", dest="forget_class", type=int, default=0, help="class and subclass: the class (default 0)")
+    bench.add_argument("--count", type=int, help="subclass: samples forgotten (default 500, or half a smaller class)")
+    bench.add_argument("--methods", default="all", help="comma-separated, or all (default); original and retrain always run")
+    bench.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated (default 0,1,2)")
+    bench.add_argument("--budget-share", type=float, default=0.5,
+                       help="each method's budget, a share of the original training's sample passes (default 0.5)")
+    bench.add_argument("--data-dir", help="where datasets live (default: $PGU_DATA_DIR)")
+    bench.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu or cuda")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--out", required=True, metavar="DIR", help="results folder (a rerun resumes finished seeds)")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -1,0 +1,265 @@
+"""``pgu bench``: PROTOCOL.md end to end for one tier and scenario, over seeds, resumable.
+
+For each seed: train the original model with the tier's recipe (or reuse it from the bench's
+cache, keyed by the full training config) and take its Gram statistics once; pick the forget
+set from the seed; retrain the reference without it; run each method within the same compute
+budget (a share of the original training's sample passes); score every model with
+:mod:`pgu.scoring` against the retrained one; time everything in the same run. Each finished
+seed is written to ``OUT/seeds/seed-S.json`` at once, so a crashed bench picks up where it
+stopped; ``OUT/results.json``, ``OUT/results.md`` and the plots are rewritten from all
+finished seeds at the end.
+
+No method sees the retrained model, the test split, or (PGU) the retain data; PGU's stopping
+rule reads the val split only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .data import load_dataset
+from .forget_sets import resolve_forget_spec
+from .provenance import environment
+from .recipes import load_recipe
+from .runs import ModelSpec, load_model, save_model
+from .scoring import score_against_reference, score_model
+from .stats import GramStats
+from .training import resolve_device, train_model
+from .unlearn import unlearn
+
+__all__ = ["BenchConfig", "run_bench", "TIERS", "SCENARIOS", "METHODS"]
+
+TIERS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu"}
+"""Tier name -> recipe name (PROTOCOL.md, Tiers); the GPU tiers come with their own recipes."""
+
+SCENARIOS = ("random", "subclass", "class")
+METHODS = ("original", "retrain", "pgu")
+FORMAT = "pgu.bench/1"
+
+
+@dataclass(frozen=True)
+class PGUSettings:
+    """PGU as the authors run it (METHOD.md sections 3 and 6): every setting the bench passes to :func:`unlearn`."""
+
+    threshold: float = 0.9
+    rule: str = "pgu"
+    lr: tuple[float, float] = (0.1, 0.01)
+    epochs: int = 100
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One bench: a tier, a scenario and its parameters, methods, seeds and the compute budget.
+
+    ``fraction`` is the ``random`` scenario's share of D; ``forget_class`` the class of
+    ``class`` and ``subclass``; ``count`` the size of ``subclass`` (default: 500, the authors'
+    CIFAR-10 setting, or half the class when it has fewer than 1,000 samples).
+    ``budget_share``: every method may process at most this share of the sample passes the
+    original training made (PROTOCOL.md, Cost; the table marks a run that hit it).
+    """
+
+    tier: str
+    scenario: str
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = METHODS
+    fraction: float = 0.1
+    forget_class: int = 0
+    count: int | None = None
+    budget_share: float = 0.5
+    pgu: PGUSettings = field(default_factory=PGUSettings)
+
+    def validate(self) -> None:
+        if self.tier not in TIERS:
+            raise ValueError(f"unknown tier {self.tier!r}; choose one of {', '.join(TIERS)}")
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r}; choose one of {', '.join(SCENARIOS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"unknown methods {unknown}; available: {', '.join(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"a method is named twice in {list(self.methods)}")
+        if not 0 < self.fraction < 1:
+            raise ValueError(f"the random scenario's fraction must lie in (0, 1), got {self.fraction}")
+        if not 0 < self.budget_share <= 10:
+            raise ValueError(f"budget_share must lie in (0, 10], got {self.budget_share}")
+        if self.count is not None and self.count < 1:
+            raise ValueError(f"count must be a positive number of samples, got {self.count}")
+
+    def forget_spec(self, train_y: torch.Tensor) -> str:
+        """The forget spec (:mod:`pgu.forget_sets`) of this scenario; ``random`` takes the run's seed."""
+        if self.scenario == "random":
+            return f"random:{self.fraction}"
+        if self.scenario == "class":
+            return f"class:{self.forget_class}"
+        count = self.count
+        if count is None:
+            in_class = int((train_y == self.forget_class).sum())
+            count = 500 if in_class >= 1000 else max(1, in_class // 2)
+        return f"subclass:{self.forget_class}:{count}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["seeds"], d["methods"] = list(self.seeds), list(self.methods)
+        d["pgu"]["lr"] = list(self.pgu.lr)
+        return d
+
+    def same_bench(self, other: dict) -> bool:
+        """Whether a bench folder's recorded config is this one, seeds aside (more seeds may be added)."""
+        mine = {k: v for k, v in self.to_dict().items() if k != "seeds"}
+        theirs = {k: v for k, v in other.items() if k != "seeds"}
+        return mine == theirs
+
+
+def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progress: bool = True) -> dict:
+    """Run (or resume) a bench into ``out``; return the aggregated results (also written there)."""
+    from .report import write_report
+
+    config.validate()
+    out = Path(out)
+    device = resolve_device(device)
+    recipe = load_recipe(TIERS[config.tier])
+    splits = load_dataset(recipe.dataset, data_dir=data_dir, split_seed=0)
+    if not splits.num_classes > config.forget_class >= 0:
+        raise ValueError(f"forget_class must be a class of {splits.name} (0 to {splits.num_classes - 1}), "
+                         f"got {config.forget_class}")
+    _claim(out, config)
+    seeds_dir = out / "seeds"
+    seeds_dir.mkdir(parents=True, exist_ok=True)
+    per_seed = []
+    for seed in config.seeds:
+        path = seeds_dir / f"seed-{seed}.json"
+        if path.is_file():
+            per_seed.append(json.loads(path.read_text()))
+            continue
+        result = _run_seed(config, recipe, splits, seed, device, out / "cache", progress)
+        _write_json(path, result)
+        per_seed.append(result)
+    results = {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "recipe": recipe.to_dict(),
+        "dataset": {"name": splits.name, "train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
+                    **splits.info},
+        "seeds": per_seed,
+        "environment": environment(str(device)),
+    }
+    _write_json(out / "results.json", results)
+    write_report(results, out)
+    return results
+
+
+def _claim(out: Path, config: BenchConfig) -> None:
+    """Record the config in ``out``; refuse a folder that holds a bench of another config."""
+    path = out / "config.json"
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise ValueError(f"{path} is damaged; remove it (and {out}/seeds) to start this bench afresh") from None
+        if not config.same_bench(recorded):
+            raise ValueError(f"{out} holds a bench of another config ({path}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(path, config.to_dict())
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def _run_seed(config: BenchConfig, recipe, splits, seed: int, device, cache: Path, progress: bool) -> dict:
+    train_cfg = replace(recipe.train, seed=seed)
+    original, stats, original_info = _original(recipe, train_cfg, splits, device, cache, progress)
+
+    forget = resolve_forget_spec(config.forget_spec(splits.train.y), splits.train, seed)
+    mask = forget.mask(splits.train)
+    forget_data, retain_data = splits.train.subset(mask), splits.train.subset(~mask)
+    budget = int(config.budget_share * original_info["samples_seen"])
+
+    retrained = train_model(recipe.model, splits, train_cfg, subset=~mask, device=device, progress=progress,
+                            desc=f"seed {seed}: retrain without D_f")
+    runs = {"original": {"model": original, "seconds": 0.0, "data_free": True, "details": {}}}
+    runs["retrain"] = {"model": retrained.model, "seconds": retrained.seconds, "data_free": False,
+                       "details": {"samples_seen": retrained.samples_seen}}
+    if "pgu" in config.methods:
+        p = config.pgu
+        result = unlearn(original, forget_data.loader(p.batch_size, device=device), stats,
+                         val_loader=splits.val.loader(512, device=device), threshold=p.threshold, rule=p.rule,
+                         lr=p.lr, epochs=p.epochs, mode=forget.mode, max_samples=budget, progress=progress)
+        runs["pgu"] = {"model": result.model, "seconds": result.seconds["total"], "data_free": True, "details": {
+            "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
+            "samples_processed": result.samples_processed, "hit_budget": result.stop_reason == "budget",
+            "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "history": result.history,
+            "ranks": result.cgs.summary()}}
+
+    sets = {"forget": forget_data, "retain": retain_data, "val": splits.val, "test": splits.test}
+    scores = {name: score_model(run["model"], sets, classes=forget.classes, seed=seed) for name, run in runs.items()}
+    reference = scores["retrain"]
+    methods = {}
+    for name in [m for m in METHODS if m in runs and (m in config.methods or m in ("original", "retrain"))]:
+        run = runs[name]
+        row = {k: v for k, v in scores[name].items() if not k.startswith("_")}
+        row.update(score_against_reference(scores[name], reference))
+        row["seconds"] = round(run["seconds"], 4)
+        row["speedup"] = (round(runs["retrain"]["seconds"] / run["seconds"], 3)
+                          if name not in ("original", "retrain") and run["seconds"] > 0 else None)
+        row["needs_retain_data"] = not run["data_free"]
+        row["details"] = run["details"]
+        methods[name] = row
+    return {
+        "seed": seed,
+        "forget_spec": forget.spec,
+        "forget_mode": forget.mode,
+        "n_forget": len(forget_data),
+        "forget_ids_sha256": hashlib.sha256(forget.ids.numpy().tobytes()).hexdigest(),
+        "forget_ids": forget.ids.tolist() if len(forget_data) <= 5000 else None,
+        "budget_samples": budget,
+        "original": original_info,
+        "methods": methods,
+        "entropy_histograms": {name: scores[name]["_forget_entropy_histogram"] for name in runs},
+    }
+
+
+def _original(recipe, train_cfg, splits, device, cache: Path, progress: bool):
+    """The seed's original model and its Gram statistics, from the cache when the full config matches."""
+    key_source = json.dumps({"recipe": recipe.to_dict() | {"train": train_cfg.to_dict()}, "dataset": splits.name,
+                             "train": len(splits.train), "info": splits.info}, sort_keys=True, default=str)
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
+    folder = cache / f"original-{key}"
+    spec = ModelSpec(recipe.model, splits.num_classes, splits.input_shape[0], train_cfg.width, splits.input_shape[-1])
+    if (folder / "info.json").is_file():
+        info = json.loads((folder / "info.json").read_text())
+        model, _ = load_model(folder / "model.safetensors", device=device)
+        stats = GramStats.load(folder / "stats.safetensors")
+        return model, stats, info | {"cached": True}
+    trained = train_model(recipe.model, splits, train_cfg, device=device, progress=progress,
+                          desc=f"seed {train_cfg.seed}: train original")
+    start = time.perf_counter()
+    stats = GramStats().fit(trained.model, splits.train.loader(512, device=device), progress=progress,
+                            desc="Gram statistics of D")
+    stats_seconds = time.perf_counter() - start
+    info = {"train_seconds": round(trained.seconds, 4), "samples_seen": trained.samples_seen,
+            "stats_seconds": round(stats_seconds, 4), "stats_bytes": sum(stats.nbytes.values()), "cache_key": key}
+    tmp = cache / f".original-{key}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_model(tmp / "model.safetensors", trained.model, spec)
+    stats.save(tmp / "stats.safetensors")
+    (tmp / "info.json").write_text(json.dumps(info, indent=2))
+    if folder.exists():  # a concurrent bench finished first: keep theirs
+        import shutil
+
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, folder)
+    return trained.model, stats, info | {"cached": False}

@@ -1,0 +1,159 @@
+"""A bench's report: ``results.md`` (mean ± std over seeds, one row per method) and plots.
+
+Written from ``results.json`` alone (:func:`write_report`), so a report can be rebuilt
+without rerunning anything. Standard deviations are over seeds (``ddof=1``; blank with one
+seed). Gap closed = 1 - Avg.Gap(method) / Avg.Gap(original) (PROTOCOL.md, Metrics).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["write_report", "format_table", "summarize"]
+
+COLUMNS = [("UA", "UA"), ("RA", "RA"), ("TA", "TA"), ("MIA", "MIA-Eff"), ("loss_MIA", "loss MIA"),
+           ("avg_gap", "Avg.Gap"), ("gap_closed", "gap closed"), ("js_divergence", "JS on D_f"),
+           ("seconds", "seconds"), ("speedup", "speed-up")]
+SMALL_GAP = 2.0
+"""An original Avg.Gap below this (points) makes small gaps uninformative (PROTOCOL.md): the report says so."""
+
+
+def _stats(values) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = float(np.mean(values))
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return mean, std
+
+
+def summarize(results: dict) -> dict:
+    """``{method: {metric: (mean, std)}}`` over the seeds, with gap closed and budget hits."""
+    seeds = results["seeds"]
+    methods = [m for m in seeds[0]["methods"]] if seeds else []
+    out = {}
+    for m in methods:
+        rows = [s["methods"][m] for s in seeds if m in s["methods"]]
+        summary = {key: _stats([r.get(key) for r in rows]) for key, _ in COLUMNS if key != "gap_closed"}
+        closed = []
+        for s in seeds:
+            original = s["methods"]["original"]["avg_gap"]
+            closed.append(None if original == 0 else 1 - s["methods"][m]["avg_gap"] / original)
+        summary["gap_closed"] = _stats(closed)
+        summary["budget_hits"] = sum(bool(r["details"].get("hit_budget")) for r in rows)
+        summary["needs_retain_data"] = rows[0]["needs_retain_data"]
+        out[m] = summary
+    return out
+
+
+def _cell(mean, std, key) -> str:
+    if mean is None:
+        return "-"
+    if key == "gap_closed":
+        text = f"{100 * mean:.0f}%" + (f" ± {100 * std:.0f}" if std is not None else "")
+    elif key == "speedup":
+        text = f"{mean:.1f}x" + (f" ± {std:.1f}" if std is not None else "")
+    elif key == "js_divergence":
+        text = f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+    else:
+        text = f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return text
+
+
+def format_table(results: dict) -> str:
+    """The markdown report of a bench."""
+    cfg, seeds = results["config"], results["seeds"]
+    summary = summarize(results)
+    first = seeds[0]
+    train_s = _stats([s["original"]["train_seconds"] for s in seeds])[0]
+    stats_s = _stats([s["original"]["stats_seconds"] for s in seeds])[0]
+    env = results.get("environment", {})
+    lines = [
+        f"# pgu bench: {cfg['tier']}, {cfg['scenario']} ({first['forget_spec']}, {first['n_forget']} samples forgotten)",
+        "",
+        f"Dataset {results['dataset']['name']} (train {results['dataset']['train']}), recipe "
+        f"{results['recipe']['name']}; seeds {', '.join(str(s['seed']) for s in seeds)}; budget "
+        f"{cfg['budget_share']:.0%} of the original training's sample passes ({first['budget_samples']:,} samples). "
+        f"Original training {train_s:.1f} s; PGU's Gram statistics of D (once per model, not in PGU's seconds) "
+        f"{stats_s:.1f} s. Commit {env.get('commit')}, {env.get('cpu')}"
+        + (f", {env['gpu']}" if env.get("gpu") else "") + ".",
+        "",
+        "| method | " + " | ".join(label for _, label in COLUMNS) + " | needs D_r | budget hit |",
+        "|---" * (len(COLUMNS) + 3) + "|",
+    ]
+    for m, s in summary.items():
+        cells = [_cell(*s[key], key) for key, _ in COLUMNS]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {'yes' if s['needs_retain_data'] else 'no'} | "
+                     f"{s['budget_hits']}/{len(seeds)} |")
+    lines += ["", "Percent, mean ± std over seeds. UA = 100 - forget accuracy; MIA-Eff: share of D_f an RBF SVM on the "
+              "true-class probability calls non-member; Avg.Gap: mean |difference| to `retrain` over UA, RA, TA and "
+              "MIA-Eff (0 is perfect); gap closed = 1 - Avg.Gap / Avg.Gap(original); speed-up = retrain seconds / "
+              "method seconds, same run."]
+    original_gap = summary.get("original", {}).get("avg_gap", (None, None))[0]
+    if original_gap is not None and original_gap < SMALL_GAP:
+        lines += ["", f"**Caution:** doing nothing (`original`) already scores an Avg.Gap of {original_gap:.2f} here: the "
+                  f"original is close to the retrained model, so a small gap proves little (PROTOCOL.md). Judge methods "
+                  f"on settings where the original's gap is large (class or sub-class forgetting)."]
+    lines += ["", "![prediction entropy on D_f](entropy.png)", "", "![Avg.Gap against speed-up](gap_speedup.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(results: dict, out) -> None:
+    """``out/results.md``, ``out/entropy.png`` and ``out/gap_speedup.png``."""
+    out = Path(out)
+    (out / "results.md").write_text(format_table(results))
+    _plot_entropy(results, out / "entropy.png")
+    _plot_gap_speedup(results, out / "gap_speedup.png")
+
+
+def _plot_entropy(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = results["seeds"]
+    names = list(seeds[0]["entropy_histograms"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = len(next(iter(seeds[0]["entropy_histograms"].values())))
+    edges = np.linspace(0, 1, bins + 1)  # the histograms span [0, ln(classes)] (pgu.scoring)
+    for name in names:
+        counts = np.sum([s["entropy_histograms"][name] for s in seeds], axis=0)
+        share = counts / max(1, counts.sum())
+        ax.stairs(share, edges, label=name)
+    ax.set_xlabel("prediction entropy on D_f / ln(classes)")
+    ax.set_ylabel("share of D_f")
+    ax.set_title(f"{results['config']['tier']}, {results['config']['scenario']}: entropy on D_f, all seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_gap_speedup(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    summary = summarize(results)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, s in summary.items():
+        gap = s["avg_gap"][0]
+        speed = s["speedup"][0] if s["speedup"][0] is not None else (1.0 if name == "retrain" else None)
+        if speed is None:
+            ax.axhline(gap, linestyle=":", color="grey", label=f"{name} (no change)")
+            continue
+        ax.scatter([speed], [gap], label=name)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+    ax.set_xlabel("speed-up over retraining (same run)")
+    ax.set_ylabel("Avg.Gap to retrain (points)")
+    ax.set_title(f"{results['config']['tier']}, {results['config']['scenario']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

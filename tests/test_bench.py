@@ -1,0 +1,109 @@
+"""`pgu bench` on the digits tier: results, resumption, refusals; the report from hand-made results."""
+
+import json
+
+import pytest
+
+from pgu.bench import BenchConfig, run_bench
+from pgu.cli import main
+from pgu.report import format_table, summarize
+
+METRICS = ["FA", "RA", "VA", "TA", "UA", "MIA", "loss_MIA", "avg_gap", "activation_distance", "js_divergence",
+           "seconds", "speedup"]
+
+
+def test_bench_scores_every_method_and_resumes_finished_seeds(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    config = BenchConfig(tier="digits", scenario="class", seeds=(0,), forget_class=3)
+    results = run_bench(config, out, progress=False)
+    seed = results["seeds"][0]
+    assert set(seed["methods"]) == {"original", "retrain", "pgu"}
+    for name, row in seed["methods"].items():
+        assert all(k in row for k in METRICS), name
+        assert 0 <= row["UA"] <= 100 and row["UA"] == pytest.approx(100 - row["FA"])
+    assert seed["methods"]["retrain"]["avg_gap"] == 0 and seed["methods"]["retrain"]["js_divergence"] == pytest.approx(0)
+    assert seed["methods"]["original"]["speedup"] is None and seed["methods"]["pgu"]["speedup"] > 0
+    assert seed["methods"]["pgu"]["needs_retain_data"] is False and seed["methods"]["retrain"]["needs_retain_data"]
+    # class forgetting: the original still knows class 3, the retrained model never saw it
+    assert seed["methods"]["original"]["UA"] < 10 and seed["methods"]["retrain"]["UA"] > 90
+    assert "TA_kept" in seed["methods"]["pgu"] and seed["forget_mode"] == "class"
+    assert seed["n_forget"] == len(seed["forget_ids"])
+    for name in ("results.json", "results.md", "entropy.png", "gap_speedup.png", "seeds/seed-0.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "results.json").read_text())["config"]["scenario"] == "class"
+
+    # a second run with one more seed trains only that seed's models
+    import pgu.bench
+
+    calls = []
+    real = pgu.bench.train_model
+    monkeypatch.setattr(pgu.bench, "train_model", lambda *a, **k: calls.append(k.get("desc")) or real(*a, **k))
+    more = run_bench(BenchConfig(tier="digits", scenario="class", seeds=(0, 1), forget_class=3), out, progress=False)
+    assert [s["seed"] for s in more["seeds"]] == [0, 1]
+    assert len(calls) == 2 and all("seed 1" in c for c in calls)
+    assert more["seeds"][0] == seed
+
+    with pytest.raises(ValueError, match="another config"):
+        run_bench(BenchConfig(tier="digits", scenario="class", seeds=(0,), forget_class=4), out, progress=False)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(tier="imagenet"), "unknown tier"),
+    (dict(scenario="poison"), "unknown scenario"),
+    (dict(seeds=(0, 0)), "distinct"),
+    (dict(seeds=()), "distinct"),
+    (dict(methods=("pgu", "magic")), "unknown methods"),
+    (dict(fraction=1.5), "fraction"),
+    (dict(budget_share=0), "budget_share"),
+    (dict(count=0), "count"),
+])
+def test_bench_config_refuses_bad_settings(change, message, tmp_path):
+    settings = dict(tier="digits", scenario="random") | change
+    with pytest.raises(ValueError, match=message):
+        run_bench(BenchConfig(**settings), tmp_path / "b", progress=False)
+    assert not (tmp_path / "b").exists()  # nothing written
+
+
+def test_subclass_default_size():
+    import torch
+
+    y = torch.tensor([0] * 1200 + [1] * 30)
+    assert BenchConfig(tier="digits", scenario="subclass").forget_spec(y) == "subclass:0:500"
+    assert BenchConfig(tier="digits", scenario="subclass", forget_class=1).forget_spec(y) == "subclass:1:15"
+    assert BenchConfig(tier="digits", scenario="subclass", count=7).forget_spec(y) == "subclass:0:7"
+    assert BenchConfig(tier="digits", scenario="random", fraction=0.25).forget_spec(y) == "random:0.25"
+
+
+def _row(gap, ua=50.0, seconds=1.0, speedup=None, hit=False):
+    return {"UA": ua, "RA": 99.0, "TA": 97.0, "MIA": 10.0, "loss_MIA": 50.0, "avg_gap": gap, "js_divergence": 0.1,
+            "seconds": seconds, "speedup": speedup, "needs_retain_data": False, "details": {"hit_budget": hit}}
+
+
+def _results(original_gaps, pgu_gaps):
+    seeds = []
+    for s, (og, pg) in enumerate(zip(original_gaps, pgu_gaps)):
+        seeds.append({"seed": s, "forget_spec": "class:0", "n_forget": 10, "budget_samples": 100,
+                      "original": {"train_seconds": 5.0, "stats_seconds": 1.0},
+                      "methods": {"original": _row(og), "retrain": _row(0.0, seconds=4.0),
+                                  "pgu": _row(pg, speedup=8.0, hit=s == 0)},
+                      "entropy_histograms": {"original": [1, 0], "retrain": [0, 1], "pgu": [0, 1]}})
+    return {"config": {"tier": "digits", "scenario": "class", "budget_share": 0.5}, "seeds": seeds,
+            "dataset": {"name": "digits", "train": 100}, "recipe": {"name": "digits"}, "environment": {}}
+
+
+def test_report_gap_closed_budget_hits_and_the_small_gap_caution():
+    results = _results([40.0, 60.0], [4.0, 3.0])
+    summary = summarize(results)
+    # gap closed per seed: 1 - 4/40 = 0.9 and 1 - 3/60 = 0.95 -> mean 0.925
+    assert summary["pgu"]["gap_closed"][0] == pytest.approx(0.925)
+    assert summary["pgu"]["avg_gap"][0] == pytest.approx(3.5)
+    assert summary["pgu"]["budget_hits"] == 1
+    table = format_table(results)
+    assert "| pgu |" in table and "92%" in table and "1/2" in table
+    assert "Caution" not in table
+    assert "Caution" in format_table(_results([0.5, 0.4], [0.3, 0.2]))
+
+
+def test_cli_bench_reports_bad_input_and_exits_nonzero(tmp_path, capsys):
+    assert main(["bench", "--tier", "nope", "--scenario", "random", "--out", str(tmp_path / "b"), "--quiet"]) == 1
+    assert "unknown tier" in capsys.readouterr().err
