@@ -84,6 +84,27 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    import json
+
+    from .evaluate import evaluate_against_reference
+
+    result = evaluate_against_reference(args.model, args.reference, data_dir=args.data_dir, device=args.device,
+                                        seed=args.seed)
+    keys = ["UA", "RA", "TA", "MIA", "loss_MIA", "avg_gap", "js_divergence"]
+    print(f"forget set {result['forget_spec']} ({result['n_forget']} samples), metrics in %:")
+    print(f"  {'':<10}" + "".join(f"{k:>14}" for k in keys))
+    for name in ("model", "reference"):
+        row = result[name]
+        print(f"  {name:<10}" + "".join(f"{row[k]:>14.3f}" if k in row else f"{'0':>14}" for k in keys))
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -133,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--out", required=True, metavar="DIR", help="results folder (a rerun resumes finished seeds)")
     bench.set_defaults(func=_cmd_bench)
+
+    evaluate = sub.add_parser("evaluate", help="score a model against a reference retrained without the forget set")
+    evaluate.add_argument("--model", required=True, help="a run folder or a model.safetensors file to score")
+    evaluate.add_argument("--reference", required=True, help="a run made with `pgu train --exclude FORGET_SPEC`")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the membership attacks' sampling (default 0)")
+    evaluate.add_argument("--data-dir", help="where datasets live (default: $PGU_DATA_DIR)")
+    evaluate.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu or cuda")
+    evaluate.add_argument("--out", metavar="FILE", help="also write the metrics as JSON")
+    evaluate.set_defaults(func=_cmd_evaluate)
     return parser
 
 

@@ -107,3 +107,25 @@ def test_report_gap_closed_budget_hits_and_the_small_gap_caution():
 def test_cli_bench_reports_bad_input_and_exits_nonzero(tmp_path, capsys):
     assert main(["bench", "--tier", "nope", "--scenario", "random", "--out", str(tmp_path / "b"), "--quiet"]) == 1
     assert "unknown tier" in capsys.readouterr().err
+
+
+def test_evaluate_scores_a_model_against_a_reference_run(tmp_path, capsys):
+    from pgu.evaluate import evaluate_against_reference
+    from pgu.recipes import load_recipe
+    from pgu.workflow import train_run
+
+    recipe = load_recipe("digits").with_overrides(epochs=3)
+    train_run(recipe, tmp_path / "original", stats=False, progress=False)
+    train_run(recipe, tmp_path / "retrain", exclude="class:1", stats=False, progress=False)
+    same = evaluate_against_reference(tmp_path / "retrain", tmp_path / "retrain")
+    assert same["model"]["avg_gap"] == 0 and same["model"]["js_divergence"] == pytest.approx(0)
+    result = evaluate_against_reference(tmp_path / "original" / "model.safetensors", tmp_path / "retrain")
+    assert result["forget_spec"] == "class:1" and "TA_kept" in result["model"]
+    assert result["model"]["UA"] < result["reference"]["UA"]  # the original still knows class 1
+    assert result["model"]["avg_gap"] > 0
+    with pytest.raises(ValueError, match="excluded no samples"):
+        evaluate_against_reference(tmp_path / "retrain", tmp_path / "original")
+    assert main(["evaluate", "--model", str(tmp_path / "original"), "--reference", str(tmp_path / "retrain"),
+                 "--out", str(tmp_path / "e.json")]) == 0
+    assert "class:1" in capsys.readouterr().out and json.loads((tmp_path / "e.json").read_text())["n_forget"] > 0
+    assert main(["evaluate", "--model", str(tmp_path / "nothing"), "--reference", str(tmp_path / "retrain")]) == 1
