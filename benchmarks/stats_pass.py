@@ -98,11 +98,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    import pgu.stats
+    import pgu.fast_forward
 
     if args.forward_chunk is not None:
-        pgu.stats.FORWARD_CHUNK_CPU = args.forward_chunk or None
-    levers = {"forward_chunk_cpu": pgu.stats.FORWARD_CHUNK_CPU, "stats_batch": args.stats_batch, "precision": args.precision, "conv_route": args.conv_route, "triangle": not args.no_triangle}
+        pgu.fast_forward.CPU_CHUNK = args.forward_chunk or None
+    levers = {"forward_chunk_cpu": pgu.fast_forward.CPU_CHUNK, "stats_batch": args.stats_batch, "precision": args.precision, "conv_route": args.conv_route, "triangle": not args.no_triangle}
     with (patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: args.conv_route) if args.conv_route != "auto"
           else _nothing()), \
             (patch("pgu.gram_accumulators.upper_blocks_gram", lambda r: r.T @ r) if args.no_triangle else _nothing()):

@@ -7,6 +7,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from .fast_forward import FastForward
 from .modes import eval_mode
 from .stats import _model_device
 
@@ -28,13 +29,17 @@ def split_batch(batch, what: str = "loader"):
 
 @torch.no_grad()
 def predict(model: nn.Module, loader, what: str = "loader") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, targets)`` over the whole loader, in eval mode (modes restored after), on CPU."""
+    """``(logits, targets)`` over the whole loader, in eval mode (modes restored after), on CPU.
+
+    Forwards go through :class:`~pgu.fast_forward.FastForward` (on a CPU: channels-last, in
+    chunks; the model's weights are put back as they were).
+    """
     device = _model_device(model)
     logits, targets = [], []
-    with eval_mode(model):
+    with eval_mode(model), FastForward(model, device, on_fallback=logits.clear) as forward:
         for batch in loader:
             x, y = split_batch(batch, what)
-            logits.append(model(x.to(device)).float().cpu())
+            logits.extend(out.float().cpu() for out in forward(x.to(device)))
             targets.append(y.cpu())
     if not logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from .layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
-from .modes import ChannelsLastWeights, eval_mode
+from .fast_forward import FastForward
+from .modes import eval_mode
 
 __all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs"]
 
@@ -372,23 +373,13 @@ def _describe(info: dict) -> str:
     return f"{info['kind']}({c_out}x{d}{', bias' if info['has_bias'] else ''}{geo})"
 
 
-FORWARD_CHUNK_CPU = 128
-"""Samples per forward of the statistics pass on a CPU (a loader batch is split; the accumulators
-sum across chunks, so the statistics do not change). On a 2-core CPU the whole pass took 8%
-(LeNet, MNIST) and 15% (All-CNN, CIFAR-10) less time in chunks of 128 than in batches of 512
-(smaller activations stay in cache); see benchmarks/stats_pass.py."""
-
-
 class _Accumulator:
     """One statistics pass: installs forward pre-hooks on entry, removes them on exit.
 
     Each covered layer feeds its inputs to an accumulator of :mod:`pgu.gram_accumulators`
-    (one per input dtype); :meth:`finalize` collects their float64 results. On a CPU, batches
-    are forwarded in chunks of :data:`FORWARD_CHUNK_CPU` samples, and channels-last: image
-    inputs, and the model's 4-D weights for the length of the pass
-    (:class:`~pgu.modes.ChannelsLastWeights`, restored on exit). Same statistics, less time.
-    A model that fails in that layout (a ``.view()`` of a conv output) is retried once, on
-    the first batch, in the contiguous layout and kept there.
+    (one per input dtype); :meth:`finalize` collects their float64 results. Batches are
+    forwarded through :class:`~pgu.fast_forward.FastForward` (on a CPU: channels-last, in
+    chunks; same statistics, less time).
     """
 
     def __init__(self, model: nn.Module, layers, precision: str = "auto"):
@@ -400,17 +391,14 @@ class _Accumulator:
         self.accumulators: dict[tuple[str, torch.dtype], object] = {}
         self.n_samples = 0
         self.finalized = False
-        self.chunk = FORWARD_CHUNK_CPU if self.device.type == "cpu" else None
-        self.channels_last = self.device.type == "cpu"
 
     def __enter__(self):
         self.handles = []
-        self.layout = None
         self.modes = eval_mode(self.model)
         self.modes.__enter__()
+        self.forward = FastForward(self.model, self.device, on_fallback=self.accumulators.clear)
         try:
-            if self.channels_last:
-                self.layout = ChannelsLastWeights(self.model)
+            self.forward.__enter__()
             for name, (module, adapter) in self.found.items():
                 self.handles.append(module.register_forward_pre_hook(self._hook(name, adapter)))
         except BaseException:
@@ -421,14 +409,9 @@ class _Accumulator:
     def __exit__(self, *exc):
         for h in self.handles:
             h.remove()
-        self._contiguous_weights()
+        self.forward.__exit__(None, None, None)
         self.modes.__exit__(None, None, None)
         return False
-
-    def _contiguous_weights(self) -> None:
-        if self.layout is not None:
-            self.layout.restore()
-            self.layout = None
 
     def _hook(self, name, adapter):
         def hook(module, args):
@@ -450,37 +433,17 @@ class _Accumulator:
         if inputs.dim() == 0 or inputs.shape[0] == 0:
             return
         inputs = inputs.to(self.device)
-        if self.n_samples == 0 and self.channels_last:
-            try:
-                self._forward(inputs)
-            except UnsupportedLayerError:
-                raise
-            except ValueError:
-                # maybe the model needs the contiguous layout (a .view() of a conv output): start over
-                self.accumulators.clear()
-                self.channels_last = False
-                self._contiguous_weights()
-                self._forward(inputs)
-        else:
-            self._forward(inputs)
+        try:
+            with torch.no_grad():
+                self.forward(inputs)
+        except UnsupportedLayerError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(
+                f"the model failed on a batch of inputs of shape {tuple(inputs.shape)} from the loader: {exc}. "
+                f"Check that the loader yields what the model expects."
+            ) from exc
         self.n_samples += int(inputs.shape[0])
-
-    def _forward(self, inputs: torch.Tensor) -> None:
-        step = self.chunk or inputs.shape[0]
-        for start in range(0, inputs.shape[0], step):
-            part = inputs[start : start + step]
-            if self.channels_last and part.dim() == 4 and part.is_floating_point():
-                part = part.contiguous(memory_format=torch.channels_last)
-            try:
-                with torch.no_grad():
-                    self.model(part)
-            except UnsupportedLayerError:
-                raise
-            except (RuntimeError, ValueError) as exc:
-                raise ValueError(
-                    f"the model failed on a batch of inputs of shape {tuple(inputs.shape)} from the loader: {exc}. "
-                    f"Check that the loader yields what the model expects."
-                ) from exc
 
     def finalize(self) -> None:
         """Collect every layer's float64 ``(G, s, n_rows)`` (zeros for a layer never called), on the CPU."""

@@ -112,3 +112,28 @@ def test_projector_refuses_a_projected_bias_the_model_lacks():
                           nn.Linear(4 * 6 * 6, 5))
     with pytest.raises(ValueError, match="includes a bias"):
         GradientProjector(other, cgs)
+
+
+def test_plain_sgd_skips_the_change_projection_and_moves_the_same():
+    """No momentum, no weight decay: the projected gradient step is already orthogonal (the authors' step)."""
+    model, cgs, x = setup()
+    twin, before = copy.deepcopy(model), copy.deepcopy(model)
+    fast = ProjectedOptimizer(torch.optim.SGD(model.parameters(), lr=0.05), GradientProjector(model, cgs))
+    assert fast._plain_sgd()
+    projector = GradientProjector(twin, cgs)
+    reference = torch.optim.SGD(twin.parameters(), lr=0.05)
+    for _ in range(10):  # the full path by hand: project gradients, step, project the change
+        backward(model, x[:8])
+        fast.step()
+        backward(twin, x[:8])
+        projector.project_()
+        snap = projector.snapshot()
+        reference.step()
+        projector.project_change_(snap)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert all(r < 1e-5 for r in projection_residual(before, model, cgs).values())
+    for name in ("0.bias", "1.weight", "1.bias", "4.bias"):
+        assert torch.equal(model.state_dict()[name], before.state_dict()[name])
+    assert not ProjectedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5),
+                                  GradientProjector(model, cgs))._plain_sgd()

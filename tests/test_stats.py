@@ -422,13 +422,13 @@ def test_rows_accumulator_copies_rows_it_keeps():
 
 def test_forward_chunks_do_not_change_the_statistics(monkeypatch):
     """A loader batch forwarded in chunks (as on a CPU) gives the statistics of the whole batch."""
-    import pgu.stats
+    import pgu.fast_forward
 
     model = small_cnn(torch.float64)
     x = torch.randn(11, 1, 8, 8, dtype=torch.float64)
-    monkeypatch.setattr(pgu.stats, "FORWARD_CHUNK_CPU", 3)
+    monkeypatch.setattr(pgu.fast_forward, "CPU_CHUNK", 3)
     chunked = GramStats().fit(model, [x])
-    monkeypatch.setattr(pgu.stats, "FORWARD_CHUNK_CPU", None)
+    monkeypatch.setattr(pgu.fast_forward, "CPU_CHUNK", None)
     whole = GramStats().fit(model, [x])
     assert chunked.n_samples_ == whole.n_samples_ == 11
     for n in whole.layer_names:

@@ -207,3 +207,12 @@ def test_batchnorm_statistics_stay_frozen():
     for name in ("running_mean", "running_var", "num_batches_tracked", "weight", "bias"):
         assert torch.equal(getattr(result.model[1], name), getattr(model[1], name))
     assert not torch.equal(result.model[0].weight, model[0].weight)
+
+
+def test_epoch_zero_forget_accuracy_comes_from_the_forget_pass_and_matches_a_separate_evaluation():
+    from pgu.evaluation import accuracy
+
+    model, stats, x_retain, x_forget, y_forget = low_rank_problem()
+    forget = batches(x_forget, y_forget, size=16)
+    result = unlearn(model, forget, stats, epochs=1, stop="none")
+    assert result.history[0]["forget_acc"] == pytest.approx(accuracy(model, forget))
