@@ -97,6 +97,8 @@ def format_table(results: dict) -> str:
                   f"original is close to the retrained model, so a small gap proves little (PROTOCOL.md). Judge methods "
                   f"on settings where the original's gap is large (class or sub-class forgetting)."]
     lines += ["", "![prediction entropy on D_f](entropy.png)", "", "![Avg.Gap against speed-up](gap_speedup.png)", ""]
+    if "pgu" in summary:
+        lines += ["![PGU: forget and val accuracy per epoch](pgu_curve.png)", ""]
     return "\n".join(lines)
 
 
@@ -106,17 +108,14 @@ def write_report(results: dict, out) -> None:
     (out / "results.md").write_text(format_table(results))
     _plot_entropy(results, out / "entropy.png")
     _plot_gap_speedup(results, out / "gap_speedup.png")
+    if any(s["methods"].get("pgu", {}).get("details", {}).get("history") for s in results["seeds"]):
+        _plot_pgu_curve(results, out / "pgu_curve.png")
 
 
 def _plot_entropy(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     seeds = results["seeds"]
     names = list(seeds[0]["entropy_histograms"])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = _axes((6, 3.5))
     bins = len(next(iter(seeds[0]["entropy_histograms"].values())))
     edges = np.linspace(0, 1, bins + 1)  # the histograms span [0, ln(classes)] (pgu.scoring)
     for name in names:
@@ -125,22 +124,14 @@ def _plot_entropy(results: dict, path: Path) -> None:
         ax.stairs(share, edges, label=name)
     ax.set_xlabel("prediction entropy on D_f / ln(classes)")
     ax.set_ylabel("share of D_f")
-    ax.set_title(f"{results['config']['tier']}, {results['config']['scenario']}: entropy on D_f, all seeds")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, f"{results['config']['tier']}, {results['config']['scenario']}: entropy on D_f, all seeds", path)
 
 
 def _plot_gap_speedup(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    from matplotlib.ticker import FormatStrFormatter
 
     summary = summarize(results)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = _axes()
     for name, s in summary.items():
         gap = s["avg_gap"][0]
         speed = s["speedup"][0] if s["speedup"][0] is not None else (1.0 if name == "retrain" else None)
@@ -149,11 +140,41 @@ def _plot_gap_speedup(results: dict, path: Path) -> None:
             continue
         ax.scatter([speed], [gap], label=name)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%gx"))
     ax.set_xlabel("speed-up over retraining (same run)")
     ax.set_ylabel("Avg.Gap to retrain (points)")
-    ax.set_title(f"{results['config']['tier']}, {results['config']['scenario']}")
-    ax.legend(fontsize=8)
+    _save(fig, ax, f"{results['config']['tier']}, {results['config']['scenario']}", path)
+
+
+def _plot_pgu_curve(results: dict, path: Path) -> None:
+    """PGU's forget and val accuracy after each epoch (epoch 0: before unlearning), one line per seed."""
+    fig, ax = _axes()
+    for s in results["seeds"]:
+        history = s["methods"].get("pgu", {}).get("details", {}).get("history") or []
+        epochs = [h["epoch"] for h in history]
+        ax.plot(epochs, [h["forget_acc"] for h in history], marker="o", label=f"forget, seed {s['seed']}")
+        if all(h.get("val_acc") is not None for h in history):
+            ax.plot(epochs, [h["val_acc"] for h in history], linestyle="--", label=f"val, seed {s['seed']}")
+    ax.set_xlabel("PGU epoch")
+    ax.set_ylabel("accuracy (%)")
+    _save(fig, ax, f"{results['config']['tier']}, {results['config']['scenario']}: PGU per epoch", path, legend_size=7)
+
+
+def _axes(size=(5, 3.5)):
+    """A new figure and axes on the file-only backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size)
+
+
+def _save(fig, ax, title: str, path: Path, legend_size: int = 8) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
