@@ -39,7 +39,7 @@ __all__ = ["BenchConfig", "run_bench", "TIERS", "SCENARIOS", "METHODS"]
 TIERS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu"}
 """Tier name -> recipe name (PROTOCOL.md, Tiers); the GPU tiers come with their own recipes."""
 
-SCENARIOS = ("random", "subclass", "class")
+SCENARIOS = ("random", "subclass", "class", "sequential")
 METHODS = ("original", "retrain", "pgu")
 FORMAT = "pgu.bench/1"
 
@@ -61,7 +61,12 @@ class BenchConfig:
 
     ``fraction`` is the ``random`` scenario's share of D; ``forget_class`` the class of
     ``class`` and ``subclass``; ``count`` the size of ``subclass`` (default: 500, the authors'
-    CIFAR-10 setting, or half the class when it has fewer than 1,000 samples).
+    CIFAR-10 setting, or half the class when it has fewer than 1,000 samples). ``sequential``
+    makes ``steps`` requests of ``per_class`` samples of every class each (default: 2% of the
+    smallest class, at most 100: the authors' Small VGG setting of 100 of CIFAR-10's 5,000 per
+    class), drawn from the seed, and
+    scores every method after each request against a model retrained without all requests so
+    far (METHOD.md section 7).
     ``budget_share``: every method may process at most this share of the sample passes the
     original training made (PROTOCOL.md, Cost; the table marks a run that hit it).
     """
@@ -73,6 +78,8 @@ class BenchConfig:
     fraction: float = 0.1
     forget_class: int = 0
     count: int | None = None
+    steps: int = 4
+    per_class: int | None = None
     budget_share: float = 0.5
     pgu: PGUSettings = field(default_factory=PGUSettings)
 
@@ -94,6 +101,10 @@ class BenchConfig:
             raise ValueError(f"budget_share must lie in (0, 10], got {self.budget_share}")
         if self.count is not None and self.count < 1:
             raise ValueError(f"count must be a positive number of samples, got {self.count}")
+        if not 1 <= self.steps <= 50:
+            raise ValueError(f"steps must lie in 1..50 requests, got {self.steps}")
+        if self.per_class is not None and self.per_class < 1:
+            raise ValueError(f"per_class must be a positive number of samples, got {self.per_class}")
 
     def forget_spec(self, train_y: torch.Tensor) -> str:
         """The forget spec (:mod:`pgu.forget_sets`) of this scenario; ``random`` takes the run's seed."""
@@ -181,53 +192,123 @@ def _write_json(path: Path, payload: dict) -> None:
 def _run_seed(config: BenchConfig, recipe, splits, seed: int, device, cache: Path, progress: bool) -> dict:
     train_cfg = replace(recipe.train, seed=seed)
     original, stats, original_info = _original(recipe, train_cfg, splits, device, cache, progress)
-
+    budget = int(config.budget_share * original_info["samples_seen"])
+    if config.scenario == "sequential":
+        return _run_sequential(config, recipe, splits, seed, device, progress, train_cfg, original, stats,
+                               original_info, budget)
     forget = resolve_forget_spec(config.forget_spec(splits.train.y), splits.train, seed)
     mask = forget.mask(splits.train)
-    forget_data, retain_data = splits.train.subset(mask), splits.train.subset(~mask)
-    budget = int(config.budget_share * original_info["samples_seen"])
-
-    retrained = train_model(recipe.model, splits, train_cfg, subset=~mask, device=device, progress=progress,
-                            desc=f"seed {seed}: retrain without D_f")
-    runs = {"original": {"model": original, "seconds": 0.0, "data_free": True, "details": {}}}
-    runs["retrain"] = {"model": retrained.model, "seconds": retrained.seconds, "data_free": False,
-                       "details": {"samples_seen": retrained.samples_seen}}
+    pgu_run = None
     if "pgu" in config.methods:
-        p = config.pgu
-        result = unlearn(original, forget_data.loader(p.batch_size, device=device), stats,
-                         val_loader=splits.val.loader(512, device=device), threshold=p.threshold, rule=p.rule,
-                         lr=p.lr, epochs=p.epochs, mode=forget.mode, max_samples=budget, progress=progress)
-        runs["pgu"] = {"model": result.model, "seconds": result.seconds["total"], "data_free": True, "details": {
-            "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
-            "samples_processed": result.samples_processed, "hit_budget": result.stop_reason == "budget",
-            "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "history": result.history,
-            "ranks": result.cgs.summary()}}
+        pgu_run = _pgu(config, original, stats, splits.train.subset(mask), splits, forget.mode, budget, device, progress)
+    request = _score_request(config, recipe, splits, seed, device, progress, train_cfg, original, mask, forget.classes,
+                             pgu_run, desc=f"seed {seed}: retrain without D_f")
+    return {
+        "seed": seed,
+        "forget_spec": forget.spec,
+        "forget_mode": forget.mode,
+        **_forget_record(forget.ids),
+        "budget_samples": budget,
+        "original": original_info,
+        **request,
+    }
 
-    sets = {"forget": forget_data, "retain": retain_data, "val": splits.val, "test": splits.test}
-    scores = {name: score_model(run["model"], sets, classes=forget.classes, seed=seed) for name, run in runs.items()}
-    reference = scores["retrain"]
+
+def _forget_record(ids: torch.Tensor) -> dict:
+    return {"n_forget": int(ids.numel()), "forget_ids_sha256": hashlib.sha256(ids.numpy().tobytes()).hexdigest(),
+            "forget_ids": ids.tolist() if ids.numel() <= 5000 else None}
+
+
+def _pgu(config: BenchConfig, model, stats, forget_data, splits, mode: str, budget: int, device, progress: bool) -> dict:
+    """One PGU request, as the bench records it (the model, seconds and what the run reports)."""
+    p = config.pgu
+    result = unlearn(model, forget_data.loader(p.batch_size, device=device), stats,
+                     val_loader=splits.val.loader(512, device=device), threshold=p.threshold, rule=p.rule,
+                     lr=p.lr, epochs=p.epochs, mode=mode, max_samples=budget, progress=progress)
+    return {"model": result.model, "seconds": result.seconds["total"], "data_free": True,
+            "retain_stats": result.retain_stats, "details": {
+                "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
+                "samples_processed": result.samples_processed, "hit_budget": result.stop_reason == "budget",
+                "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "history": result.history,
+                "ranks": result.cgs.summary()}}
+
+
+def _score_request(config, recipe, splits, seed, device, progress, train_cfg, original, mask, classes, pgu_run,
+                   desc: str) -> dict:
+    """Retrain without ``mask``, then score original, retrain and the methods' models on that forget set."""
+    retrained = train_model(recipe.model, splits, train_cfg, subset=~mask, device=device, progress=progress, desc=desc)
+    runs = {"original": {"model": original, "seconds": 0.0, "data_free": True, "details": {}},
+            "retrain": {"model": retrained.model, "seconds": retrained.seconds, "data_free": False,
+                        "details": {"samples_seen": retrained.samples_seen}}}
+    if pgu_run is not None:
+        runs["pgu"] = pgu_run
+    sets = {"forget": splits.train.subset(mask), "retain": splits.train.subset(~mask), "val": splits.val,
+            "test": splits.test}
+    scores = {name: score_model(run["model"], sets, classes=classes, seed=seed) for name, run in runs.items()}
     methods = {}
-    for name in [m for m in METHODS if m in runs and (m in config.methods or m in ("original", "retrain"))]:
-        run = runs[name]
+    for name, run in runs.items():
         row = {k: v for k, v in scores[name].items() if not k.startswith("_")}
-        row.update(score_against_reference(scores[name], reference))
+        row.update(score_against_reference(scores[name], scores["retrain"]))
         row["seconds"] = round(run["seconds"], 4)
         row["speedup"] = (round(runs["retrain"]["seconds"] / run["seconds"], 3)
                           if name not in ("original", "retrain") and run["seconds"] > 0 else None)
         row["needs_retain_data"] = not run["data_free"]
         row["details"] = run["details"]
         methods[name] = row
+    return {"methods": methods,
+            "entropy_histograms": {name: scores[name]["_forget_entropy_histogram"] for name in runs}}
+
+
+def sequential_requests(train_y: torch.Tensor, ids: torch.Tensor, steps: int, per_class: int | None,
+                        seed: int) -> list[torch.Tensor]:
+    """The ids of each request: ``per_class`` samples of every class, disjoint, drawn with ``seed``."""
+    classes = sorted(set(train_y.tolist()))
+    sizes = {c: int((train_y == c).sum()) for c in classes}
+    if per_class is None:  # the authors' 100 of CIFAR-10's 5,000 per class: 2% of the smallest class per request
+        per_class = max(1, min(100, min(sizes.values()) // 50))
+    short = {c: n for c, n in sizes.items() if n < steps * per_class}
+    if per_class < 1 or short:
+        raise ValueError(f"{steps} requests of {per_class} samples per class need {steps * max(per_class, 1)} samples "
+                         f"of every class; classes {sorted(short)} have fewer: ask for fewer --steps or --per-class")
+    g = torch.Generator().manual_seed(seed)
+    per_step = [[] for _ in range(steps)]
+    for c in classes:
+        members = ids[train_y == c]
+        members = members[torch.randperm(len(members), generator=g)]
+        for t in range(steps):
+            per_step[t].append(members[t * per_class : (t + 1) * per_class])
+    return [torch.cat(chunks).sort().values for chunks in per_step]
+
+
+def _run_sequential(config, recipe, splits, seed, device, progress, train_cfg, original, stats, original_info,
+                    budget) -> dict:
+    """Requests one after another; after each, every method is scored against a model retrained without all so far."""
+    requests = sequential_requests(splits.train.y, splits.train.ids, config.steps, config.per_class, seed)
+    model, current_stats = original, stats
+    steps, forgotten = [], splits.train.ids[:0]
+    for t, request in enumerate(requests, start=1):
+        forgotten = torch.cat([forgotten, request]).sort().values
+        mask = splits.train.mask_of(forgotten)
+        pgu_run = None
+        if "pgu" in config.methods:
+            request_data = splits.train.subset(splits.train.mask_of(request))
+            pgu_run = _pgu(config, model, current_stats, request_data, splits, "sample", budget, device, progress)
+            model, current_stats = pgu_run["model"], pgu_run.pop("retain_stats")
+        scored = _score_request(config, recipe, splits, seed, device, progress, train_cfg, original, mask, (),
+                                pgu_run, desc=f"seed {seed}: retrain without requests 1-{t}")
+        steps.append({"step": t, "request_size": int(request.numel()), **_forget_record(forgotten), **scored})
+    last = steps[-1]
     return {
         "seed": seed,
-        "forget_spec": forget.spec,
-        "forget_mode": forget.mode,
-        "n_forget": len(forget_data),
-        "forget_ids_sha256": hashlib.sha256(forget.ids.numpy().tobytes()).hexdigest(),
-        "forget_ids": forget.ids.tolist() if len(forget_data) <= 5000 else None,
+        "forget_spec": f"sequential:{config.steps}x{requests[0].numel() // len(set(splits.train.y.tolist()))}"
+                       f" per class",
+        "forget_mode": "sample",
+        **{k: last[k] for k in ("n_forget", "forget_ids_sha256", "forget_ids")},
         "budget_samples": budget,
         "original": original_info,
-        "methods": methods,
-        "entropy_histograms": {name: scores[name]["_forget_entropy_histogram"] for name in runs},
+        "methods": last["methods"],
+        "entropy_histograms": last["entropy_histograms"],
+        "steps": steps,
     }
 
 

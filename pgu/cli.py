@@ -77,7 +77,7 @@ def _cmd_bench(args) -> int:
     methods = METHODS if args.methods == "all" else tuple(m.strip() for m in args.methods.split(",") if m.strip())
     config = BenchConfig(tier=args.tier, scenario=args.scenario, seeds=args.seeds, methods=methods,
                          fraction=args.fraction, forget_class=args.forget_class, count=args.count,
-                         budget_share=args.budget_share)
+                         steps=args.steps, per_class=args.per_class, budget_share=args.budget_share)
     results = run_bench(config, args.out, data_dir=args.data_dir, device=args.device, progress=not args.quiet)
     print(format_table(results))
     print(f"wrote {args.out}/results.json, results.md, entropy.png, gap_speedup.png")
@@ -141,10 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="compare unlearning methods with retraining (PROTOCOL.md), over seeds")
     bench.add_argument("--tier", required=True, help="digits, mnist, fashion or cifar10-cpu")
-    bench.add_argument("--scenario", required=True, help="random, subclass or class")
+    bench.add_argument("--scenario", required=True, help="random, subclass, class or sequential")
     bench.add_argument("--fraction", type=float, default=0.1, help="random: share of D forgotten (default 0.1)")
     bench.add_argument("--class", dest="forget_class", type=int, default=0, help="class and subclass: the class (default 0)")
     bench.add_argument("--count", type=int, help="subclass: samples forgotten (default 500, or half a smaller class)")
+    bench.add_argument("--steps", type=int, default=4, help="sequential: number of requests (default 4)")
+    bench.add_argument("--per-class", type=int,
+                       help="sequential: samples of every class per request (default 2%% of the smallest class, at most 100)")
     bench.add_argument("--methods", default="all", help="comma-separated, or all (default); original and retrain always run")
     bench.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated (default 0,1,2)")
     bench.add_argument("--budget-share", type=float, default=0.5,

@@ -96,6 +96,19 @@ def format_table(results: dict) -> str:
         lines += ["", f"**Caution:** doing nothing (`original`) already scores an Avg.Gap of {original_gap:.2f} here: the "
                   f"original is close to the retrained model, so a small gap proves little (PROTOCOL.md). Judge methods "
                   f"on settings where the original's gap is large (class or sub-class forgetting)."]
+    if seeds and "steps" in first:
+        lines += ["", "The table is after the last request. After each request (mean over seeds; UA and Avg.Gap "
+                  "against a model retrained without every request so far):", "",
+                  "| request | forgotten so far | " + " | ".join(f"{m} UA | {m} Avg.Gap" for m in summary) + " |",
+                  "|---|---" + "|---|---" * len(summary) + "|"]
+        for i, step in enumerate(first["steps"]):
+            cells = []
+            for m in summary:
+                ua = _stats([s["steps"][i]["methods"][m]["UA"] for s in seeds])[0]
+                gap = _stats([s["steps"][i]["methods"][m]["avg_gap"] for s in seeds])[0]
+                cells += [f"{ua:.2f}", f"{gap:.2f}"]
+            lines.append(f"| {step['step']} | {step['n_forget']} | " + " | ".join(cells) + " |")
+        lines += ["", "![metrics after each request](sequential.png)"]
     lines += ["", "![prediction entropy on D_f](entropy.png)", "", "![Avg.Gap against speed-up](gap_speedup.png)", ""]
     if "pgu" in summary:
         lines += ["![PGU: forget and val accuracy per epoch](pgu_curve.png)", ""]
@@ -108,6 +121,8 @@ def write_report(results: dict, out) -> None:
     (out / "results.md").write_text(format_table(results))
     _plot_entropy(results, out / "entropy.png")
     _plot_gap_speedup(results, out / "gap_speedup.png")
+    if results["seeds"] and "steps" in results["seeds"][0]:
+        _plot_sequential(results, out / "sequential.png")
     if any(s["methods"].get("pgu", {}).get("details", {}).get("history") for s in results["seeds"]):
         _plot_pgu_curve(results, out / "pgu_curve.png")
 
@@ -160,14 +175,29 @@ def _plot_pgu_curve(results: dict, path: Path) -> None:
     _save(fig, ax, f"{results['config']['tier']}, {results['config']['scenario']}: PGU per epoch", path, legend_size=7)
 
 
-def _axes(size=(5, 3.5)):
+def _plot_sequential(results: dict, path: Path) -> None:
+    """UA, test accuracy and Avg.Gap of each method after each request, mean over seeds."""
+    seeds = results["seeds"]
+    fig, axes = _axes((10, 3.2), columns=3)
+    names = list(seeds[0]["steps"][0]["methods"])
+    steps = [st["step"] for st in seeds[0]["steps"]]
+    for ax, (key, label) in zip(axes, [("UA", "UA (%)"), ("TA", "test accuracy (%)"), ("avg_gap", "Avg.Gap")]):
+        for name in names:
+            ax.plot(steps, [np.mean([s["steps"][i]["methods"][name][key] for s in seeds]) for i in range(len(steps))],
+                    marker="o", label=name)
+        ax.set_xlabel("request")
+        ax.set_ylabel(label)
+    _save(fig, axes[-1], f"{results['config']['tier']}, sequential", path)
+
+
+def _axes(size=(5, 3.5), columns: int = 1):
     """A new figure and axes on the file-only backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=size)
+    return plt.subplots(1, columns, figsize=size)
 
 
 def _save(fig, ax, title: str, path: Path, legend_size: int = 8) -> None:

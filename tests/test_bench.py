@@ -129,3 +129,38 @@ def test_evaluate_scores_a_model_against_a_reference_run(tmp_path, capsys):
                  "--out", str(tmp_path / "e.json")]) == 0
     assert "class:1" in capsys.readouterr().out and json.loads((tmp_path / "e.json").read_text())["n_forget"] > 0
     assert main(["evaluate", "--model", str(tmp_path / "nothing"), "--reference", str(tmp_path / "retrain")]) == 1
+
+
+def test_sequential_bench_scores_every_request_against_a_cumulative_retrain(tmp_path):
+    out = tmp_path / "seq"
+    config = BenchConfig(tier="digits", scenario="sequential", seeds=(0,), steps=2, per_class=5)
+    seed = run_bench(config, out, progress=False)["seeds"][0]
+    assert [s["step"] for s in seed["steps"]] == [1, 2]
+    assert [s["n_forget"] for s in seed["steps"]] == [50, 100]  # 10 classes x 5, cumulative
+    first, second = (set(s["forget_ids"]) for s in seed["steps"])
+    assert first < second
+    for step in seed["steps"]:
+        assert step["request_size"] == 50
+        assert step["methods"]["retrain"]["avg_gap"] == 0 and step["methods"]["pgu"]["needs_retain_data"] is False
+    assert seed["methods"] == seed["steps"][-1]["methods"] and seed["n_forget"] == 100
+    assert (out / "sequential.png").is_file() and "After each request" in (out / "results.md").read_text()
+
+
+def test_sequential_requests_are_disjoint_balanced_and_refuse_too_many():
+    import torch
+
+    from pgu.bench import sequential_requests
+
+    y = torch.tensor([0] * 12 + [1] * 9)
+    ids = torch.arange(100, 121)
+    reqs = sequential_requests(y, ids, steps=3, per_class=3, seed=1)
+    assert [len(r) for r in reqs] == [6, 6, 6]
+    assert len(set(torch.cat(reqs).tolist())) == 18
+    for r in reqs:
+        assert int((y[r - 100] == 0).sum()) == 3
+    assert [r.tolist() for r in reqs] == [r.tolist() for r in sequential_requests(y, ids, 3, 3, seed=1)]
+    assert sequential_requests(y, ids, 2, None, seed=0)[0].numel() == 2 * 1  # 2% of 9, at least 1 per class
+    big = torch.arange(20000) % 2
+    assert sequential_requests(big, torch.arange(20000), 4, None, seed=0)[0].numel() == 2 * 100  # capped at 100
+    with pytest.raises(ValueError, match="fewer"):
+        sequential_requests(y, ids, steps=4, per_class=3, seed=0)
