@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .data import load_dataset
@@ -66,7 +67,9 @@ class BenchConfig:
     smallest class, at most 100: the authors' Small VGG setting of 100 of CIFAR-10's 5,000 per
     class), drawn from the seed, and
     scores every method after each request against a model retrained without all requests so
-    far (METHOD.md section 7).
+    far (METHOD.md section 7). ``challenge`` > 0 also takes the 2023 NeurIPS challenge score
+    of PGU (PROTOCOL.md): that many originals (each unlearned with PGU) and retrained models
+    per seed, all on the seed's forget set.
     ``budget_share``: every method may process at most this share of the sample passes the
     original training made (PROTOCOL.md, Cost; the table marks a run that hit it).
     """
@@ -80,6 +83,7 @@ class BenchConfig:
     count: int | None = None
     steps: int = 4
     per_class: int | None = None
+    challenge: int = 0
     budget_share: float = 0.5
     pgu: PGUSettings = field(default_factory=PGUSettings)
 
@@ -103,6 +107,11 @@ class BenchConfig:
             raise ValueError(f"count must be a positive number of samples, got {self.count}")
         if not 1 <= self.steps <= 50:
             raise ValueError(f"steps must lie in 1..50 requests, got {self.steps}")
+        if self.challenge and not 2 <= self.challenge <= 256:
+            raise ValueError(f"challenge needs 2 to 256 models per group (PROTOCOL: at least 32), got {self.challenge}")
+        if self.challenge and (self.scenario == "sequential" or "pgu" not in self.methods):
+            raise ValueError("the challenge score is taken for pgu on a single request: not with the sequential "
+                             "scenario, and pgu must be among the methods")
         if self.per_class is not None and self.per_class < 1:
             raise ValueError(f"per_class must be a positive number of samples, got {self.per_class}")
 
@@ -203,7 +212,7 @@ def _run_seed(config: BenchConfig, recipe, splits, seed: int, device, cache: Pat
         pgu_run = _pgu(config, original, stats, splits.train.subset(mask), splits, forget.mode, budget, device, progress)
     request = _score_request(config, recipe, splits, seed, device, progress, train_cfg, original, mask, forget.classes,
                              pgu_run, desc=f"seed {seed}: retrain without D_f")
-    return {
+    out = {
         "seed": seed,
         "forget_spec": forget.spec,
         "forget_mode": forget.mode,
@@ -212,6 +221,50 @@ def _run_seed(config: BenchConfig, recipe, splits, seed: int, device, cache: Pat
         "original": original_info,
         **request,
     }
+    if config.challenge:
+        out["challenge"] = _challenge(config, recipe, splits, seed, device, mask, forget.mode, budget, progress)
+    return out
+
+
+def _challenge(config, recipe, splits, seed, device, mask, mode: str, budget: int, progress: bool) -> dict:
+    """PGU's challenge score (PROTOCOL.md): ``config.challenge`` unlearned and as many retrained models.
+
+    The originals' own score against the retrained models (doing nothing) is reported beside it.
+
+    Model ``i`` of both groups trains with seed ``1000 (seed + 1) + i`` (never a bench seed's own).
+    """
+    from .metrics import challenge_score
+    from .scoring import softmax_outputs
+
+    forget, retain = splits.train.subset(mask), splits.train.subset(~mask)
+    groups = {name: {"probs": [], "RA": [], "TA": []} for name in ("unlearned", "retrained", "original")}
+    start = time.perf_counter()
+    for i in range(config.challenge):
+        cfg = replace(recipe.train, seed=1000 * (seed + 1) + i)
+        trained = train_model(recipe.model, splits, cfg, device=device, desc=f"challenge original {i}")
+        stats = GramStats().fit(trained.model, splits.train.loader(512, device=device))
+        unlearned = _pgu(config, trained.model, stats, forget, splits, mode, budget, device, False)["model"]
+        retrained = train_model(recipe.model, splits, cfg, subset=~mask, device=device, desc=f"challenge retrain {i}")
+        for name, model in (("unlearned", unlearned), ("retrained", retrained.model), ("original", trained.model)):
+            g = groups[name]
+            g["probs"].append(softmax_outputs(model, forget)[0])
+            g["RA"].append(float((softmax_outputs(model, retain)[0].argmax(1) == retain.y.numpy()).mean() * 100))
+            g["TA"].append(float((softmax_outputs(model, splits.test)[0].argmax(1) == splits.test.y.numpy()).mean()
+                                 * 100))
+    u, r, o = groups["unlearned"], groups["retrained"], groups["original"]
+
+    def versus_retrained(g):
+        return challenge_score(np.stack(g["probs"]), np.stack(r["probs"]), forget.y.numpy(), np.mean(g["RA"]),
+                               np.mean(r["RA"]), np.mean(g["TA"]), np.mean(r["TA"]))
+
+    score, doing_nothing = versus_retrained(u), versus_retrained(o)
+    return {"models_per_group": config.challenge, "forgetting_quality": score["forgetting_quality"],
+            "score": score["score"], "epsilon_mean": float(np.mean(score["epsilons"])),
+            "original_forgetting_quality": doing_nothing["forgetting_quality"],
+            "original_score": doing_nothing["score"],
+            "ra_unlearned": float(np.mean(u["RA"])), "ra_retrained": float(np.mean(r["RA"])),
+            "ta_unlearned": float(np.mean(u["TA"])), "ta_retrained": float(np.mean(r["TA"])),
+            "seconds": round(time.perf_counter() - start, 3)}
 
 
 def _forget_record(ids: torch.Tensor) -> dict:

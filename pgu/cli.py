@@ -77,7 +77,8 @@ def _cmd_bench(args) -> int:
     methods = METHODS if args.methods == "all" else tuple(m.strip() for m in args.methods.split(",") if m.strip())
     config = BenchConfig(tier=args.tier, scenario=args.scenario, seeds=args.seeds, methods=methods,
                          fraction=args.fraction, forget_class=args.forget_class, count=args.count,
-                         steps=args.steps, per_class=args.per_class, budget_share=args.budget_share)
+                         steps=args.steps, per_class=args.per_class, challenge=args.challenge,
+                         budget_share=args.budget_share)
     results = run_bench(config, args.out, data_dir=args.data_dir, device=args.device, progress=not args.quiet)
     print(format_table(results))
     print(f"wrote {args.out}/results.json, results.md, entropy.png, gap_speedup.png")
@@ -148,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=4, help="sequential: number of requests (default 4)")
     bench.add_argument("--per-class", type=int,
                        help="sequential: samples of every class per request (default 2%% of the smallest class, at most 100)")
+    bench.add_argument("--challenge", type=int, default=0, metavar="N",
+                       help="also the NeurIPS 2023 challenge score of PGU from N unlearned and N retrained models "
+                            "per seed (PROTOCOL: N >= 32; affordable on the digits tier)")
     bench.add_argument("--methods", default="all", help="comma-separated, or all (default); original and retrain always run")
     bench.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated (default 0,1,2)")
     bench.add_argument("--budget-share", type=float, default=0.5,

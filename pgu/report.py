@@ -91,6 +91,15 @@ def format_table(results: dict) -> str:
               "true-class probability calls non-member; Avg.Gap: mean |difference| to `retrain` over UA, RA, TA and "
               "MIA-Eff (0 is perfect); gap closed = 1 - Avg.Gap / Avg.Gap(original); speed-up = retrain seconds / "
               "method seconds, same run."]
+    if seeds and "challenge" in first:
+        n = first["challenge"]["models_per_group"]
+        quality = _stats([s["challenge"]["forgetting_quality"] for s in seeds])
+        score = _stats([s["challenge"]["score"] for s in seeds])
+        lines += ["", f"NeurIPS 2023 challenge score of PGU ({n} unlearned and {n} retrained models per seed; "
+                  f"PROTOCOL.md): forgetting quality F = {_cell(*quality, 'js_divergence')}, "
+                  f"score = {_cell(*score, 'js_divergence')} (1 is indistinguishable from retraining); doing "
+                  f"nothing (the originals): F = "
+                  f"{_cell(*_stats([s['challenge']['original_forgetting_quality'] for s in seeds]), 'js_divergence')}."]
     original_gap = summary.get("original", {}).get("avg_gap", (None, None))[0]
     if original_gap is not None and original_gap < SMALL_GAP:
         lines += ["", f"**Caution:** doing nothing (`original`) already scores an Avg.Gap of {original_gap:.2f} here: the "

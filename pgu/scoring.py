@@ -20,10 +20,17 @@ from torch import nn
 from . import metrics
 from .evaluation import predict
 
-__all__ = ["score_model", "score_against_reference", "ENTROPY_BINS"]
+__all__ = ["score_model", "score_against_reference", "softmax_outputs", "ENTROPY_BINS"]
 
 ENTROPY_BINS = 20
 """Bins of the D_f prediction-entropy histograms, over [0, ln(classes)]."""
+
+
+def softmax_outputs(model: nn.Module, data, batch_size: int = 512):
+    """``(probabilities, logits)`` of ``model`` on an :class:`ArrayDataset`, float64 numpy arrays."""
+    logits, _ = predict(model, data.loader(batch_size))
+    logits = logits.double()
+    return F.softmax(logits, dim=1).numpy(), logits.numpy()
 
 
 def score_model(model: nn.Module, sets: dict, *, classes=(), seed: int = 0, batch_size: int = 512) -> dict:

@@ -164,3 +164,17 @@ def test_sequential_requests_are_disjoint_balanced_and_refuse_too_many():
     assert sequential_requests(big, torch.arange(20000), 4, None, seed=0)[0].numel() == 2 * 100  # capped at 100
     with pytest.raises(ValueError, match="fewer"):
         sequential_requests(y, ids, steps=4, per_class=3, seed=0)
+
+
+def test_challenge_score_from_small_groups(tmp_path):
+    config = BenchConfig(tier="digits", scenario="class", seeds=(0,), forget_class=2, challenge=3)
+    seed = run_bench(config, tmp_path / "c", progress=False)["seeds"][0]
+    c = seed["challenge"]
+    assert c["models_per_group"] == 3 and 0 <= c["forgetting_quality"] <= 1 and c["score"] >= 0
+    assert 0 <= c["original_forgetting_quality"] <= 1
+    assert c["ta_retrained"] > 80 and c["ra_unlearned"] > 50
+    assert "challenge score" in (tmp_path / "c" / "results.md").read_text()
+    with pytest.raises(ValueError, match="challenge"):
+        BenchConfig(tier="digits", scenario="sequential", challenge=4).validate()
+    with pytest.raises(ValueError, match="2 to 256"):
+        BenchConfig(tier="digits", scenario="class", challenge=1).validate()
