@@ -9,13 +9,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pgu.bench import TIERS as TIER_RECIPES  # tier name -> recipe name, as `pgu bench` uses them
 from pgu.data import ArrayDataset, load_dataset
 from pgu.models import build_model
 from pgu.provenance import environment
 from pgu.recipes import Recipe, load_recipe
 from pgu.training import _augmentation, _make_optimizer
-
-TIER_RECIPES = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu"}
 
 
 @dataclass

@@ -35,7 +35,7 @@ from .stats import GramStats
 from .training import resolve_device, train_model
 from .unlearn import unlearn
 
-__all__ = ["BenchConfig", "run_bench", "TIERS", "SCENARIOS", "METHODS"]
+__all__ = ["BenchConfig", "run_bench", "sequential_requests", "TIERS", "SCENARIOS", "METHODS"]
 
 TIERS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu"}
 """Tier name -> recipe name (PROTOCOL.md, Tiers); the GPU tiers come with their own recipes."""
