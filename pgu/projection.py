@@ -55,15 +55,22 @@ class _Layer:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 
     def project_(self, weight_part: torch.Tensor, bias_part: torch.Tensor | None) -> None:
-        """Project an update of this layer (gradient or weight change) in place."""
-        w = weight_part.view(self.c_out, -1)
+        """Project an update of this layer (gradient or weight change) in place.
+
+        Rows are ``weight.reshape(C_out, -1)`` in logical order, whatever the memory layout: a
+        channels-last update is projected on a contiguous copy and written back.
+        """
+        contiguous = weight_part.is_contiguous()
+        w = weight_part.view(self.c_out, -1) if contiguous else weight_part.contiguous().view(self.c_out, -1)
         if bias_part is None:
             _project_rows_(w, self.basis)
-            return
-        joined = torch.cat([w, bias_part.view(self.c_out, 1)], dim=1)
-        _project_rows_(joined, self.basis)
-        w.copy_(joined[:, :-1])
-        bias_part.view(self.c_out).copy_(joined[:, -1])
+        else:
+            joined = torch.cat([w, bias_part.view(self.c_out, 1)], dim=1)
+            _project_rows_(joined, self.basis)
+            w.copy_(joined[:, :-1])
+            bias_part.view(self.c_out).copy_(joined[:, -1])
+        if not contiguous:
+            weight_part.copy_(w.view(weight_part.shape))
 
 
 class GradientProjector:
