@@ -233,7 +233,7 @@ def _challenge(config, recipe, splits, seed, device, mask, mode: str, budget: in
 
     Model ``i`` of both groups trains with seed ``1000 (seed + 1) + i`` (never a bench seed's own).
     """
-    from .metrics import challenge_score
+    from .metrics import accuracy, challenge_score
     from .scoring import softmax_outputs
 
     forget, retain = splits.train.subset(mask), splits.train.subset(~mask)
@@ -248,9 +248,8 @@ def _challenge(config, recipe, splits, seed, device, mask, mode: str, budget: in
         for name, model in (("unlearned", unlearned), ("retrained", retrained.model), ("original", trained.model)):
             g = groups[name]
             g["probs"].append(softmax_outputs(model, forget)[0])
-            g["RA"].append(float((softmax_outputs(model, retain)[0].argmax(1) == retain.y.numpy()).mean() * 100))
-            g["TA"].append(float((softmax_outputs(model, splits.test)[0].argmax(1) == splits.test.y.numpy()).mean()
-                                 * 100))
+            for key, data in (("RA", retain), ("TA", splits.test)):
+                g[key].append(accuracy(softmax_outputs(model, data)[0], data.y.numpy()))
     u, r, o = groups["unlearned"], groups["retrained"], groups["original"]
 
     def versus_retrained(g):

@@ -26,8 +26,11 @@ def evaluate_against_reference(model_path, reference_path, *, data_dir=None, dev
         raise ValueError(f"{reference_path} excluded no samples, so it defines no forget set; make the reference "
                          f"with `pgu train --exclude FORGET_SPEC`")
     model_path = Path(model_path)
-    model, spec = (load_model(model_path, device) if model_path.is_file()
-                   else (lambda run: (run.model, run.spec))(load_run(model_path, device=device)))
+    if model_path.is_file():
+        model, spec = load_model(model_path, device)
+    else:
+        run = load_run(model_path, device=device)
+        model, spec = run.model, run.spec
     if (spec.num_classes, spec.in_channels, spec.input_size) != (
             reference.spec.num_classes, reference.spec.in_channels, reference.spec.input_size):
         raise ValueError(f"{model_path} is a model of {spec.num_classes} classes on {spec.in_channels}x{spec.input_size}"

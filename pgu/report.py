@@ -55,7 +55,7 @@ def _cell(mean, std, key) -> str:
         text = f"{100 * mean:.0f}%" + (f" ± {100 * std:.0f}" if std is not None else "")
     elif key == "speedup":
         text = f"{mean:.1f}x" + (f" ± {std:.1f}" if std is not None else "")
-    elif key == "js_divergence":
+    elif key in ("js_divergence", "fraction"):  # numbers in [0, 1]
         text = f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
     else:
         text = f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
@@ -96,10 +96,10 @@ def format_table(results: dict) -> str:
         quality = _stats([s["challenge"]["forgetting_quality"] for s in seeds])
         score = _stats([s["challenge"]["score"] for s in seeds])
         lines += ["", f"NeurIPS 2023 challenge score of PGU ({n} unlearned and {n} retrained models per seed; "
-                  f"PROTOCOL.md): forgetting quality F = {_cell(*quality, 'js_divergence')}, "
-                  f"score = {_cell(*score, 'js_divergence')} (1 is indistinguishable from retraining); doing "
+                  f"PROTOCOL.md): forgetting quality F = {_cell(*quality, 'fraction')}, "
+                  f"score = {_cell(*score, 'fraction')} (1 is indistinguishable from retraining); doing "
                   f"nothing (the originals): F = "
-                  f"{_cell(*_stats([s['challenge']['original_forgetting_quality'] for s in seeds]), 'js_divergence')}."]
+                  f"{_cell(*_stats([s['challenge']['original_forgetting_quality'] for s in seeds]), 'fraction')}."]
     original_gap = summary.get("original", {}).get("avg_gap", (None, None))[0]
     if original_gap is not None and original_gap < SMALL_GAP:
         lines += ["", f"**Caution:** doing nothing (`original`) already scores an Avg.Gap of {original_gap:.2f} here: the "

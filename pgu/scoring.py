@@ -26,11 +26,11 @@ ENTROPY_BINS = 20
 """Bins of the D_f prediction-entropy histograms, over [0, ln(classes)]."""
 
 
-def softmax_outputs(model: nn.Module, data, batch_size: int = 512):
-    """``(probabilities, logits)`` of ``model`` on an :class:`ArrayDataset`, float64 numpy arrays."""
-    logits, _ = predict(model, data.loader(batch_size))
+def softmax_outputs(model: nn.Module, data, batch_size: int = 512, what: str = "the data"):
+    """``(probabilities, per-sample cross-entropy)`` of ``model`` on an :class:`ArrayDataset`, float64 numpy."""
+    logits, y = predict(model, data.loader(batch_size), what=what)
     logits = logits.double()
-    return F.softmax(logits, dim=1).numpy(), logits.numpy()
+    return F.softmax(logits, dim=1).numpy(), F.cross_entropy(logits, y, reduction="none").numpy()
 
 
 def score_model(model: nn.Module, sets: dict, *, classes=(), seed: int = 0, batch_size: int = 512) -> dict:
@@ -40,10 +40,8 @@ def score_model(model: nn.Module, sets: dict, *, classes=(), seed: int = 0, batc
         raise ValueError(f"score_model needs the sets {missing}")
     out, probs, labels = {}, {}, {}
     for name, data in sets.items():
-        logits, y = predict(model, data.loader(batch_size), what=f"the {name} set")
-        probs[name], labels[name] = F.softmax(logits.double(), dim=1).numpy(), y.numpy()
-        losses = F.cross_entropy(logits.double(), y, reduction="none").numpy()
-        out[f"_{name}_losses"] = losses
+        probs[name], out[f"_{name}_losses"] = softmax_outputs(model, data, batch_size, what=f"the {name} set")
+        labels[name] = data.y.numpy()
         out[{"forget": "FA", "retain": "RA", "val": "VA", "test": "TA"}[name]] = metrics.accuracy(
             probs[name].argmax(1), labels[name])
     out["UA"] = metrics.unlearning_accuracy(out["FA"])

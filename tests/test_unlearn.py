@@ -214,5 +214,17 @@ def test_epoch_zero_forget_accuracy_comes_from_the_forget_pass_and_matches_a_sep
 
     model, stats, x_retain, x_forget, y_forget = low_rank_problem()
     forget = batches(x_forget, y_forget, size=16)
-    result = unlearn(model, forget, stats, epochs=1, stop="none")
+
+    class Counted:
+        passes = 0
+
+        def __iter__(self):  # counts passes that read batches (not the re-iterability check)
+            def read():
+                Counted.passes += 1
+                yield from forget
+
+            return read()
+
+    result = unlearn(model, Counted(), stats, epochs=1, stop="none")
     assert result.history[0]["forget_acc"] == pytest.approx(accuracy(model, forget))
+    assert Counted.passes == 3  # forget statistics (with the epoch-0 accuracy), the epoch, its evaluation
