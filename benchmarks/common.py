@@ -33,8 +33,11 @@ class TierSetup:
 
 
 def tier_setup(tier: str, device, data_dir=None, samples: int | None = None) -> TierSetup:
-    """The tier's recipe, its training set (the first ``samples``), and a seeded model and optimizer on ``device``."""
-    recipe = load_recipe(TIER_RECIPES[tier])
+    """The tier's recipe, its training set (the first ``samples``), and a seeded model and optimizer on ``device``.
+
+    ``tier`` is a `pgu bench` tier or the name of a bundled recipe (the GPU tiers: ``allcnn-cifar10``,
+    ``smallvgg-cifar10``)."""
+    recipe = load_recipe(TIER_RECIPES.get(tier, tier))
     cfg = recipe.train
     splits = load_dataset(recipe.dataset, data_dir=data_dir)
     train = splits.train if samples is None else splits.train.subset(torch.arange(min(samples, len(splits.train))))

@@ -21,6 +21,7 @@ from unittest.mock import patch
 
 from common import tier_setup, write_results
 from pgu import GramStats
+from pgu.stats import stats_batch_size
 from pgu.training import resolve_device, synchronize
 
 
@@ -82,16 +83,18 @@ class _nothing:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiers", default="mnist,cifar10-cpu")
+    parser.add_argument("--tiers", default="mnist,cifar10-cpu",
+                        help="comma-separated `pgu bench` tiers or bundled recipe names (allcnn-cifar10 on a GPU)")
     parser.add_argument("--samples", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--stats-batch", type=int, default=512, help="images per batch of the statistics pass")
+    parser.add_argument("--stats-batch", type=int, default=None,
+                        help="images per batch of the statistics pass (default: the library's for the device)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir")
     parser.add_argument("--label", default="current", help="name of this measurement (e.g. the lever tried)")
     parser.add_argument("--precision", default="auto", choices=["auto", "float64"], help="GramStats precision")
-    parser.add_argument("--conv-route", default="auto", choices=["auto", "unfold", "rows"],
-                        help="force one Conv2d route (auto: the cheapest by pgu's cost model)")
+    parser.add_argument("--conv-route", default="auto", choices=["auto", "unfold", "rows", "cpu-model"],
+                        help="force one Conv2d route (auto: the library's choice; cpu-model: the CPU cost model on any device)")
     parser.add_argument("--forward-chunk", type=int, default=None,
                         help="samples per forward of the pass on a CPU (default: the library's; 0: whole loader batches)")
     parser.add_argument("--no-triangle", action="store_true", help="full rows^T rows products (no upper-triangle blocks)")
@@ -100,11 +103,16 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     import pgu.fast_forward
 
+    args.stats_batch = args.stats_batch or stats_batch_size(device)
     if args.forward_chunk is not None:
         pgu.fast_forward.CPU_CHUNK = args.forward_chunk or None
-    levers = {"forward_chunk_cpu": pgu.fast_forward.CPU_CHUNK, "stats_batch": args.stats_batch, "precision": args.precision, "conv_route": args.conv_route, "triangle": not args.no_triangle}
-    with (patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: args.conv_route) if args.conv_route != "auto"
-          else _nothing()), \
+    levers = {"forward_chunk_cpu": pgu.fast_forward.CPU_CHUNK, "stats_batch": args.stats_batch, "precision": args.precision,
+              "conv_route": args.conv_route, "triangle": not args.no_triangle}
+    import pgu.gram_accumulators
+
+    cost_model = pgu.gram_accumulators.conv2d_gram_route
+    route = (lambda *a: cost_model(*a[:6])) if args.conv_route == "cpu-model" else (lambda *a: args.conv_route)
+    with (patch("pgu.gram_accumulators.conv2d_gram_route", route) if args.conv_route != "auto" else _nothing()), \
             (patch("pgu.gram_accumulators.upper_blocks_gram", lambda r: r.T @ r) if args.no_triangle else _nothing()):
         rows = [measure(t, args.samples, args.repeats, device, args.data_dir, stats_batch=args.stats_batch,
                         precision=args.precision)

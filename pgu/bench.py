@@ -31,7 +31,7 @@ from .provenance import environment
 from .recipes import load_recipe
 from .runs import ModelSpec, load_model, save_model
 from .scoring import score_against_reference, score_model
-from .stats import GramStats
+from .stats import GramStats, stats_batch_size
 from .training import resolve_device, train_model
 from .unlearn import unlearn
 
@@ -242,7 +242,7 @@ def _challenge(config, recipe, splits, seed, device, mask, mode: str, budget: in
     for i in range(config.challenge):
         cfg = replace(recipe.train, seed=1000 * (seed + 1) + i)
         trained = train_model(recipe.model, splits, cfg, device=device, desc=f"challenge original {i}")
-        stats = GramStats().fit(trained.model, splits.train.loader(512, device=device))
+        stats = GramStats().fit(trained.model, splits.train.loader(stats_batch_size(device), device=device))
         unlearned = _pgu(config, trained.model, stats, forget, splits, mode, budget, device, False)["model"]
         retrained = train_model(recipe.model, splits, cfg, subset=~mask, device=device, desc=f"challenge retrain {i}")
         for name, model in (("unlearned", unlearned), ("retrained", retrained.model), ("original", trained.model)):
@@ -379,7 +379,7 @@ def _original(recipe, train_cfg, splits, device, cache: Path, progress: bool):
     trained = train_model(recipe.model, splits, train_cfg, device=device, progress=progress,
                           desc=f"seed {train_cfg.seed}: train original")
     start = time.perf_counter()
-    stats = GramStats().fit(trained.model, splits.train.loader(512, device=device), progress=progress,
+    stats = GramStats().fit(trained.model, splits.train.loader(stats_batch_size(device), device=device), progress=progress,
                             desc="Gram statistics of D")
     stats_seconds = time.perf_counter() - start
     info = {"train_seconds": round(trained.seconds, 4), "samples_seen": trained.samples_seen,

@@ -35,10 +35,21 @@ from .layers import UnsupportedLayerError, adapter_for, find_layers, weight_matr
 from .fast_forward import FastForward
 from .modes import eval_mode
 
-__all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs"]
+__all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs", "stats_batch_size", "STATS_BATCH_SIZE"]
 
 FORMAT = "pgu.GramStats"
 FORMAT_VERSION = "1"
+
+
+STATS_BATCH_SIZE = {"cpu": 512, "gpu": 4096}
+"""Images per batch of a statistics pass by device type. The Gram does not depend on the batching
+(it is a sum over rows), so a GPU takes larger batches than training does: its pass is otherwise
+bound by the launch of each batch's many products, not by the products."""
+
+
+def stats_batch_size(device) -> int:
+    """The default batch size of a statistics pass on ``device`` (:data:`STATS_BATCH_SIZE`)."""
+    return STATS_BATCH_SIZE["cpu" if torch.device(device).type == "cpu" else "gpu"]
 
 
 class NotFittedError(RuntimeError):

@@ -16,15 +16,17 @@ from .forget_sets import resolve_forget_spec
 from .provenance import environment
 from .recipes import Recipe
 from .runs import ModelSpec, Run, load_run, save_run
-from .stats import GramStats
+from .stats import GramStats, stats_batch_size as stats_batch_size_for
 from .training import resolve_device, train_model
 
 __all__ = ["train_run"]
 
 
 def train_run(recipe: Recipe, out, *, exclude: str | None = None, data_dir=None, device="auto", stats: bool = True,
-              progress: bool = True, overwrite: bool = False, split_seed: int = 0, stats_batch_size: int = 512) -> Run:
-    """Train ``recipe`` and write the run folder ``out`` (see :mod:`pgu.runs`); returns the loaded run."""
+              progress: bool = True, overwrite: bool = False, split_seed: int = 0, stats_batch_size: int | None = None) -> Run:
+    """Train ``recipe`` and write the run folder ``out`` (see :mod:`pgu.runs`); returns the loaded run.
+
+    ``stats_batch_size``: images per batch of the statistics pass (default: :func:`pgu.stats.stats_batch_size`)."""
     out = Path(out)
     if out.exists() and not overwrite:  # refuse before any work
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
@@ -40,7 +42,7 @@ def train_run(recipe: Recipe, out, *, exclude: str | None = None, data_dir=None,
     gram, stats_seconds = None, None
     if stats:
         start = time.perf_counter()
-        gram = GramStats().fit(result.model, trained_on.loader(stats_batch_size, device=device), progress=progress,
+        gram = GramStats().fit(result.model, trained_on.loader(stats_batch_size or stats_batch_size_for(device), device=device), progress=progress,
                                desc="Gram statistics of the training set")
         stats_seconds = time.perf_counter() - start
     test_loader = splits.test.loader(1024, device=device)

@@ -534,3 +534,67 @@ def test_unfold_route_in_pieces_is_exact(monkeypatch):
     with patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: "unfold"):
         stats = GramStats().fit(layer, [x])
     torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x), rtol=1e-12, atol=1e-12)
+
+
+def test_offset_route_in_one_image_chunks_through_the_pass_is_exact(monkeypatch):
+    """GramStats' tap-offset route, its chunk size taken from the device's piece size (here one image), against the loop."""
+    from unittest.mock import patch
+
+    import pgu.gram_accumulators
+
+    monkeypatch.setattr(pgu.gram_accumulators, "OFFSET_CHUNK_ELEMENTS", 1)
+    layer = nn.Conv2d(16, 4, 3, padding=1).double()
+    x = torch.randn(3, 16, 6, 5, dtype=torch.float64)
+    routes = []
+
+    def offsets(*args):
+        routes.append("offsets")
+        return "offsets"
+
+    with patch("pgu.gram_accumulators.conv2d_gram_route", offsets):
+        stats = GramStats().fit(layer, [x])
+    assert routes == ["offsets"]
+    torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x), rtol=1e-12, atol=1e-12)
+
+
+def test_piece_sizes_and_stats_batches_follow_the_device():
+    """CPU passes work in cache-sized pieces and batches of 512; a GPU in large ones (its launches dominate otherwise)."""
+    from pgu.gram_accumulators import GPU_PIECE_ELEMENTS, OFFSET_CHUNK_ELEMENTS, UNFOLD_ELEMENTS, piece_elements
+    from pgu.stats import stats_batch_size
+
+    assert piece_elements(torch.device("cpu"), "unfold") == UNFOLD_ELEMENTS
+    assert piece_elements("cpu", "offsets") == OFFSET_CHUNK_ELEMENTS
+    assert piece_elements(torch.device("cuda"), "unfold") == piece_elements("cuda:0", "offsets") == GPU_PIECE_ELEMENTS
+    assert GPU_PIECE_ELEMENTS > max(UNFOLD_ELEMENTS, OFFSET_CHUNK_ELEMENTS)
+    assert stats_batch_size("cpu") == 512 and stats_batch_size(torch.device("cuda")) > 512
+
+
+def test_gpu_route_unfolds_narrow_convs_and_keeps_the_cost_model_for_wide_ones():
+    """A GPU unfolds convs below GPU_OFFSET_MIN_CHANNELS (one large product) and routes wider ones as a CPU does."""
+    from pgu.gram_accumulators import GPU_OFFSET_MIN_CHANNELS, conv2d_gram_route
+
+    geometry = ((3, 3), (1, 1), (1, 1), (16, 16), (1, 1, 1, 1))
+    narrow, wide = GPU_OFFSET_MIN_CHANNELS // 2, GPU_OFFSET_MIN_CHANNELS * 2
+    assert conv2d_gram_route(narrow, *geometry) == "offsets"  # the CPU's cheapest for a stride-1 3x3 conv
+    assert conv2d_gram_route(narrow, *geometry, torch.device("cuda")) == "unfold"
+    assert conv2d_gram_route(wide, *geometry, "cuda:0") == conv2d_gram_route(wide, *geometry) == "offsets"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_pass_matches_the_float64_oracle():
+    """The pass on a GPU (its own piece sizes and routes) against the per-patch loop on the CPU."""
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 24, 3, stride=2, padding=1),
+                          nn.ReLU(), nn.Conv2d(24, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 8, 3, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    x = torch.randn(32, 3, 16, 16)
+    stats = GramStats().fit(model.cuda(), [x.cuda()])
+    model.cpu().double()
+    inputs = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, n=n: inputs.__setitem__(n, a[0])) for n, m in model.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    model(x.double())
+    for h in hooks:
+        h.remove()
+    for name, layer_input in inputs.items():
+        exact = explicit_gram(dict(model.named_modules())[name], layer_input)
+        torch.testing.assert_close(stats.gram_[name], exact, rtol=1e-5, atol=1e-5 * float(exact.abs().max()))
