@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 __all__ = ["main"]
 
@@ -70,6 +71,16 @@ def _seeds(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, got {text!r}") from None
 
 
+def _lr_pair(text: str) -> tuple[float, float]:
+    try:
+        lr0, lr1 = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes two learning rates LR0,LR1 (e.g. 0.1,0.01), got {text!r}") from None
+    if not (0 < lr0 < float("inf") and 0 < lr1 < float("inf")):
+        raise argparse.ArgumentTypeError(f"learning rates must be positive and finite, got {text!r}")
+    return lr0, lr1
+
+
 def _cmd_bench(args) -> int:
     from .bench import METHODS, BenchConfig, run_bench
     from .report import format_table
@@ -79,6 +90,9 @@ def _cmd_bench(args) -> int:
                          fraction=args.fraction, forget_class=args.forget_class, count=args.count,
                          steps=args.steps, per_class=args.per_class, challenge=args.challenge,
                          budget_share=args.budget_share)
+    if args.pgu_lr is not None or args.pgu_class_lr is not None:
+        changes = {k: v for k, v in (("lr", args.pgu_lr), ("class_lr", args.pgu_class_lr)) if v is not None}
+        config = replace(config, pgu=replace(config.pgu, **changes))
     results = run_bench(config, args.out, data_dir=args.data_dir, device=args.device, progress=not args.quiet)
     print(format_table(results))
     print(f"wrote {args.out}/results.json, results.md, entropy.png, gap_speedup.png")
@@ -156,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated (default 0,1,2)")
     bench.add_argument("--budget-share", type=float, default=0.5,
                        help="each method's budget, a share of the original training's sample passes (default 0.5)")
+    bench.add_argument("--pgu-lr", type=_lr_pair, metavar="LR0,LR1",
+                       help="PGU's learning rate, decaying per epoch from LR0 to LR1 (default: the tier's, "
+                            "pgu.bench.TIER_PGU_SETTINGS, else the authors' 0.1,0.01)")
+    bench.add_argument("--pgu-class-lr", type=_lr_pair, metavar="LR0,LR1",
+                       help="the same for class removal (default: the tier's, else --pgu-lr)")
     bench.add_argument("--data-dir", help="where datasets live (default: $PGU_DATA_DIR)")
     bench.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu or cuda")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -178,3 +178,47 @@ def test_challenge_score_from_small_groups(tmp_path):
         BenchConfig(tier="digits", scenario="sequential", challenge=4).validate()
     with pytest.raises(ValueError, match="2 to 256"):
         BenchConfig(tier="digits", scenario="class", challenge=1).validate()
+
+
+def test_pgu_settings_come_from_the_tier_and_class_removal_may_have_its_own_rates():
+    from pgu.bench import TIER_PGU_SETTINGS, PGUSettings
+
+    authors = PGUSettings()
+    assert BenchConfig(tier="digits", scenario="class").pgu == authors
+    assert authors.lr_for("class") == authors.lr_for("sample") == (0.1, 0.01)
+    mnist = BenchConfig(tier="mnist", scenario="class").pgu
+    assert mnist == TIER_PGU_SETTINGS["mnist"]
+    assert mnist.lr_for("sample") == (0.1, 0.01) and mnist.lr_for("class") == tuple(mnist.class_lr) != (0.1, 0.01)
+    given = PGUSettings(lr=(0.3, 0.03))
+    assert BenchConfig(tier="mnist", scenario="class", pgu=given).pgu is given  # an explicit choice wins
+    recorded = BenchConfig(tier="mnist", scenario="class").to_dict()["pgu"]
+    assert recorded["class_lr"] == list(mnist.class_lr) and recorded["lr"] == [0.1, 0.01]
+    json.dumps(recorded)
+
+
+def test_cli_bench_refuses_a_malformed_learning_rate(tmp_path, capsys):
+    for bad in ("0.2", "0.2,x", "0,0.1", "0.1,inf"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", "--tier", "digits", "--scenario", "class", "--pgu-lr", bad, "--out", str(tmp_path / "b")])
+        assert exit_info.value.code == 2
+        assert "--pgu-lr" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_bench_passes_learning_rates_to_the_config(tmp_path, monkeypatch):
+    import pgu.bench
+
+    seen = []
+
+    def fake_run_bench(config, out, **kwargs):
+        seen.append(config)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(pgu.bench, "run_bench", fake_run_bench)
+    base = ["bench", "--tier", "mnist", "--scenario", "class", "--out", str(tmp_path / "b"), "--quiet"]
+    assert main(base) == 1
+    assert main(base + ["--pgu-lr", "0.2,0.02"]) == 1
+    assert main(base + ["--pgu-class-lr", "0.3,0.03"]) == 1
+    tier, lr_only, class_only = (c.pgu for c in seen)
+    assert lr_only.lr == (0.2, 0.02) and lr_only.class_lr == tier.class_lr  # the tier's class rates stay
+    assert class_only.class_lr == (0.3, 0.03) and class_only.lr == tier.lr
