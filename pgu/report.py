@@ -52,7 +52,7 @@ def _cell(mean, std, key) -> str:
     if mean is None:
         return "-"
     if key == "gap_closed":
-        text = f"{100 * mean:.0f}%" + (f" ± {100 * std:.0f}" if std is not None else "")
+        text = f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if std is not None else "")  # 99.8%, not 100%
     elif key == "speedup":
         text = f"{mean:.1f}x" + (f" ± {std:.1f}" if std is not None else "")
     elif key in ("js_divergence", "fraction"):  # numbers in [0, 1]

@@ -99,7 +99,7 @@ def test_report_gap_closed_budget_hits_and_the_small_gap_caution():
     assert summary["pgu"]["avg_gap"][0] == pytest.approx(3.5)
     assert summary["pgu"]["budget_hits"] == 1
     table = format_table(results)
-    assert "| pgu |" in table and "92%" in table and "1/2" in table
+    assert "| pgu |" in table and "92.5%" in table and "1/2" in table
     assert "Caution" not in table
     assert "Caution" in format_table(_results([0.5, 0.4], [0.3, 0.2]))
 
