@@ -32,17 +32,28 @@ from .recipes import load_recipe
 from .runs import ModelSpec, load_model, save_model
 from .scoring import score_against_reference, score_model
 from .stats import GramStats, stats_batch_size
-from .training import resolve_device, train_model
-from .unlearn import unlearn
+from .training import resolve_device, synchronize, train_model
 
 __all__ = ["BenchConfig", "PGUSettings", "TIER_PGU_SETTINGS", "run_bench", "sequential_requests", "TIERS", "SCENARIOS",
-           "METHODS"]
+           "METHODS", "REFERENCES", "available_methods"]
 
 TIERS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu"}
 """Tier name -> recipe name (PROTOCOL.md, Tiers); the GPU tiers come with their own recipes."""
 
 SCENARIOS = ("random", "subclass", "class", "sequential")
-METHODS = ("original", "retrain", "pgu")
+REFERENCES = ("original", "retrain")
+"""Always run: the original model (doing nothing) and the reference retrained without D_f."""
+
+
+def available_methods() -> tuple[str, ...]:
+    """The references and every registered unlearning method (:mod:`pgu.methods`)."""
+    from .methods import method_names
+
+    return REFERENCES + tuple(method_names())
+
+
+METHODS = REFERENCES + ("pgu",)
+"""The default methods of a bench (``--methods all`` takes :func:`available_methods`)."""
 FORMAT = "pgu.bench/1"
 
 
@@ -125,9 +136,10 @@ class BenchConfig:
             raise ValueError(f"unknown scenario {self.scenario!r}; choose one of {', '.join(SCENARIOS)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise ValueError(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
-        unknown = [m for m in self.methods if m not in METHODS]
+        available = available_methods()
+        unknown = [m for m in self.methods if m not in available]
         if unknown or not self.methods:
-            raise ValueError(f"unknown methods {unknown}; available: {', '.join(METHODS)}")
+            raise ValueError(f"unknown methods {unknown}; available: {', '.join(available)}")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"a method is named twice in {list(self.methods)}")
         if not 0 < self.fraction < 1:
@@ -143,6 +155,10 @@ class BenchConfig:
         if self.challenge and (self.scenario == "sequential" or "pgu" not in self.methods):
             raise ValueError("the challenge score is taken for pgu on a single request: not with the sequential "
                              "scenario, and pgu must be among the methods")
+        chained = {m for m in self.methods if m not in REFERENCES} - {"pgu"}
+        if self.scenario == "sequential" and chained:
+            raise ValueError(f"the sequential scenario chains pgu's requests (model and retain statistics); "
+                             f"{sorted(chained)} cannot run in it: leave them out of --methods")
         if self.per_class is not None and self.per_class < 1:
             raise ValueError(f"per_class must be a positive number of samples, got {self.per_class}")
 
@@ -238,11 +254,13 @@ def _run_seed(config: BenchConfig, recipe, splits, seed: int, device, cache: Pat
                                original_info, budget)
     forget = resolve_forget_spec(config.forget_spec(splits.train.y), splits.train, seed)
     mask = forget.mask(splits.train)
-    pgu_run = None
-    if "pgu" in config.methods:
-        pgu_run = _pgu(config, original, stats, splits.train.subset(mask), splits, forget.mode, budget, device, progress)
+    method_runs = {}
+    for name in config.methods:
+        if name not in REFERENCES:
+            method_runs[name] = _run_method(name, config, original, stats, splits, mask, forget.mode, budget, device,
+                                            seed, train_cfg, progress)
     request = _score_request(config, recipe, splits, seed, device, progress, train_cfg, original, mask, forget.classes,
-                             pgu_run, desc=f"seed {seed}: retrain without D_f")
+                             method_runs, desc=f"seed {seed}: retrain without D_f")
     out = {
         "seed": seed,
         "forget_spec": forget.spec,
@@ -274,7 +292,8 @@ def _challenge(config, recipe, splits, seed, device, mask, mode: str, budget: in
         cfg = replace(recipe.train, seed=1000 * (seed + 1) + i)
         trained = train_model(recipe.model, splits, cfg, device=device, desc=f"challenge original {i}")
         stats = GramStats().fit(trained.model, splits.train.loader(stats_batch_size(device), device=device))
-        unlearned = _pgu(config, trained.model, stats, forget, splits, mode, budget, device, False)["model"]
+        unlearned = _run_method("pgu", config, trained.model, stats, splits, mask, mode, budget, device, seed, cfg,
+                                False)["model"]
         retrained = train_model(recipe.model, splits, cfg, subset=~mask, device=device, desc=f"challenge retrain {i}")
         for name, model in (("unlearned", unlearned), ("retrained", retrained.model), ("original", trained.model)):
             g = groups[name]
@@ -302,29 +321,72 @@ def _forget_record(ids: torch.Tensor) -> dict:
             "forget_ids": ids.tolist() if ids.numel() <= 5000 else None}
 
 
-def _pgu(config: BenchConfig, model, stats, forget_data, splits, mode: str, budget: int, device, progress: bool) -> dict:
-    """One PGU request, as the bench records it (the model, seconds and what the run reports)."""
-    p = config.pgu
-    result = unlearn(model, forget_data.loader(p.batch_size, device=device), stats,
-                     val_loader=splits.val.loader(512, device=device), threshold=p.threshold, rule=p.rule,
-                     lr=p.lr_for(mode), epochs=p.epochs, mode=mode, max_samples=budget, progress=progress)
-    return {"model": result.model, "seconds": result.seconds["total"], "data_free": True,
-            "retain_stats": result.retain_stats, "details": {
-                "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
-                "samples_processed": result.samples_processed, "hit_budget": result.stop_reason == "budget",
-                "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "history": result.history,
-                "ranks": result.cgs.summary()}}
+def _method_settings(name: str, config: BenchConfig) -> dict:
+    """A method's settings: ``settings.toml``'s, with PGU's schedule and (for ``pgu``) threshold from ``config.pgu``."""
+    from .methods import method_settings
+
+    settings, _ = method_settings(name)
+    if name in ("pgu", "pgu-energy"):
+        p = config.pgu
+        settings.update(lr=list(p.lr), class_lr=None if p.class_lr is None else list(p.class_lr), epochs=p.epochs,
+                        batch_size=p.batch_size)
+        if name == "pgu":
+            settings.update(threshold=p.threshold, rule=p.rule)
+    return settings
 
 
-def _score_request(config, recipe, splits, seed, device, progress, train_cfg, original, mask, classes, pgu_run,
+def _run_method(name: str, config: BenchConfig, model, stats, splits, mask, mode: str, budget: int, device, seed: int,
+                train_cfg, progress: bool) -> dict:
+    """One request by method ``name``, timed, as the bench records it (the model, seconds and what it reports).
+
+    The method gets the forget set, the retain set only when it is not data-free (PGU gets the
+    retain statistics instead), the val split, and the budget in sample passes.
+    """
+    from .methods import MethodContext, get_method
+
+    info, run = get_method(name)
+    settings = _method_settings(name, config)
+    forget_data = splits.train.subset(mask)
+    forget_loader = forget_data.loader(int(settings["batch_size"]), device=device)
+    retain_loader = None
+    if not info.data_free:
+        retain_loader = splits.train.subset(~mask).loader(int(settings.get("retain_batch_size", settings["batch_size"])),
+                                                          shuffle=True, seed=seed, device=device)
+    mean, std = _pixel_scale(splits.info)
+    context = MethodContext(num_classes=splits.num_classes, train_epochs=train_cfg.epochs, max_samples=budget,
+                            forget_mode=mode, val_loader=splits.val.loader(512, device=device), stats=stats, seed=seed,
+                            pixel_mean=mean, pixel_std=std)
+    synchronize(device)
+    start = time.perf_counter()
+    result = run(model, forget_loader, retain_loader, settings, context)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    details = {"samples_processed": result.samples_processed, "hit_budget": result.hit_budget, **result.details}
+    out = {"model": result.model, "seconds": seconds, "data_free": info.data_free, "details": details}
+    if "retain_stats" in result.extras:
+        out["retain_stats"] = result.extras["retain_stats"]
+    return out
+
+
+def _pixel_scale(info: dict):
+    """``(mean, std)`` of the dataset's pixel normalisation (``None`` when it records none)."""
+    norm = info.get("normalise")
+    if isinstance(norm, dict) and "mean" in norm and "std" in norm:
+        return tuple(norm["mean"]), tuple(norm["std"])
+    if isinstance(norm, (list, tuple)) and len(norm) == 2:
+        return (float(norm[0]),), (float(norm[1]),)
+    return None, None
+
+
+def _score_request(config, recipe, splits, seed, device, progress, train_cfg, original, mask, classes, method_runs,
                    desc: str) -> dict:
     """Retrain without ``mask``, then score original, retrain and the methods' models on that forget set."""
     retrained = train_model(recipe.model, splits, train_cfg, subset=~mask, device=device, progress=progress, desc=desc)
     runs = {"original": {"model": original, "seconds": 0.0, "data_free": True, "details": {}},
             "retrain": {"model": retrained.model, "seconds": retrained.seconds, "data_free": False,
                         "details": {"samples_seen": retrained.samples_seen}}}
-    if pgu_run is not None:
-        runs["pgu"] = pgu_run
+    for name, run in method_runs.items():
+        runs[name] = {k: v for k, v in run.items() if k != "retain_stats"}
     sets = {"forget": splits.train.subset(mask), "retain": splits.train.subset(~mask), "val": splits.val,
             "test": splits.test}
     scores = {name: score_model(run["model"], sets, classes=classes, seed=seed) for name, run in runs.items()}
@@ -372,13 +434,14 @@ def _run_sequential(config, recipe, splits, seed, device, progress, train_cfg, o
     for t, request in enumerate(requests, start=1):
         forgotten = torch.cat([forgotten, request]).sort().values
         mask = splits.train.mask_of(forgotten)
-        pgu_run = None
+        method_runs = {}
         if "pgu" in config.methods:
-            request_data = splits.train.subset(splits.train.mask_of(request))
-            pgu_run = _pgu(config, model, current_stats, request_data, splits, "sample", budget, device, progress)
+            pgu_run = _run_method("pgu", config, model, current_stats, splits, splits.train.mask_of(request), "sample",
+                                  budget, device, seed, train_cfg, progress)
             model, current_stats = pgu_run["model"], pgu_run.pop("retain_stats")
+            method_runs["pgu"] = pgu_run
         scored = _score_request(config, recipe, splits, seed, device, progress, train_cfg, original, mask, (),
-                                pgu_run, desc=f"seed {seed}: retrain without requests 1-{t}")
+                                method_runs, desc=f"seed {seed}: retrain without requests 1-{t}")
         steps.append({"step": t, "request_size": int(request.numel()), **_forget_record(forgotten), **scored})
     last = steps[-1]
     return {

@@ -82,10 +82,14 @@ def _lr_pair(text: str) -> tuple[float, float]:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import METHODS, BenchConfig, run_bench
+    from .bench import REFERENCES, BenchConfig, available_methods, run_bench
     from .report import format_table
 
-    methods = METHODS if args.methods == "all" else tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.methods == "all":
+        methods = available_methods()
+    else:
+        named = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        methods = REFERENCES + tuple(m for m in named if m not in REFERENCES)
     config = BenchConfig(tier=args.tier, scenario=args.scenario, seeds=args.seeds, methods=methods,
                          fraction=args.fraction, forget_class=args.forget_class, count=args.count,
                          steps=args.steps, per_class=args.per_class, challenge=args.challenge,
@@ -166,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--challenge", type=int, default=0, metavar="N",
                        help="also the NeurIPS 2023 challenge score of PGU from N unlearned and N retrained models "
                             "per seed (PROTOCOL: N >= 32; affordable on the digits tier)")
-    bench.add_argument("--methods", default="all", help="comma-separated, or all (default); original and retrain always run")
+    bench.add_argument("--methods", default="original,retrain,pgu",
+                       help="comma-separated unlearning methods (pgu.methods: pgu, pgu-energy, finetune, neggrad, "
+                            "neggrad+, random-label, boundary-shrink, scrub, ssd, salun, l1-sparse), or all; original "
+                            "and retrain always run (default: pgu)")
     bench.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="comma-separated (default 0,1,2)")
     bench.add_argument("--budget-share", type=float, default=0.5,
                        help="each method's budget, a share of the original training's sample passes (default 0.5)")

@@ -222,3 +222,42 @@ def test_cli_bench_passes_learning_rates_to_the_config(tmp_path, monkeypatch):
     tier, lr_only, class_only = (c.pgu for c in seen)
     assert lr_only.lr == (0.2, 0.02) and lr_only.class_lr == tier.class_lr  # the tier's class rates stay
     assert class_only.class_lr == (0.3, 0.03) and class_only.lr == tier.lr
+
+
+def test_bench_runs_baselines_and_gives_retain_data_only_to_methods_that_need_it(tmp_path, monkeypatch):
+    import pgu.methods.base as base
+
+    seen = {}
+    real = dict(base._REGISTRY)
+
+    def spy(name):
+        info, run = real[name]
+
+        def wrapped(model, forget_loader, retain_loader, settings, context):
+            seen[name] = (retain_loader is not None, context.max_samples, context.forget_mode)
+            return run(model, forget_loader, retain_loader, settings, context)
+
+        return info, wrapped
+
+    monkeypatch.setattr(base, "_REGISTRY", {name: spy(name) for name in real})
+    config = BenchConfig(tier="digits", scenario="class", seeds=(0,), forget_class=3,
+                         methods=("original", "retrain", "pgu", "finetune", "neggrad"))
+    results = run_bench(config, tmp_path / "b", progress=False)
+    rows = results["seeds"][0]["methods"]
+    assert set(rows) == {"original", "retrain", "pgu", "finetune", "neggrad"}
+    assert seen["finetune"][0] and not seen["neggrad"][0] and not seen["pgu"][0]
+    budget = results["seeds"][0]["budget_samples"]
+    assert all(s[1] == budget and s[2] == "class" for s in seen.values())
+    assert rows["finetune"]["needs_retain_data"] and not rows["neggrad"]["needs_retain_data"]
+    for name in ("finetune", "neggrad"):
+        assert rows[name]["speedup"] > 0 and "samples_processed" in rows[name]["details"]
+    assert "| finetune |" in (tmp_path / "b" / "results.md").read_text()
+
+
+def test_sequential_bench_refuses_methods_it_cannot_chain(tmp_path):
+    with pytest.raises(ValueError, match="cannot run in it"):
+        run_bench(BenchConfig(tier="digits", scenario="sequential", methods=("original", "retrain", "finetune")),
+                  tmp_path / "b", progress=False)
+    with pytest.raises(ValueError, match="unknown methods"):
+        run_bench(BenchConfig(tier="digits", scenario="class", methods=("original", "retrain", "fine-tune")),
+                  tmp_path / "c", progress=False)

@@ -1,0 +1,86 @@
+"""SCRUB (Kurmanji et al. NeurIPS 2023, "Towards Unbounded Machine Unlearning").
+
+A student (the model being unlearned) and a frozen teacher (the original). Each epoch: while
+``epoch <= max_steps``, a max pass over D_f that pushes the student's outputs away from the
+teacher's (minus the temperature-``T`` KL divergence); then a min pass over D_r that keeps
+them close (``gamma CE + alpha KL``). ``KL_T(s, t) = T^2 KL(softmax(t/T) || softmax(s/T))``,
+averaged over the batch, as the authors' ``DistillKL``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import (Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, epochs_for,
+                   register, require_retain)
+from .loops import make_sgd
+
+__all__ = ["distill_kl"]
+
+
+def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 KL(softmax(t/T) || softmax(s/T))`` summed over classes, mean over the batch."""
+    t = temperature
+    log_s = F.log_softmax(student_logits / t, dim=1)
+    p_t = F.softmax(teacher_logits / t, dim=1)
+    return F.kl_div(log_s, p_t, reduction="sum") * t * t / student_logits.shape[0]
+
+
+@register(MethodInfo("scrub", data_free=False,
+                     summary="teacher-student distillation: max steps away from the teacher on D_f, min steps on D_r",
+                     reference="Kurmanji et al. NeurIPS 2023, 'Towards Unbounded Machine Unlearning' (SCRUB)"))
+def scrub(model, forget_loader, retain_loader, settings: dict, context: MethodContext) -> MethodResult:
+    require_retain(retain_loader, "scrub")
+    t, alpha, gamma = float(settings["temperature"]), float(settings["alpha"]), float(settings["gamma"])
+    max_steps = int(settings["max_steps"])
+    if t <= 0:
+        raise ValueError(f"temperature must be > 0, got {t}")
+    teacher, device = copy_for_unlearning(model)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student, _ = copy_for_unlearning(model)
+    student.train()
+    optimizer = make_sgd(student.parameters(), settings)
+    budget = Budget(context.max_samples)
+    epochs = epochs_for(settings, context)
+    history = []
+
+    def step(loss) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the SCRUB loss became {loss.item()}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for epoch in range(1, epochs + 1):
+        max_loss = min_loss = None
+        if epoch <= max_steps:
+            total, seen = 0.0, 0
+            for x, _ in batches(forget_loader, device, "forget_loader"):
+                if not budget.take(x.shape[0]):
+                    break
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = -distill_kl(student(x), target, t)
+                step(loss)
+                total, seen = total + float(loss.detach()) * x.shape[0], seen + x.shape[0]
+            max_loss = total / seen if seen else None
+        if not budget.hit:
+            total, seen = 0.0, 0
+            for x, y in batches(retain_loader, device, "retain_loader"):
+                if not budget.take(x.shape[0]):
+                    break
+                with torch.no_grad():
+                    target = teacher(x)
+                logits = student(x)
+                loss = gamma * F.cross_entropy(logits, y) + alpha * distill_kl(logits, target, t)
+                step(loss)
+                total, seen = total + float(loss.detach()) * x.shape[0], seen + x.shape[0]
+            min_loss = total / seen if seen else None
+        history.append({"epoch": epoch, "max_loss": max_loss, "min_loss": min_loss, "samples": budget.used})
+        if budget.hit:
+            break
+    student.eval()
+    return MethodResult(student, budget.used, budget.hit, {"epochs": len(history), "history": history})
