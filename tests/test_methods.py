@@ -184,3 +184,20 @@ def test_boundary_shrink_labels_come_from_the_perturbed_images(digits_task):
     assert torch.equal(fgsm_neighbour_labels(model, x, y, 1e-9, mean, std), model(x).argmax(1))  # no move
     moved = fgsm_neighbour_labels(model, x, y, 0.5, mean, std)
     assert (moved != y).float().mean() > 0.5  # a large step leaves the class for most samples
+
+
+def test_ssd_data_batches_mix_forget_samples_in_their_share():
+    """I_D's batches hold D_f in its share of D, as a shuffled loader of D would (whole forget batches
+    would make I_f > alpha I_D impossible whenever D_f is at least 1/alpha of D)."""
+    from pgu.data.base import ArrayDataset
+    from pgu.methods.ssd import mixed_batches
+
+    retain = ArrayDataset(torch.zeros(900, 2), torch.zeros(900, dtype=torch.long), torch.arange(900))
+    ids = torch.arange(900, 1000)
+    forget = ArrayDataset(torch.stack([torch.ones(100), ids.float()], 1), torch.ones(100, dtype=torch.long), ids)
+    got = list(mixed_batches(retain.loader(90), forget.loader(32), torch.device("cpu"), seed=0))
+    assert len(got) == 10
+    for x, y in got:
+        assert len(y) == 100 and int(y.sum()) == 10 and torch.equal(x[:, 0], y.float())
+    seen = torch.cat([x[y == 1, 1] for x, y in got]).long()
+    assert sorted(seen.tolist()) == ids.tolist()  # every forget sample once per pass
