@@ -194,6 +194,7 @@ def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progres
     config.validate()
     out = Path(out)
     device = resolve_device(device)
+    env = environment(str(device))  # at the start: the commit whose code runs, whatever lands meanwhile
     recipe = load_recipe(TIERS[config.tier])
     splits = load_dataset(recipe.dataset, data_dir=data_dir, split_seed=0)
     if not splits.num_classes > config.forget_class >= 0:
@@ -209,6 +210,7 @@ def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progres
             per_seed.append(json.loads(path.read_text()))
             continue
         result = _run_seed(config, recipe, splits, seed, device, out / "cache", progress)
+        result["commit"] = env.get("commit")  # a resumed bench may hold seeds of several commits
         _write_json(path, result)
         per_seed.append(result)
     results = {
@@ -218,7 +220,7 @@ def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progres
         "dataset": {"name": splits.name, "train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
                     **splits.info},
         "seeds": per_seed,
-        "environment": environment(str(device)),
+        "environment": env,
     }
     _write_json(out / "results.json", results)
     write_report(results, out)

@@ -28,6 +28,7 @@ def test_bench_scores_every_method_and_resumes_finished_seeds(tmp_path, monkeypa
     assert seed["methods"]["original"]["UA"] < 10 and seed["methods"]["retrain"]["UA"] > 90
     assert "TA_kept" in seed["methods"]["pgu"] and seed["forget_mode"] == "class"
     assert seed["n_forget"] == len(seed["forget_ids"])
+    assert seed["commit"] == results["environment"]["commit"]
     for name in ("results.json", "results.md", "entropy.png", "gap_speedup.png", "pgu_curve.png", "seeds/seed-0.json"):
         assert (out / name).is_file(), name
     assert json.loads((out / "results.json").read_text())["config"]["scenario"] == "class"
