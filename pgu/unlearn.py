@@ -127,7 +127,7 @@ def unlearn(
     max_samples: int | None = None,
     bias: str = "frozen",
     class_forget_floor: float = 1.0,
-    max_val_drop: float = 5.0,
+    max_val_drop: float | None = 5.0,
     inplace: bool = False,
     progress: bool = False,
 ) -> UnlearnResult:
@@ -150,12 +150,18 @@ def unlearn(
             per-epoch evaluations are not counted); a batch that would exceed it is not run and
             the request stops with reason ``"budget"`` unless the stopping rule stops it first.
             For a share ``s`` of the training run's compute pass ``int(s * samples_seen)``.
-        class_forget_floor, max_val_drop: the class-removal rule's thresholds (percent, points).
+        class_forget_floor: the class-removal rule's floor (percent). max_val_drop: points of held-out
+            accuracy either rule lets go before it stops and keeps the previous epoch (``None``:
+            the authors' sample rule alone; the class rule needs a number).
         inplace: write the result into ``model`` (only when the request succeeds).
         progress: show a tqdm bar over epochs.
     """
     t_start = time.perf_counter()
     _validate(epochs, momentum, weight_decay, stop, mode, max_samples, forget_loader, val_loader)
+    if max_val_drop is None and mode == "class" and stop == "auto":
+        raise ValueError("the class-removal rule needs max_val_drop (points of held-out accuracy it may lose)")
+    if max_val_drop is not None and not max_val_drop >= 0:
+        raise ValueError(f"max_val_drop must be >= 0 points, got {max_val_drop}")
     learning_rates = lr_schedule(lr, epochs)
     if not isinstance(stats, GramStats):
         raise TypeError(f"stats must be GramStats (fit on the training set), got {type(stats).__name__}")
@@ -206,7 +212,7 @@ def unlearn(
     if stop == "none":
         rule_ = NoStop()
     elif mode == "sample":
-        rule_ = SampleRemovalStop()
+        rule_ = SampleRemovalStop(max_val_drop)
     else:
         rule_ = ClassRemovalStop(class_forget_floor, max_val_drop)
     exclude = forget_classes if mode == "class" else ()

@@ -69,6 +69,21 @@ def test_sample_rule_with_nothing_to_do_and_first_epoch_crossing():
     assert play(SampleRemovalStop(), (92, 90), [(70, 90)]) == (1, StopDecision("crossed", True))
 
 
+def test_sample_rule_guards_held_out_accuracy():
+    # forget and val fall together (a random subset of the training distribution): MNIST's measured run
+    collapse = [(99.6, 99.4), (99.3, 99.1), (91.2, 90.9), (42.0, 40.5), (17.4, 17.5)]
+    assert play(SampleRemovalStop(), (99.6, 99.4), collapse) == (3, StopDecision("val_drop", True))
+    # the authors' rule alone runs to the bottom and keeps it (|17.5 - 17.4| < |40.5 - 42.0|)
+    assert play(SampleRemovalStop(max_val_drop=None), (99.6, 99.4), collapse) == (5, StopDecision("crossed", False))
+    # a drop within the allowance does not stop; the guard is checked before the crossing
+    assert play(SampleRemovalStop(max_val_drop=2.0), (99, 95), [(97, 93.5), (92, 92.9)]) == (
+        2, StopDecision("val_drop", True))
+    assert play(SampleRemovalStop(max_val_drop=2.0), (99, 95), [(97, 93.5), (93, 93.4)]) == (
+        2, StopDecision("crossed", False))
+    with pytest.raises(ValueError, match="max_val_drop"):
+        SampleRemovalStop(max_val_drop=-1)
+
+
 def test_class_rule():
     rule = ClassRemovalStop(forget_floor=0.0, max_val_drop=5.0)
     assert play(rule, (100, 95), [(60, 94), (10, 93), (0, 92)]) == (3, StopDecision("class_forgotten"))

@@ -179,7 +179,8 @@ def overshooting_request():
 
 def test_sample_rule_restores_the_previous_epoch_when_it_was_closer():
     model, stats, forget, val = overshooting_request()
-    result = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5)
+    # the authors' crossing rule alone (this overshoot also costs more than the held-out guard allows)
+    result = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5, max_val_drop=None)
     first = result.history[1]
     assert result.stop_reason == "crossed" and result.epochs == 1 and first["forget_acc"] < first["val_acc"]
     start_gap = abs(result.history[0]["val_acc"] - result.history[0]["forget_acc"])
@@ -190,9 +191,12 @@ def test_sample_rule_restores_the_previous_epoch_when_it_was_closer():
 
 def test_the_stopping_rule_takes_precedence_over_the_budget_in_a_partial_epoch():
     model, stats, forget, val = overshooting_request()
-    result = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5, max_samples=30)
+    result = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5, max_samples=30,
+                     max_val_drop=None)
     assert result.samples_processed == 24 and result.epochs == 1
     assert result.stop_reason == "crossed"
+    guarded = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5, max_samples=30)
+    assert guarded.stop_reason == "val_drop" and guarded.kept_epoch == 0  # the guard, too, beats the budget
 
 
 def test_batchnorm_statistics_stay_frozen():
@@ -228,3 +232,17 @@ def test_epoch_zero_forget_accuracy_comes_from_the_forget_pass_and_matches_a_sep
     result = unlearn(model, Counted(), stats, epochs=1, stop="none")
     assert result.history[0]["forget_acc"] == pytest.approx(accuracy(model, forget))
     assert Counted.passes == 3  # forget statistics (with the epoch-0 accuracy), the epoch, its evaluation
+
+
+def test_held_out_guard_settings_are_checked_before_any_work():
+    model, stats, (x, y), (xv, yv) = trained_classifier()
+    forget = batches(x[y == 0], y[y == 0], size=32)
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="class-removal rule needs max_val_drop"):
+        unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), mode="class", max_val_drop=None)
+    with pytest.raises(ValueError, match="max_val_drop must be >= 0"):
+        unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), max_val_drop=-1.0)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    # the authors' sample rule alone is still available
+    result = unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), max_val_drop=None, epochs=2)
+    assert result.stop_reason in ("crossed", "already_forgotten", "max_epochs")
