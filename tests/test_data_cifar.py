@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pickletools import genops
 
 from pgu.data import UnsafePickleError, load_dataset, restricted_load
 from pgu.data import cifar10 as cifar_mod
+from pgu.data.opcode_stream import read_opcodes
 from pgu.data import common as common_mod
 
 SHARED = Path(os.environ.get("PGU_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -361,9 +361,9 @@ def make_batches(folder, per_batch=4, n_test=20, seed=0, protocol="py2"):
 
 
 def test_pickle_writer_writes_the_layout_of_the_real_files():
-    """The opcodes of a tiny batch as Python 2 wrote CIFAR-10 (memo opcodes left out; pickletools only lists them)."""
+    """The opcodes of a tiny batch as Python 2 wrote CIFAR-10 (memo opcodes left out)."""
     blob = dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [7]})
-    ops = [(op.name, arg) for op, arg, _ in genops(blob) if op.name not in ("BINPUT", "BINGET")]
+    ops = [(name, arg) for name, arg, _ in read_opcodes(blob) if name not in ("BINPUT", "BINGET")]
     array = [("GLOBAL", "numpy.core.multiarray _reconstruct"), ("GLOBAL", "numpy ndarray"), ("BININT1", 0),
              ("TUPLE1", None), ("SHORT_BINSTRING", "b"), ("TUPLE3", None), ("REDUCE", None), ("MARK", None),
              ("BININT1", 1), ("BININT1", 1), ("BININT2", 3072), ("TUPLE2", None),
@@ -553,3 +553,18 @@ def test_real_cifar10_compact_file():
     start = time.time()
     again = load_dataset("cifar10", data_dir=SHARED)  # from the cache
     assert time.time() - start < cold and torch.equal(again.val.x, s.val.x)
+
+
+def test_opcode_stream_reads_protocol_0_text_and_refuses_what_it_cannot_read():
+    """The text opcodes of protocol 0, hand-written: {'a': 5, 'b': [1, -2, 1.5, True]} (keys as bytes)."""
+    stream = b"(dp0\nS'a'\np1\nI5\nsS'b'\np2\n(lp3\nI1\naL-2L\naF1.5\naI01\nas."
+    assert [name for name, _, _ in read_opcodes(stream)][:4] == ["MARK", "DICT", "PUT", "STRING"]
+    assert cifar_mod.RestrictedUnpickler(stream).load() == {b"a": 5, b"b": [1, -2, 1.5, True]}
+    with pytest.raises(ValueError, match="unknown opcode"):
+        list(read_opcodes(b"\x80\x02\xff."))
+    with pytest.raises(ValueError, match="truncated"):
+        list(read_opcodes(b"\x80\x02X\x10\x00\x00\x00abc"))
+    with pytest.raises(ValueError, match="quoted"):
+        list(read_opcodes(b"Sabc\n."))
+    # an instance opcode is yielded without its argument and ends the stream
+    assert list(read_opcodes(b"(ios\nsystem\n.")) == [("MARK", None, 0), ("INST", None, 1)]

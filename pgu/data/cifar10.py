@@ -5,7 +5,7 @@ Sources, first found wins (``DIR`` is ``data_dir`` / ``--data-dir``, else ``$PGU
 1. the standard ``cifar-10-batches-py`` folder (torchvision's download) at
    ``DIR/cifar-10-batches-py``, ``DIR/cifar10/cifar-10-batches-py`` or ``DIR`` itself: the original
    pixels. Its files are Python pickles, but they are never unpickled: :class:`RestrictedUnpickler`
-   decodes their opcodes with :func:`pickletools.genops` and rebuilds the dicts, lists, bytes and numpy
+   decodes their opcodes with :func:`pgu.data.opcode_stream.read_opcodes` and rebuilds the dicts, lists, bytes and numpy
    arrays itself, refusing every other global or opcode (nothing named in a file is imported or called,
    so a malicious file cannot run code).
 2. the compact file ``DIR/cifar10/cifar10_compact.npz`` (or ``DIR/cifar10_compact.npz``) of the
@@ -25,9 +25,7 @@ with the training set's mean and std (in ``info``).
 from __future__ import annotations
 
 import hashlib
-import io
 import warnings
-from pickletools import genops  # decodes opcodes only; executes nothing
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ import numpy as np
 from .base import DataSplits
 from .cache import cached_arrays, source_key
 from .common import check_labels, decode_image_buffers, official_splits, read_npz
+from .opcode_stream import read_opcodes  # decodes opcodes only; executes nothing
 from .registry import DatasetNotFoundError, register_dataset
 
 __all__ = ["CIFAR10_CLASSES", "EXPECTED_SHA256", "RestrictedUnpickler", "UnsafePickleError", "restricted_load",
@@ -56,7 +55,7 @@ EXPECTED_SHA256 = {
 # ---------------------------------------------------------------- the pickled batches, read safely
 #
 # The batch files are Python pickles (protocol 2, written by Python 2's cPickle). They are never unpickled:
-# :class:`RestrictedUnpickler` walks the byte stream with :func:`pickletools.genops`, which only decodes opcodes,
+# :class:`RestrictedUnpickler` walks the byte stream with :func:`~pgu.data.opcode_stream.read_opcodes`, which only decodes opcodes,
 # and rebuilds the few kinds of value a batch holds (dicts, lists, tuples, bytes, str, numbers and numpy arrays)
 # itself. Globals are only names to it: the handful that numpy's array pickling uses are mapped to code of this
 # module, anything else is refused. Nothing named in a file is ever imported or called.
@@ -111,7 +110,7 @@ class _Corrupt(Exception):
 class RestrictedUnpickler:
     """Reads a pickle holding dicts, lists, tuples, bytes, str, numbers and numpy arrays without unpickling it.
 
-    The stream is decoded with :func:`pickletools.genops` (which executes nothing) and the value is rebuilt
+    The stream is decoded with :func:`~pgu.data.opcode_stream.read_opcodes` (which executes nothing) and the value is rebuilt
     here, opcode by opcode, by a small stack machine. The globals numpy's array pickling names
     (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.numeric._frombuffer``,
     ``numpy.core.multiarray.scalar``, and ``_codecs.encode`` and ``bytes`` for Python 3's protocol-2 bytes;
@@ -137,7 +136,7 @@ class RestrictedUnpickler:
 
     # -- the value rebuilders for the allowed globals
     def _py2_string(self, text: str):
-        raw = text.encode("latin-1")  # pickletools hands Python 2 strings over as latin-1 text
+        raw = text.encode("latin-1")  # read_opcodes hands Python 2 strings over as latin-1 text
         return raw if self.encoding == "bytes" else raw.decode(self.encoding)
 
     @staticmethod
@@ -273,8 +272,7 @@ class RestrictedUnpickler:
                 self._refuse(f"a dict key is a {type(k).__name__}")
             return k
 
-        for op, arg, pos in genops(io.BytesIO(self.data)):
-            name = op.name
+        for name, arg, pos in read_opcodes(self.data):
             if name in ("PROTO", "FRAME"):
                 if name == "PROTO" and not 0 <= arg <= 5:
                     raise _Corrupt(f"unsupported pickle protocol {arg}")
@@ -296,7 +294,7 @@ class RestrictedUnpickler:
             elif name in ("INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
                           "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
                           "BINBYTES", "SHORT_BINBYTES", "BINBYTES8"):
-                stack.append(arg)  # numbers, str, bytes: decoded by pickletools already
+                stack.append(arg)  # numbers, str, bytes: decoded by read_opcodes already
             elif name == "BYTEARRAY8":
                 stack.append(bytearray(arg))
             elif name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
@@ -371,7 +369,7 @@ class RestrictedUnpickler:
                     self._build_array(target, state)
             else:  # INST, OBJ, NEWOBJ(_EX), EXT1/2/4, PERSID, BINPERSID, NEXT_BUFFER, READONLY_BUFFER, sets
                 self._refuse(f"the opcode {name} at byte {pos}")
-        raise _Corrupt("no STOP opcode")  # unreachable: genops raises first
+        raise _Corrupt("no STOP opcode")  # unreachable: read_opcodes raises first
 
     def _resolve(self, v, seen):
         """``v`` with every :class:`_Pending` replaced by its value (shared lists and dicts stay shared)."""
