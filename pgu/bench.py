@@ -357,7 +357,7 @@ def _run_method(name: str, config: BenchConfig, model, stats, splits, mask, mode
     mean, std = _pixel_scale(splits.info)
     context = MethodContext(num_classes=splits.num_classes, train_epochs=train_cfg.epochs, max_samples=budget,
                             forget_mode=mode, val_loader=splits.val.loader(512, device=device), stats=stats, seed=seed,
-                            pixel_mean=mean, pixel_std=std)
+                            pixel_mean=mean, pixel_std=std, progress=progress)
     synchronize(device)
     start = time.perf_counter()
     result = run(model, forget_loader, retain_loader, settings, context)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 __all__ = ["MethodInfo", "MethodContext", "MethodResult", "Budget", "register", "get_method", "method_names",
-           "copy_for_unlearning", "epochs_for", "batches", "require_retain"]
+           "copy_for_unlearning", "epochs_for", "batches", "require_retain", "gradient_sums"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class MethodContext:
     compute budget in sample passes (``None``: none). ``forget_mode``: ``"sample"`` or
     ``"class"`` (the forget set is whole classes). ``val_loader``: held-out data, never the
     test split. ``stats``: the Gram statistics of the data the model retains (PGU). ``seed``:
-    for every random draw a method makes.
+    for every random draw a method makes. ``progress``: show a progress bar where the method has one.
     """
 
     num_classes: int
@@ -61,6 +61,7 @@ class MethodContext:
     seed: int = 0
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
+    progress: bool = False
 
     def pixel_scale(self, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel ``(mean, std)`` that map pixels in 0..1 to the model's inputs (``x = (p - mean) / std``).
@@ -175,3 +176,26 @@ def batches(loader: Iterable, device: torch.device, what: str) -> Iterator[tuple
 def require_retain(retain_loader, name: str) -> None:
     if retain_loader is None:
         raise ValueError(f"{name} trains on the retain data: pass a retain_loader (it is not a data-free method)")
+
+
+def gradient_sums(model: nn.Module, batch_iter, budget: Budget, loss_fn, square: bool):
+    """Per-parameter sums over batches of the gradient of ``loss_fn(model(x), y)`` (squared if ``square``).
+
+    Returns ``(sums, batches counted, complete)``; ``complete`` is False when the budget ran out
+    first (the sums then cover the batches before). Gradients are cleared afterwards.
+    """
+    params = list(model.parameters())
+    sums = [torch.zeros_like(p) for p in params]
+    count, complete = 0, True
+    for x, y in batch_iter:
+        if not budget.take(x.shape[0]):
+            complete = False
+            break
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        for total, p in zip(sums, params):
+            if p.grad is not None:
+                total.add_(p.grad.detach() ** 2 if square else p.grad.detach())
+        count += 1
+    model.zero_grad(set_to_none=True)
+    return sums, count, complete

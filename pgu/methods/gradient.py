@@ -35,7 +35,21 @@ def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Gene
     return (y + shift) % num_classes
 
 
-def _finish(work, budget: Budget, info: dict) -> MethodResult:
+def _train(model, settings: dict, context: MethodContext, batch_losses, *, work=None, after_step=None,
+           on_optimizer=None) -> MethodResult:
+    """The shared run: a trainable copy (or ``work``), SGD from ``settings``, ``batch_losses(work, device, epoch,
+    epochs)`` yielding ``(loss, samples)`` per step, the budget; the model comes back in eval mode."""
+    if work is None:
+        work, device = copy_for_unlearning(model)
+    else:
+        device = next(work.parameters()).device
+    work.train()
+    budget, optimizer = Budget(context.max_samples), make_sgd(work.parameters(), settings)
+    if on_optimizer is not None:
+        on_optimizer(optimizer)
+    epochs = epochs_for(settings, context)
+    info = run_epochs(work, optimizer, settings, epochs, budget, lambda epoch: batch_losses(work, device, epoch, epochs),
+                      after_step=after_step)
     work.eval()
     return MethodResult(work, budget.used, budget.hit, info)
 
@@ -59,35 +73,26 @@ def l1_sparse(model, forget_loader, retain_loader, settings: dict, context: Meth
 
 
 def _retain_training(model, retain_loader, settings, context, l1_alpha: float) -> MethodResult:
-    work, device = copy_for_unlearning(model)
-    work.train()
-    epochs = epochs_for(settings, context)
-    budget, optimizer = Budget(context.max_samples), make_sgd(work.parameters(), settings)
-    weights = [p for p in work.parameters() if p.dim() > 1]
-
-    def losses(epoch):
-        alpha_t = l1_alpha * (1 - epoch / epochs)  # linear decay to 0 over the run (Jia et al.)
+    def losses(work, device, epoch, epochs):
+        alpha_t = l1_alpha * (1 - epoch / epochs)  # linear decay over the run (Jia et al.)
+        weights = [p for p in work.parameters() if p.dim() > 1]
         for x, y in batches(retain_loader, device, "retain_loader"):
             loss = F.cross_entropy(work(x), y)
             if alpha_t:
                 loss = loss + alpha_t * sum(w.abs().sum() for w in weights)
             yield loss, x.shape[0]
 
-    return _finish(work, budget, run_epochs(work, optimizer, settings, epochs, budget, losses))
+    return _train(model, settings, context, losses)
 
 
 @register(MethodInfo("neggrad", data_free=True, summary="gradient ascent on the forget set (GA)",
                      reference="Golatkar et al. CVPR 2020; Thudi et al. 2022; SalUn (Fan et al. ICLR 2024) GA"))
 def neggrad(model, forget_loader, retain_loader, settings: dict, context: MethodContext) -> MethodResult:
-    work, device = copy_for_unlearning(model)
-    work.train()
-    budget, optimizer = Budget(context.max_samples), make_sgd(work.parameters(), settings)
-
-    def losses(epoch):
+    def losses(work, device, epoch, epochs):
         for x, y in batches(forget_loader, device, "forget_loader"):
             yield -F.cross_entropy(work(x), y), x.shape[0]
 
-    return _finish(work, budget, run_epochs(work, optimizer, settings, epochs_for(settings, context), budget, losses))
+    return _train(model, settings, context, losses)
 
 
 def _paired(retain_loader, forget_loader, device):
@@ -106,16 +111,12 @@ def neggrad_plus(model, forget_loader, retain_loader, settings: dict, context: M
     alpha = float(settings["alpha"])
     if not 0 <= alpha <= 1:
         raise ValueError(f"neggrad+ alpha must lie in [0, 1], got {alpha}")
-    work, device = copy_for_unlearning(model)
-    work.train()
-    budget, optimizer = Budget(context.max_samples), make_sgd(work.parameters(), settings)
-
-    def losses(epoch):
+    def losses(work, device, epoch, epochs):
         for xr, yr, xf, yf in _paired(retain_loader, forget_loader, device):
             loss = alpha * F.cross_entropy(work(xr), yr) - (1 - alpha) * F.cross_entropy(work(xf), yf)
             yield loss, xr.shape[0] + xf.shape[0]
 
-    return _finish(work, budget, run_epochs(work, optimizer, settings, epochs_for(settings, context), budget, losses))
+    return _train(model, settings, context, losses)
 
 
 @register(MethodInfo("random-label", data_free=False,
@@ -131,21 +132,12 @@ def relabel_training(model, forget_loader, retain_loader, settings: dict, contex
     """Random-label training as SalUn's RL runs it: each epoch one pass over D_f with fresh random wrong
     labels, then one pass over D_r with its labels. SalUn passes its masked copy as ``work``, its
     restore as ``after_step`` and ``on_optimizer`` to reach the optimizer's momentum."""
-    if work is None:
-        work, device = copy_for_unlearning(model)
-    else:
-        device = next(work.parameters()).device
-    work.train()
-    budget, optimizer = Budget(context.max_samples), make_sgd(work.parameters(), settings)
-    if on_optimizer is not None:
-        on_optimizer(optimizer)
     generator = torch.Generator().manual_seed(context.seed)
 
-    def losses(epoch):
+    def losses(work, device, epoch, epochs):
         for x, y in batches(forget_loader, device, "forget_loader"):
             yield F.cross_entropy(work(x), random_wrong_labels(y, context.num_classes, generator)), x.shape[0]
         for x, y in batches(retain_loader, device, "retain_loader"):
             yield F.cross_entropy(work(x), y), x.shape[0]
 
-    info = run_epochs(work, optimizer, settings, epochs_for(settings, context), budget, losses, after_step=after_step)
-    return _finish(work, budget, info)
+    return _train(model, settings, context, losses, work=work, after_step=after_step, on_optimizer=on_optimizer)

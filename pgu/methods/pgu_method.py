@@ -20,7 +20,8 @@ def run_pgu(model, forget_loader, retain_loader, settings: dict, context: Method
     lr = settings["class_lr"] if context.forget_mode == "class" and settings.get("class_lr") else settings["lr"]
     result = unlearn(model, forget_loader, context.stats, val_loader=context.val_loader,
                      threshold=float(settings["threshold"]), rule=settings["rule"], lr=tuple(lr),
-                     epochs=int(settings["epochs"]), mode=context.forget_mode, max_samples=context.max_samples)
+                     epochs=int(settings["epochs"]), mode=context.forget_mode, max_samples=context.max_samples,
+                     progress=context.progress)
     details = {"stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
                "samples_processed": result.samples_processed, "hit_budget": result.stop_reason == "budget",
                "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "history": result.history,

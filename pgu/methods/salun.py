@@ -15,8 +15,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .base import (Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, register,
-                   require_retain)
+from .base import (Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, gradient_sums,
+                   register, require_retain)
 from .gradient import relabel_training
 
 __all__ = ["saliency_mask"]
@@ -26,35 +26,15 @@ def saliency_mask(model, forget_loader, device, share: float, budget: Budget) ->
     """Boolean masks (one per parameter) of the top ``share`` of ``|grad of -CE over D_f|``, ranked globally."""
     if not 0 < share <= 1:
         raise ValueError(f"mask_share must lie in (0, 1], got {share}")
-    params = list(model.parameters())
-    grads = [torch.zeros_like(p) for p in params]
     model.eval()
-    for x, y in batches(forget_loader, device, "forget_loader"):
-        if not budget.take(x.shape[0]):
-            return None
-        model.zero_grad(set_to_none=True)
-        (-F.cross_entropy(model(x), y)).backward()
-        for g, p in zip(grads, params):
-            if p.grad is not None:
-                g.add_(p.grad.detach())
-    model.zero_grad(set_to_none=True)
+    grads, _, complete = gradient_sums(model, batches(forget_loader, device, "forget_loader"), budget,
+                                       lambda out, y: -F.cross_entropy(out, y), square=False)
+    if not complete:
+        return None
     flat = torch.cat([g.abs().flatten() for g in grads])
-    keep = int(round(share * flat.numel()))
-    if keep == 0:
-        return [torch.zeros_like(g, dtype=torch.bool) for g in grads]
-    threshold = torch.topk(flat, keep, sorted=True).values[-1]
-    masks = [g.abs() >= threshold for g in grads]
-    # ties at the threshold could let a few more through: keep exactly `keep` in ranking order
-    excess = sum(int(m.sum()) for m in masks) - keep
-    if excess > 0:
-        order = torch.argsort(flat, descending=True, stable=True)[:keep]
-        chosen = torch.zeros_like(flat, dtype=torch.bool)
-        chosen[order] = True
-        masks, start = [], 0
-        for g in grads:
-            masks.append(chosen[start : start + g.numel()].view_as(g))
-            start += g.numel()
-    return masks
+    chosen = torch.zeros_like(flat, dtype=torch.bool)
+    chosen[torch.topk(flat, int(round(share * flat.numel()))).indices] = True  # exactly the share, ties broken by topk
+    return [m.view_as(g) for m, g in zip(torch.split(chosen, [g.numel() for g in grads]), grads)]
 
 
 @register(MethodInfo("salun", data_free=False,

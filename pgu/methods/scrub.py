@@ -1,7 +1,7 @@
 """SCRUB (Kurmanji et al. NeurIPS 2023, "Towards Unbounded Machine Unlearning").
 
-A student (the model being unlearned) and a frozen teacher (the original). Each epoch: while
-``epoch <= max_steps``, a max pass over D_f that pushes the student's outputs away from the
+A student (the model being unlearned) and a frozen teacher (the original). Each epoch: in the
+first ``max_steps`` epochs, a max pass over D_f that pushes the student's outputs away from the
 teacher's (minus the temperature-``T`` KL divergence); then a min pass over D_r that keeps
 them close (``gamma CE + alpha KL``). ``KL_T(s, t) = T^2 KL(softmax(t/T) || softmax(s/T))``,
 averaged over the batch, as the authors' ``DistillKL``.
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .base import (Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, epochs_for,
                    register, require_retain)
-from .loops import make_sgd
+from .loops import make_sgd, run_epochs
 
 __all__ = ["distill_kl"]
 
@@ -42,45 +42,21 @@ def scrub(model, forget_loader, retain_loader, settings: dict, context: MethodCo
         p.requires_grad_(False)
     student, _ = copy_for_unlearning(model)
     student.train()
-    optimizer = make_sgd(student.parameters(), settings)
     budget = Budget(context.max_samples)
-    epochs = epochs_for(settings, context)
-    history = []
 
-    def step(loss) -> None:
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the SCRUB loss became {loss.item()}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for epoch in range(1, epochs + 1):
-        max_loss = min_loss = None
-        if epoch <= max_steps:
-            total, seen = 0.0, 0
+    def losses(epoch):  # epoch from 0: a max pass over D_f in the first max_steps epochs, then a min pass over D_r
+        if epoch < max_steps:
             for x, _ in batches(forget_loader, device, "forget_loader"):
-                if not budget.take(x.shape[0]):
-                    break
                 with torch.no_grad():
                     target = teacher(x)
-                loss = -distill_kl(student(x), target, t)
-                step(loss)
-                total, seen = total + float(loss.detach()) * x.shape[0], seen + x.shape[0]
-            max_loss = total / seen if seen else None
-        if not budget.hit:
-            total, seen = 0.0, 0
-            for x, y in batches(retain_loader, device, "retain_loader"):
-                if not budget.take(x.shape[0]):
-                    break
-                with torch.no_grad():
-                    target = teacher(x)
-                logits = student(x)
-                loss = gamma * F.cross_entropy(logits, y) + alpha * distill_kl(logits, target, t)
-                step(loss)
-                total, seen = total + float(loss.detach()) * x.shape[0], seen + x.shape[0]
-            min_loss = total / seen if seen else None
-        history.append({"epoch": epoch, "max_loss": max_loss, "min_loss": min_loss, "samples": budget.used})
-        if budget.hit:
-            break
+                yield -distill_kl(student(x), target, t), x.shape[0]
+        for x, y in batches(retain_loader, device, "retain_loader"):
+            with torch.no_grad():
+                target = teacher(x)
+            logits = student(x)
+            yield gamma * F.cross_entropy(logits, y) + alpha * distill_kl(logits, target, t), x.shape[0]
+
+    info = run_epochs(student, make_sgd(student.parameters(), settings), settings, epochs_for(settings, context),
+                      budget, losses)
     student.eval()
-    return MethodResult(student, budget.used, budget.hit, {"epochs": len(history), "history": history})
+    return MethodResult(student, budget.used, budget.hit, info)

@@ -13,29 +13,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import (Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, register,
-                   require_retain)
+from .base import (Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, gradient_sums,
+                   register, require_retain)
 
 __all__ = ["batch_fisher", "dampen_", "mixed_batches"]
 
 
-def batch_fisher(model, loaders, device, budget: Budget) -> tuple[list[torch.Tensor], int]:
-    """Mean over the batches of ``loaders`` of each parameter's squared batch gradient; and the batch count."""
-    params = [p for p in model.parameters()]
-    total = [torch.zeros_like(p) for p in params]
-    count = 0
-    for loader, what in loaders:
-        for x, y in batches(loader, device, what):
-            if not budget.take(x.shape[0]):
-                return [t / max(count, 1) for t in total], count
-            model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            for t, p in zip(total, params):
-                if p.grad is not None:
-                    t.add_(p.grad.detach() ** 2)
-            count += 1
-    model.zero_grad(set_to_none=True)
-    return [t / max(count, 1) for t in total], count
+def batch_fisher(model, batch_iter, budget: Budget) -> tuple[list[torch.Tensor], int, bool]:
+    """Mean over the batches of each parameter's squared batch gradient, the batch count, and whether all were read."""
+    sums, count, complete = gradient_sums(model, batch_iter, budget, F.cross_entropy, square=True)
+    return [t / max(count, 1) for t in sums], count, complete
 
 
 class mixed_batches:
@@ -91,9 +78,8 @@ def ssd(model, forget_loader, retain_loader, settings: dict, context: MethodCont
     work, device = copy_for_unlearning(model)
     work.eval()
     budget = Budget(context.max_samples)
-    i_f, n_f = batch_fisher(work, [(forget_loader, "forget_loader")], device, budget)
-    i_d, n_d = batch_fisher(work, [(mixed_batches(retain_loader, forget_loader, device, context.seed), "D")],
-                            device, budget)
+    i_f, n_f, _ = batch_fisher(work, batches(forget_loader, device, "forget_loader"), budget)
+    i_d, n_d, _ = batch_fisher(work, mixed_batches(retain_loader, forget_loader, device, context.seed), budget)
     if budget.hit:  # importances over part of the data would dampen the wrong weights: leave the model alone
         return MethodResult(work, budget.used, True, {"selected": 0, "note": "budget hit before the importances"})
     params = list(work.parameters())
