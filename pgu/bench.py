@@ -35,10 +35,11 @@ from .stats import GramStats, stats_batch_size
 from .training import resolve_device, synchronize, train_model
 
 __all__ = ["BenchConfig", "PGUSettings", "TIER_PGU_SETTINGS", "run_bench", "sequential_requests", "TIERS", "SCENARIOS",
-           "METHODS", "REFERENCES", "available_methods"]
+           "METHODS", "REFERENCES", "available_methods", "published_settings"]
 
-TIERS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu"}
-"""Tier name -> recipe name (PROTOCOL.md, Tiers); the GPU tiers come with their own recipes."""
+TIERS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu",
+         "allcnn-cifar10": "allcnn-cifar10", "smallvgg-cifar10": "smallvgg-cifar10"}
+"""Tier name -> recipe name (PROTOCOL.md, Tiers): four CPU tiers and the paper's CIFAR-10 recipes (for a GPU)."""
 
 SCENARIOS = ("random", "subclass", "class", "sequential")
 REFERENCES = ("original", "retrain")
@@ -110,6 +111,10 @@ class BenchConfig:
     per seed, all on the seed's forget set.
     ``budget_share``: every method may process at most this share of the sample passes the
     original training made (PROTOCOL.md, Cost; the table marks a run that hit it).
+    ``settings``: ``"selected"`` applies the settings ``pgu select`` chose for the tier and mode
+    on val only (``pgu/methods/selected/<tier>-<mode>.toml``, where pgu ships one; else the
+    published ones), ``"published"`` the authors' values (``settings.toml``), or a path to a
+    selected-settings file of your own. An explicit ``pgu`` replaces any selected PGU rate.
     """
 
     tier: str
@@ -124,10 +129,38 @@ class BenchConfig:
     challenge: int = 0
     budget_share: float = 0.5
     pgu: PGUSettings | None = None
+    settings: str = "selected"
 
     def __post_init__(self):
-        if self.pgu is None:  # the tier's settings (TIER_PGU_SETTINGS), else the authors'
-            object.__setattr__(self, "pgu", TIER_PGU_SETTINGS.get(self.tier, PGUSettings()))
+        if self.pgu is None:  # the tier's settings (TIER_PGU_SETTINGS, then any selected rate), else the authors'
+            pgu = TIER_PGU_SETTINGS.get(self.tier, PGUSettings())
+            chosen = self.selected().get("pgu", {}).get("values", {})
+            changes = {k: tuple(v) for k, v in chosen.items() if k in ("lr", "class_lr")}
+            object.__setattr__(self, "pgu", replace(pgu, **changes))
+
+    @property
+    def mode(self) -> str:
+        """``"class"`` for the class scenario, else ``"sample"`` (what selected settings are keyed by)."""
+        return "class" if self.scenario == "class" else "sample"
+
+    def selected_path(self) -> Path | None:
+        """The selected-settings file this bench applies: none (``published``), the one pgu ships for the
+        tier and mode (``selected``, when there is one), or the file named."""
+        from .selection import SELECTED_DIR
+
+        if self.settings == "published":
+            return None
+        if self.settings == "selected":
+            path = SELECTED_DIR / f"{self.tier}-{self.mode}.toml"
+            return path if path.is_file() else None
+        return Path(self.settings)
+
+    def selected(self) -> dict:
+        """``{method: {"values", "factor", "source"}}`` of the selected settings applied (empty: the published ones)."""
+        from .selection import load_selected
+
+        path = self.selected_path()
+        return {} if path is None else load_selected(path)
 
     def validate(self) -> None:
         if self.tier not in TIERS:
@@ -161,6 +194,10 @@ class BenchConfig:
                              f"{sorted(chained)} cannot run in it: leave them out of --methods")
         if self.per_class is not None and self.per_class < 1:
             raise ValueError(f"per_class must be a positive number of samples, got {self.per_class}")
+        if self.settings not in ("published", "selected") and not Path(self.settings).is_file():
+            raise ValueError(f"settings must be 'published', 'selected' or a selected-settings file (pgu select); "
+                             f"{self.settings!r} is none of these")
+        self.selected()  # a damaged file is refused before anything runs
 
     def forget_spec(self, train_y: torch.Tensor) -> str:
         """The forget spec (:mod:`pgu.forget_sets`) of this scenario; ``random`` takes the run's seed."""
@@ -178,6 +215,7 @@ class BenchConfig:
         d = asdict(self)
         d["seeds"], d["methods"] = list(self.seeds), list(self.methods)
         d["pgu"] = self.pgu.to_dict()
+        d["selected"] = {name: {"factor": v["factor"], **v["values"]} for name, v in self.selected().items()}
         return d
 
     def same_bench(self, other: dict) -> bool:
@@ -324,6 +362,16 @@ def _forget_record(ids: torch.Tensor) -> dict:
 
 
 def _method_settings(name: str, config: BenchConfig) -> dict:
+    """A method's settings in this bench: :func:`published_settings`, then the selected values (``config.settings``).
+
+    ``pgu``'s selected rates are already in ``config.pgu``."""
+    settings = published_settings(name, config)
+    if name != "pgu":
+        settings.update(config.selected().get(name, {}).get("values", {}))
+    return settings
+
+
+def published_settings(name: str, config: BenchConfig) -> dict:
     """A method's settings: ``settings.toml``'s, with PGU's schedule and (for ``pgu``) threshold from ``config.pgu``."""
     from .methods import method_settings
 
@@ -338,16 +386,18 @@ def _method_settings(name: str, config: BenchConfig) -> dict:
 
 
 def _run_method(name: str, config: BenchConfig, model, stats, splits, mask, mode: str, budget: int, device, seed: int,
-                train_cfg, progress: bool) -> dict:
+                train_cfg, progress: bool, settings: dict | None = None) -> dict:
     """One request by method ``name``, timed, as the bench records it (the model, seconds and what it reports).
 
     The method gets the forget set, the retain set only when it is not data-free (PGU gets the
-    retain statistics instead), the val split, and the budget in sample passes.
+    retain statistics instead), the val split, and the budget in sample passes; ``settings``
+    (default: the bench's, :func:`_method_settings`).
     """
     from .methods import MethodContext, get_method
 
     info, run = get_method(name)
-    settings = _method_settings(name, config)
+    if settings is None:
+        settings = _method_settings(name, config)
     forget_data = splits.train.subset(mask)
     forget_loader = forget_data.loader(int(settings["batch_size"]), device=device)
     retain_loader = None
@@ -363,7 +413,8 @@ def _run_method(name: str, config: BenchConfig, model, stats, splits, mask, mode
     result = run(model, forget_loader, retain_loader, settings, context)
     synchronize(device)
     seconds = time.perf_counter() - start
-    details = {"samples_processed": result.samples_processed, "hit_budget": result.hit_budget, **result.details}
+    details = {"samples_processed": result.samples_processed, "hit_budget": result.hit_budget, **result.details,
+               "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
     out = {"model": result.model, "seconds": seconds, "data_free": info.data_free, "details": details}
     if "retain_stats" in result.extras:
         out["retain_stats"] = result.extras["retain_stats"]

@@ -93,7 +93,7 @@ def _cmd_bench(args) -> int:
     config = BenchConfig(tier=args.tier, scenario=args.scenario, seeds=args.seeds, methods=methods,
                          fraction=args.fraction, forget_class=args.forget_class, count=args.count,
                          steps=args.steps, per_class=args.per_class, challenge=args.challenge,
-                         budget_share=args.budget_share)
+                         budget_share=args.budget_share, settings=args.settings)
     if args.pgu_lr is not None or args.pgu_class_lr is not None:
         changes = {k: v for k, v in (("lr", args.pgu_lr), ("class_lr", args.pgu_class_lr)) if v is not None}
         config = replace(config, pgu=replace(config.pgu, **changes))
@@ -101,6 +101,38 @@ def _cmd_bench(args) -> int:
     print(format_table(results))
     print(f"wrote {args.out}/results.json, results.md, entropy.png, gap_speedup.png")
     return 0
+
+
+def _cmd_select(args) -> int:
+    from .bench import available_methods, REFERENCES
+    from .selection import LADDER, run_selection
+
+    if args.methods == "all":
+        methods = tuple(m for m in available_methods() if m not in REFERENCES)
+    else:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        refs = [m for m in methods if m in REFERENCES]
+        if refs:
+            raise ValueError(f"{refs} have no settings to select: name unlearning methods only")
+    ladder = LADDER if args.ladder is None else args.ladder
+    selection = run_selection(args.tier, args.scenario, args.seed, methods, args.out, ladder=ladder,
+                              data_dir=args.data_dir, device=args.device, progress=not args.quiet,
+                              fraction=args.fraction, forget_class=args.forget_class, count=args.count,
+                              budget_share=args.budget_share)
+    print(f"original: FA {selection['original']['FA']:.2f}, VA {selection['original']['VA']:.2f}; "
+          f"target FA {selection['target_FA']:.2f}; margin {selection['margin']:.3f}")
+    for name, m in selection["methods"].items():
+        print(f"{name:16s} x{m['chosen_factor']:<6g} {m['chosen']}")
+    print(f"wrote {args.out}/selection.json, selected.toml, selection.png; pass --settings {args.out}/selected.toml to "
+          f"pgu bench, or copy it to pgu/methods/selected/{args.tier}-{selection['forget_mode']}.toml")
+    return 0
+
+
+def _ladder(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the ladder is comma-separated factors such as 0.1,1,10; got {text!r}")
 
 
 def _cmd_evaluate(args) -> int:
@@ -182,11 +214,33 @@ def build_parser() -> argparse.ArgumentParser:
                             "pgu.bench.TIER_PGU_SETTINGS, else the authors' 0.1,0.01)")
     bench.add_argument("--pgu-class-lr", type=_lr_pair, metavar="LR0,LR1",
                        help="the same for class removal (default: the tier's, else --pgu-lr)")
+    bench.add_argument("--settings", default="selected", metavar="selected|published|FILE",
+                       help="the methods' settings: selected on val by `pgu select` where pgu ships them for the tier "
+                            "(pgu/methods/selected), the authors' published ones, or a selected.toml of yours "
+                            "(default: selected)")
     bench.add_argument("--data-dir", help="where datasets live (default: $PGU_DATA_DIR)")
     bench.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu or cuda")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--out", required=True, metavar="DIR", help="results folder (a rerun resumes finished seeds)")
     bench.set_defaults(func=_cmd_bench)
+
+    select = sub.add_parser("select", help="choose each method's setting on val only, the same trials for every method")
+    select.add_argument("--tier", required=True, help="digits, mnist, fashion or cifar10-cpu")
+    select.add_argument("--scenario", required=True, help="random, subclass or class")
+    select.add_argument("--seed", type=int, default=100,
+                        help="the reference request's seed: one no bench of yours uses (default 100)")
+    select.add_argument("--methods", default="all", help="comma-separated unlearning methods, or all (default)")
+    select.add_argument("--ladder", type=_ladder, metavar="F,F,...",
+                        help="factors on each method's published setting, 1 among them (default 0.1,0.3,1,3,10,30,100)")
+    select.add_argument("--fraction", type=float, default=0.1, help="random: share of D forgotten (default 0.1)")
+    select.add_argument("--class", dest="forget_class", type=int, default=0, help="class and subclass: the class")
+    select.add_argument("--count", type=int, help="subclass: samples forgotten")
+    select.add_argument("--budget-share", type=float, default=0.5, help="each trial's budget, as in pgu bench")
+    select.add_argument("--data-dir", help="where datasets live (default: $PGU_DATA_DIR)")
+    select.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu or cuda")
+    select.add_argument("--quiet", action="store_true", help="no progress output")
+    select.add_argument("--out", required=True, metavar="DIR", help="where selection.json and selected.toml go")
+    select.set_defaults(func=_cmd_select)
 
     evaluate = sub.add_parser("evaluate", help="score a model against a reference retrained without the forget set")
     evaluate.add_argument("--model", required=True, help="a run folder or a model.safetensors file to score")

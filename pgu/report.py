@@ -91,6 +91,7 @@ def format_table(results: dict) -> str:
               "true-class probability calls non-member; Avg.Gap: mean |difference| to `retrain` over UA, RA, TA and "
               "MIA-Eff (0 is perfect); gap closed = 1 - Avg.Gap / Avg.Gap(original); speed-up = retrain seconds / "
               "method seconds, same run."]
+    lines += ["", _settings_line(cfg)]
     if seeds and "challenge" in first:
         n = first["challenge"]["models_per_group"]
         quality = _stats([s["challenge"]["forgetting_quality"] for s in seeds])
@@ -122,6 +123,17 @@ def format_table(results: dict) -> str:
     if "pgu" in summary:
         lines += ["![PGU: forget and val accuracy per epoch](pgu_curve.png)", ""]
     return "\n".join(lines)
+
+
+def _settings_line(cfg: dict) -> str:
+    """Which settings the methods ran with: the published ones, or those `pgu select` chose (and their factors)."""
+    selected = cfg.get("selected") or {}
+    if not selected:
+        return "Settings: the authors' published values (pgu/methods/settings.toml), scaled to the tier's epochs."
+    factors = ", ".join(f"{name} x{v['factor']:g}" for name, v in selected.items())
+    where = "pgu/methods/selected" if cfg.get("settings") == "selected" else cfg.get("settings")
+    return (f"Settings: chosen on val only by `pgu select` ({where}; a factor on the published value, the same "
+            f"number of trials for every method): {factors}.")
 
 
 def write_report(results: dict, out) -> None:

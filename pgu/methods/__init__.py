@@ -3,7 +3,8 @@
 ``run_method(name, model, forget_loader, retain_loader, context, **overrides)`` runs one with
 its settings from ``settings.toml`` (the authors' values, each with its source) and any
 overrides; ``method_names()`` lists them; ``get_method(name)`` gives ``(info, run)``;
-``method_settings(name)`` the settings and their source. ``retrain`` and ``original`` are the
+``method_settings(name)`` the settings and their source; ``method_scale(name)`` the settings
+``pgu select`` varies (:mod:`pgu.selection`). ``retrain`` and ``original`` are the
 bench's own references, not methods here.
 """
 
@@ -17,23 +18,47 @@ from .base import (MethodContext, MethodInfo, MethodResult, copy_for_unlearning,
                    register)
 
 __all__ = ["MethodContext", "MethodInfo", "MethodResult", "get_method", "method_names", "method_settings",
-           "register", "run_method", "copy_for_unlearning"]
+           "method_scale", "register", "run_method", "copy_for_unlearning"]
 
 SETTINGS_PATH = Path(__file__).with_name("settings.toml")
 
 
-def method_settings(name: str) -> tuple[dict, str]:
-    """``(settings, source)`` of a registered method from ``settings.toml``."""
+def _section(name: str) -> dict:
     get_method(name)  # a clear error for an unknown name
     with open(SETTINGS_PATH, "rb") as f:
         table = tomllib.load(f)
     if name not in table:
         raise ValueError(f"{SETTINGS_PATH} has no [{name}] section")
-    settings = dict(table[name])
+    return dict(table[name])
+
+
+def method_settings(name: str) -> tuple[dict, str]:
+    """``(settings, source)`` of a registered method from ``settings.toml``."""
+    settings = _section(name)
+    settings.pop("scale", None)
     source = settings.pop("source", "")
     if not source:
         raise ValueError(f"[{name}] in {SETTINGS_PATH} must say where its values come from (source = ...)")
     return settings, source
+
+
+def method_scale(name: str) -> dict[str, float]:
+    """The settings ``pgu select`` varies and the power of the ladder's factor each takes (``settings.toml``'s ``scale``).
+
+    A power of 1 multiplies the setting by the factor (a rate: a larger factor is a stronger
+    method), -1 divides by it (SSD's selection weighting and dampening constant).
+    """
+    section = _section(name)
+    scale = section.get("scale")
+    settings, _ = method_settings(name)
+    if not isinstance(scale, dict) or not scale:
+        raise ValueError(f"[{name}] in {SETTINGS_PATH} must name the settings selection varies (scale = {{ lr = 1 }})")
+    for key, power in scale.items():
+        if key not in settings and key != "class_lr":
+            raise ValueError(f"[{name}] scale names {key!r}, which is not one of its settings {sorted(settings)}")
+        if not isinstance(power, (int, float)) or power == 0:
+            raise ValueError(f"[{name}] scale {key} = {power!r}: the power must be a non-zero number")
+    return {k: float(v) for k, v in scale.items()}
 
 
 def run_method(name: str, model, forget_loader, retain_loader, context: MethodContext, **overrides) -> MethodResult:

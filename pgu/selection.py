@@ -1,0 +1,308 @@
+"""``pgu select``: choose each method's setting on held-out data only, with the same trials for every method.
+
+The authors' settings (``pgu/methods/settings.toml``) come from ResNets on CIFAR-10; on another
+tier they may move nothing or far too much. Selection tries every method at the same ladder of
+factors (:data:`LADDER`) on the settings its ``scale`` names, on one reference request (a seed
+no bench uses), and keeps the factor with the smallest *held-out proxy gap*. It never sees a
+retrained model or the test split; it reads the forget set (which every method is given) and
+the val split (the methods' own held-out data).
+
+The proxy gap stands in for Avg.Gap (PROTOCOL.md) with what a request can know:
+
+* A model that never trained on D_f predicts it as it predicts unseen data. For sample removal
+  (random, subclass) the target forget accuracy is the original's val accuracy on D_f's class
+  mix (per-class val accuracy weighted by D_f's class counts); for class removal it is 0 (a model
+  retrained without a class never predicts it).
+* Held-out accuracy should stay where it was: val accuracy (for class removal, on the classes kept).
+
+``proxy_gap = (|FA - target| + |VA - VA_original|) / 2``, in percentage points. The published
+setting (factor 1) is kept unless another factor beats its proxy gap by more than the standard
+error of the val accuracy (``100 sqrt(p (1 - p) / n)``): differences below what val can measure
+do not move a method off its authors' value. Ties go to the factor closest to 1.
+
+The result is a settings file (``selected.toml``) in the format the bench reads
+(``pgu/methods/selected/<tier>-<mode>.toml`` ship with the package), and ``selection.json``
+with every trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["LADDER", "scaled_settings", "heldout_target", "proxy_gap", "choose_factor", "run_selection",
+           "selected_toml", "load_selected", "SELECTED_DIR"]
+
+LADDER = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+"""Factors every method is tried at (1 is the published setting): seven trials each."""
+
+SELECTED_DIR = Path(__file__).with_name("methods") / "selected"
+"""The selected settings that ship with pgu: ``<tier>-<mode>.toml``, each written by ``pgu select``."""
+
+
+def scaled_settings(settings: dict, scale: dict[str, float], factor: float, mode: str) -> tuple[dict, dict]:
+    """``(settings at factor, the values changed)``: each setting in ``scale`` times ``factor ** power``.
+
+    A schedule (a list of rates) is scaled element by element. Of PGU's two schedules only the
+    one the request's ``mode`` runs is varied: ``class_lr`` for class removal when it is set,
+    else ``lr``.
+    """
+    if not factor > 0 or not math.isfinite(factor):
+        raise ValueError(f"a selection factor must be a positive number, got {factor}")
+    keys = dict(scale)
+    if "class_lr" in keys and "lr" in keys:
+        class_schedule = mode == "class" and settings.get("class_lr") is not None
+        keys.pop("lr" if class_schedule else "class_lr")
+    out, changed = dict(settings), {}
+    for key, power in keys.items():
+        value = settings.get(key)
+        if value is None:
+            continue
+        times = factor ** power
+        changed[key] = ([_round(float(v) * times) for v in value] if isinstance(value, (list, tuple))
+                        else _round(float(value) * times))
+        out[key] = changed[key]
+    return out, changed
+
+
+def _round(value: float) -> float:
+    """12 significant digits: 0.1 x 0.1 is written 0.01, not 0.010000000000000002."""
+    return float(f"{value:.12g}")
+
+
+def heldout_target(val_correct: np.ndarray, val_y: np.ndarray, forget_y: np.ndarray, mode: str) -> float:
+    """The forget accuracy (percent) of a model that never saw D_f, estimated from the original on val.
+
+    Sample removal: the original's per-class val accuracy, weighted by D_f's class counts (a
+    class missing from val counts at the overall val accuracy). Class removal: 0.
+    """
+    if mode == "class":
+        return 0.0
+    if len(val_y) == 0 or len(forget_y) == 0:
+        raise ValueError("the held-out target needs a non-empty val split and forget set")
+    overall = float(val_correct.mean())
+    classes, counts = np.unique(forget_y, return_counts=True)
+    per_class = [float(val_correct[val_y == c].mean()) if (val_y == c).any() else overall for c in classes]
+    return 100.0 * float(np.dot(per_class, counts) / counts.sum())
+
+
+def proxy_gap(forget_acc: float, val_acc: float, target: float, val_acc_original: float) -> float:
+    """``(|FA - target| + |VA - VA_original|) / 2`` in points: Avg.Gap's forget and held-out terms, on val."""
+    return (abs(forget_acc - target) + abs(val_acc - val_acc_original)) / 2.0
+
+
+def choose_factor(trials: list[dict], margin: float) -> float:
+    """The factor kept: the published one (1) unless another's proxy gap is lower by more than ``margin``.
+
+    ``trials`` hold ``factor`` and ``proxy_gap`` (``None`` for a trial that failed). Among the
+    others the lowest gap wins, ties to the factor closest to 1.
+    """
+    done = [t for t in trials if t.get("proxy_gap") is not None and math.isfinite(t["proxy_gap"])]
+    if not done:
+        raise ValueError("every trial failed: no factor can be chosen")
+    best = min(done, key=lambda t: (round(t["proxy_gap"], 9), abs(math.log(t["factor"]))))
+    published = next((t for t in done if t["factor"] == 1.0), None)
+    if published is not None and published["proxy_gap"] - best["proxy_gap"] <= margin:
+        return 1.0
+    return float(best["factor"])
+
+
+def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=LADDER, data_dir=None,
+                  device="auto", progress: bool = True, fraction: float = 0.1, forget_class: int = 0,
+                  count: int | None = None, budget_share: float = 0.5) -> dict:
+    """Try every method at every factor of ``ladder`` on one reference request; write ``selection.json``,
+    ``selected.toml`` and ``selection.png`` into ``out``; return the selection.
+
+    The original is trained with the tier's recipe at ``seed`` (cached in ``out/cache`` as the
+    bench caches it), the forget set drawn from ``seed``. Use a seed no bench of yours uses.
+    """
+    from .bench import BenchConfig, _original, _run_method, published_settings
+    from .data import load_dataset
+    from .forget_sets import resolve_forget_spec
+    from .methods import method_scale
+    from .provenance import environment
+    from .recipes import load_recipe
+    from .scoring import softmax_outputs
+    from .training import resolve_device
+
+    ladder = tuple(float(f) for f in ladder)
+    if 1.0 not in ladder or len(set(ladder)) != len(ladder) or any(not f > 0 for f in ladder):
+        raise ValueError(f"the ladder must hold distinct positive factors including 1 (the published setting), "
+                         f"got {list(ladder)}")
+    config = BenchConfig(tier=tier, scenario=scenario, seeds=(seed,), methods=("original", "retrain", *methods),
+                         fraction=fraction, forget_class=forget_class, count=count, budget_share=budget_share,
+                         settings="published")
+    config.validate()
+    if scenario == "sequential":
+        raise ValueError("selection runs one request: choose random, subclass or class")
+    if not methods:
+        raise ValueError("name at least one method to select settings for")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    env = environment(str(device))
+    from .bench import TIERS
+
+    recipe = load_recipe(TIERS[tier])
+    splits = load_dataset(recipe.dataset, data_dir=data_dir, split_seed=0)
+    from dataclasses import replace
+
+    train_cfg = replace(recipe.train, seed=seed)
+    original, stats, original_info = _original(recipe, train_cfg, splits, device, out / "cache", progress)
+    budget = int(budget_share * original_info["samples_seen"])
+    forget = resolve_forget_spec(config.forget_spec(splits.train.y), splits.train, seed)
+    mask = forget.mask(splits.train)
+    forget_data = splits.train.subset(mask)
+    val = splits.val
+    if forget.mode == "class":
+        val = val.subset(~torch.isin(val.y, torch.as_tensor(list(forget.classes))))
+
+    def accuracies(model) -> tuple[float, float, np.ndarray]:
+        pf, _ = softmax_outputs(model, forget_data, what="the forget set")
+        pv, _ = softmax_outputs(model, val, what="the val split")
+        val_correct = pv.argmax(1) == val.y.numpy()
+        return 100.0 * float((pf.argmax(1) == forget_data.y.numpy()).mean()), 100.0 * float(val_correct.mean()), \
+            val_correct
+
+    fa0, va0, val_correct0 = accuracies(original)
+    target = heldout_target(val_correct0, val.y.numpy(), forget_data.y.numpy(), forget.mode)
+    margin = 100.0 * math.sqrt(max(va0 / 100 * (1 - va0 / 100), 0.0) / len(val))
+    selection = {"format": "pgu.selection/1", "tier": tier, "scenario": scenario, "seed": seed,
+                 "forget_spec": forget.spec, "forget_mode": forget.mode, "n_forget": int(mask.sum()),
+                 "n_val": len(val), "ladder": list(ladder), "budget_samples": budget,
+                 "original": {"FA": fa0, "VA": va0, "proxy_gap": proxy_gap(fa0, va0, target, va0), **original_info},
+                 "target_FA": target, "margin": margin, "methods": {}, "environment": env}
+    start = time.perf_counter()
+    for name in methods:
+        base = published_settings(name, config)
+        scale = method_scale(name)
+        trials = []
+        for factor in ladder:
+            settings, changed = scaled_settings(base, scale, factor, forget.mode)
+            trial = {"factor": factor, "changed": changed}
+            try:
+                run = _run_method(name, config, original, stats, splits, mask, forget.mode, budget, device, seed,
+                                  train_cfg, progress=False, settings=settings)
+                if not all(torch.isfinite(p).all() for p in run["model"].parameters()):
+                    raise FloatingPointError("the unlearned model has non-finite weights")
+                fa, va, _ = accuracies(run["model"])
+                trial.update(FA=fa, VA=va, proxy_gap=proxy_gap(fa, va, target, va0), seconds=round(run["seconds"], 3),
+                             samples_processed=run["details"]["samples_processed"],
+                             hit_budget=run["details"]["hit_budget"])
+            except (FloatingPointError, RuntimeError, ValueError) as e:  # a diverged trial is a result, not a crash
+                trial.update(FA=None, VA=None, proxy_gap=None, error=f"{type(e).__name__}: {e}")
+            trials.append(trial)
+            if progress:
+                shown = "failed" if trial["proxy_gap"] is None else (
+                    f"FA {trial['FA']:.2f} VA {trial['VA']:.2f} proxy gap {trial['proxy_gap']:.3f}")
+                print(f"select {name} x{factor:g}: {shown}", flush=True)
+        chosen = choose_factor(trials, margin)
+        selection["methods"][name] = {"published": _jsonable(base), "scale": scale, "trials": trials,
+                                      "chosen_factor": chosen,
+                                      "chosen": next(t["changed"] for t in trials if t["factor"] == chosen)}
+    selection["seconds"] = round(time.perf_counter() - start, 3)
+    (out / "selection.json").write_text(json.dumps(selection, indent=2))
+    (out / "selected.toml").write_text(selected_toml(selection))
+    _plot(selection, out / "selection.png")
+    return selection
+
+
+def _jsonable(settings: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+
+
+def selected_toml(selection: dict) -> str:
+    """The selected settings as the bench reads them: one section per method, its values, factor and source."""
+    commit = (selection.get("environment") or {}).get("commit") or "unknown"
+    lines = [f"# Written by `pgu select --tier {selection['tier']} --scenario {selection['scenario']} "
+             f"--seed {selection['seed']}` (commit {commit}).",
+             "# Each method at the factor of the ladder whose held-out proxy gap was lowest (pgu.selection);",
+             "# the values replace the published ones in pgu/methods/settings.toml.", ""]
+    for name, m in selection["methods"].items():
+        chosen = next(t for t in m["trials"] if t["factor"] == m["chosen_factor"])
+        published = next(t for t in m["trials"] if t["factor"] == 1.0)
+        lines.append(f'["{name}"]')
+        lines.append(f'source = "pgu select seed {selection["seed"]}: factor {m["chosen_factor"]:g} of the published '
+                     f'value, proxy gap {_fmt(chosen.get("proxy_gap"))} against {_fmt(published.get("proxy_gap"))} '
+                     f'at the published value (margin {selection["margin"]:.3f})"')
+        lines.append(f"factor = {m['chosen_factor']!r}")
+        for key, value in m["chosen"].items():
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return "failed" if v is None else f"{v:.3f}"
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(repr(float(v)) for v in value) + "]"
+    return repr(float(value))
+
+
+def load_selected(path, methods=None) -> dict[str, dict]:
+    """``{method: {"values": {...}, "factor": f, "source": s}}`` from a selected-settings file, checked.
+
+    Every section must name a registered method, say its ``source`` and ``factor``, and set only
+    settings the method has (``methods``: restrict to these names).
+    """
+    from .methods import method_names, method_settings
+    from .recipes import tomllib
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"no selected-settings file at {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path} is not valid TOML ({e}); rewrite it with `pgu select`") from None
+    out = {}
+    for name, section in table.items():
+        if name not in method_names():
+            raise ValueError(f"{path}: [{name}] is not an unlearning method ({', '.join(method_names())})")
+        if not isinstance(section, dict) or not section.get("source") or "factor" not in section:
+            raise ValueError(f"{path}: [{name}] must give its source and factor")
+        values = {k: v for k, v in section.items() if k not in ("source", "factor")}
+        known = set(method_settings(name)[0]) | {"class_lr"}
+        unknown = sorted(set(values) - known)
+        if unknown or not values:
+            raise ValueError(f"{path}: [{name}] sets {unknown or 'nothing'}; it may set {sorted(known)}")
+        if methods is None or name in methods:
+            out[name] = {"values": values, "factor": float(section["factor"]), "source": str(section["source"])}
+    return out
+
+
+def _plot(selection: dict, path: Path) -> None:
+    """Proxy gap against factor, one line per method: where each method's published setting sits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, m in selection["methods"].items():
+        pts = [(t["factor"], t["proxy_gap"]) for t in m["trials"] if t.get("proxy_gap") is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=f"{name} (x{m['chosen_factor']:g})")
+    ax.axhline(selection["original"]["proxy_gap"], color="k", ls=":", lw=1, label="original")
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_xlabel("factor on the published setting")
+    ax.set_ylabel("held-out proxy gap (points)")
+    ax.set_title(f"selection: {selection['tier']} {selection['scenario']}, seed {selection['seed']}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

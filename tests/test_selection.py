@@ -1,0 +1,210 @@
+"""Val-only selection (pgu.selection): the ladder, the held-out target, the choice, the file, and the bench using it."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pgu.bench import BenchConfig, PGUSettings, _method_settings
+from pgu.methods import method_names, method_scale, method_settings
+from pgu.selection import (LADDER, choose_factor, heldout_target, load_selected, proxy_gap, run_selection,
+                           scaled_settings, selected_toml)
+
+
+def test_every_method_names_what_selection_varies():
+    for name in method_names():
+        scale = method_scale(name)
+        settings, _ = method_settings(name)
+        assert scale and "scale" not in settings, name
+        assert set(scale) <= set(settings) | {"class_lr"}, name
+    assert 1.0 in LADDER and len(set(LADDER)) == len(LADDER)
+
+
+def test_scaled_settings_multiply_rates_and_divide_inverse_settings():
+    out, changed = scaled_settings({"lr": 0.01, "momentum": 0.9}, {"lr": 1.0}, 10.0, "sample")
+    assert out == {"lr": 0.1, "momentum": 0.9} and changed == {"lr": 0.1}
+    out, changed = scaled_settings({"alpha": 10.0, "lambda": 1.0, "batch_size": 128},
+                                   {"alpha": -1.0, "lambda": -1.0}, 10.0, "sample")
+    assert changed == {"alpha": 1.0, "lambda": 0.1} and out["batch_size"] == 128
+    _, changed = scaled_settings({"lr": 0.1}, {"lr": 1.0}, 0.1, "sample")
+    assert changed == {"lr": 0.01}  # written as 0.01, not 0.010000000000000002
+    with pytest.raises(ValueError, match="positive"):
+        scaled_settings({"lr": 0.1}, {"lr": 1.0}, 0.0, "sample")
+
+
+def test_scaled_settings_vary_only_the_schedule_the_mode_runs():
+    pgu = {"lr": [0.1, 0.01], "class_lr": [0.5, 0.05], "threshold": 0.9}
+    scale = {"lr": 1.0, "class_lr": 1.0}
+    out, changed = scaled_settings(pgu, scale, 0.1, "sample")
+    assert changed == {"lr": [0.01, 0.001]} and out["class_lr"] == [0.5, 0.05]
+    out, changed = scaled_settings(pgu, scale, 0.1, "class")
+    assert changed == {"class_lr": [0.05, 0.005]} and out["lr"] == [0.1, 0.01]
+    _, changed = scaled_settings({**pgu, "class_lr": None}, scale, 0.1, "class")  # class removal runs lr then
+    assert changed == {"lr": [0.01, 0.001]}
+
+
+def test_heldout_target_weights_per_class_val_accuracy_by_the_forget_mix():
+    val_y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    correct = np.array([1, 1, 1, 0, 1, 0, 1, 1], dtype=bool)  # class 0: 75%, class 1: 50%, overall 75%
+    assert heldout_target(correct, val_y, np.array([0, 0, 0, 1]), "sample") == pytest.approx(100 * (3 * .75 + .5) / 4)
+    assert heldout_target(correct, val_y, np.array([1]), "sample") == pytest.approx(50.0)
+    assert heldout_target(correct, val_y, np.array([7]), "sample") == pytest.approx(75.0)  # class not in val
+    assert heldout_target(correct, val_y, np.array([0]), "class") == 0.0
+    with pytest.raises(ValueError, match="non-empty"):
+        heldout_target(correct, val_y, np.array([], dtype=int), "sample")
+
+
+def test_proxy_gap_is_the_mean_of_the_forget_and_val_terms():
+    assert proxy_gap(99.0, 98.0, 97.0, 99.0) == pytest.approx((2.0 + 1.0) / 2)
+    assert proxy_gap(97.0, 99.0, 97.0, 99.0) == 0.0
+
+
+def _trials(gaps: dict) -> list[dict]:
+    return [{"factor": f, "proxy_gap": g} for f, g in gaps.items()]
+
+
+def test_choose_factor_keeps_the_published_value_unless_beaten_by_more_than_the_margin():
+    assert choose_factor(_trials({0.1: 0.9, 1.0: 1.0, 10.0: 0.95}), margin=0.2) == 1.0
+    assert choose_factor(_trials({0.1: 0.9, 1.0: 1.5, 10.0: 0.7}), margin=0.2) == 10.0
+    assert choose_factor(_trials({0.1: 0.5, 1.0: 1.5, 10.0: 0.5}), margin=0.2) in (0.1, 10.0)
+    assert choose_factor(_trials({0.3: 0.5, 1.0: 1.5, 100.0: 0.5}), margin=0.2) == 0.3  # tie: closest to 1
+    assert choose_factor(_trials({0.1: 0.5, 1.0: None, 10.0: 0.7}), margin=0.2) == 0.1  # published failed
+    with pytest.raises(ValueError, match="every trial failed"):
+        choose_factor(_trials({1.0: None, 10.0: float("nan")}), margin=0.2)
+
+
+def _selection(methods: dict) -> dict:
+    return {"tier": "digits", "scenario": "random", "seed": 100, "margin": 0.3, "environment": {"commit": "abc"},
+            "methods": {name: {"chosen_factor": f, "chosen": changed,
+                               "trials": [{"factor": 1.0, "proxy_gap": 1.0}, {"factor": f, "proxy_gap": 0.5}]}
+                        for name, (f, changed) in methods.items()}}
+
+
+def test_selected_file_round_trips_and_bad_files_are_refused(tmp_path):
+    path = tmp_path / "selected.toml"
+    path.write_text(selected_toml(_selection({"neggrad": (10.0, {"lr": 1e-3}), "neggrad+": (0.3, {"lr": 0.003}),
+                                              "pgu": (0.1, {"lr": [0.01, 0.001]})})))
+    loaded = load_selected(path)
+    assert loaded["neggrad"]["values"] == {"lr": 1e-3} and loaded["neggrad"]["factor"] == 10.0
+    assert loaded["neggrad+"]["values"] == {"lr": 0.003} and loaded["pgu"]["values"] == {"lr": [0.01, 0.001]}
+    assert "seed 100" in loaded["neggrad"]["source"]
+    bad = {"[nope]\nsource = 'x'\nfactor = 1.0\nlr = 0.1\n": "not an unlearning method",
+           "[neggrad]\nfactor = 1.0\nlr = 0.1\n": "source and factor",
+           "[neggrad]\nsource = 'x'\nfactor = 1.0\nbogus = 3\n": "may set",
+           "[neggrad]\nsource = 'x'\nfactor = 1.0\n": "nothing",
+           "[neggrad\n": "not valid TOML"}
+    for text, message in bad.items():
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_selected(path)
+    with pytest.raises(ValueError, match="no selected-settings file"):
+        load_selected(tmp_path / "missing.toml")
+
+
+def test_bench_applies_selected_settings_and_records_them(tmp_path):
+    path = tmp_path / "selected.toml"
+    path.write_text(selected_toml(_selection({"neggrad": (10.0, {"lr": 1e-3}), "pgu": (0.1, {"lr": [0.01, 0.001]}),
+                                              "pgu-energy": (3.0, {"lr": [0.3, 0.03]})})))
+    chosen = BenchConfig(tier="digits", scenario="random", methods=("original", "retrain", "neggrad", "pgu"),
+                         settings=str(path))
+    chosen.validate()
+    assert _method_settings("neggrad", chosen)["lr"] == 1e-3
+    assert chosen.pgu.lr == (0.01, 0.001) and _method_settings("pgu", chosen)["lr"] == [0.01, 0.001]
+    assert _method_settings("pgu-energy", chosen)["lr"] == [0.3, 0.03]
+    assert _method_settings("finetune", chosen)["lr"] == method_settings("finetune")[0]["lr"]  # not selected: published
+    assert chosen.to_dict()["selected"]["neggrad"] == {"factor": 10.0, "lr": 1e-3}
+    published = BenchConfig(tier="digits", scenario="random", settings="published")
+    assert _method_settings("neggrad", published)["lr"] == method_settings("neggrad")[0]["lr"]
+    assert published.pgu == PGUSettings() and published.to_dict()["selected"] == {}
+    assert not published.same_bench(chosen.to_dict() | {"methods": list(published.methods)})
+    explicit = BenchConfig(tier="digits", scenario="random", settings=str(path), pgu=PGUSettings(lr=(0.2, 0.02)))
+    assert explicit.pgu.lr == (0.2, 0.02)  # an explicit PGU setting wins over the selected rate
+    # the sample-removal file does not apply to class removal
+    assert BenchConfig(tier="digits", scenario="class").selected_path() is None
+    with pytest.raises(ValueError, match="selected-settings file"):
+        BenchConfig(tier="digits", scenario="random", settings=str(tmp_path / "none.toml"))
+
+
+def test_shipped_selected_files_are_valid():
+    from pgu.selection import SELECTED_DIR
+
+    for path in SELECTED_DIR.glob("*.toml"):
+        tier, mode = path.stem.rsplit("-", 1)
+        assert mode in ("sample", "class"), path
+        assert load_selected(path), path
+        scenario = "class" if mode == "class" else "random"
+        assert BenchConfig(tier=tier, scenario=scenario).selected_path() == path
+
+
+class Untouchable:
+    """A split that fails the test when anything reads it."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"selection read the test split ({name})")
+
+
+def test_selection_tries_every_method_at_every_factor_on_val_only(tmp_path, monkeypatch):
+    import pgu.data
+
+    real = pgu.data.load_dataset
+
+    def without_test(*args, **kwargs):
+        splits = real(*args, **kwargs)
+        splits.test = Untouchable()
+        return splits
+
+    monkeypatch.setattr(pgu.data, "load_dataset", without_test)
+    ladder = (0.1, 1.0, 10.0)
+    selection = run_selection("digits", "random", 100, ("neggrad", "ssd"), tmp_path, ladder=ladder, progress=False)
+    for name in ("neggrad", "ssd"):
+        m = selection["methods"][name]
+        assert [t["factor"] for t in m["trials"]] == list(ladder)  # the same trials for every method
+        assert m["chosen_factor"] in ladder
+        assert all(t["proxy_gap"] is None or t["proxy_gap"] >= 0 for t in m["trials"])
+        published = next(t for t in m["trials"] if t["factor"] == 1.0)
+        assert published["changed"] == {k: method_settings(name)[0][k] for k in method_scale(name)}
+    assert selection["methods"]["ssd"]["trials"][2]["changed"] == {"alpha": 1.0, "lambda": 0.1}
+    recorded = json.loads((tmp_path / "selection.json").read_text())
+    assert recorded["ladder"] == list(ladder) and recorded["n_val"] > 0
+    assert 0 < recorded["margin"] < 5 and math.isfinite(recorded["target_FA"])
+    loaded = load_selected(tmp_path / "selected.toml")
+    assert set(loaded) == {"neggrad", "ssd"}
+    assert (tmp_path / "selection.png").stat().st_size > 0
+
+
+def test_selection_refuses_bad_requests(tmp_path):
+    with pytest.raises(ValueError, match="ladder"):
+        run_selection("digits", "random", 100, ("neggrad",), tmp_path, ladder=(0.1, 10.0), progress=False)
+    with pytest.raises(ValueError, match="one request"):
+        run_selection("digits", "sequential", 100, ("pgu",), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="unknown methods"):
+        run_selection("digits", "random", 100, ("nope",), tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_cli_select_refuses_references(capsys):
+    from pgu.cli import main
+
+    assert main(["select", "--tier", "digits", "--scenario", "random", "--methods", "retrain", "--out", "x"]) != 0
+    assert "no settings to select" in capsys.readouterr().err
+
+
+def test_a_diverging_trial_is_recorded_as_failed_not_fatal(tmp_path, monkeypatch):
+    import pgu.bench
+
+    real = pgu.bench._run_method
+
+    def diverge_at_ten(name, *args, settings, **kwargs):
+        run = real(name, *args, settings=settings, **kwargs)
+        if settings["lr"] > method_settings(name)[0]["lr"] * 5:  # the x10 trial's weights become NaN
+            with torch.no_grad():
+                next(run["model"].parameters()).fill_(float("nan"))
+        return run
+
+    monkeypatch.setattr(pgu.bench, "_run_method", diverge_at_ten)
+    selection = run_selection("digits", "random", 100, ("neggrad",), tmp_path, ladder=(1.0, 10.0), progress=False)
+    published, diverged = selection["methods"]["neggrad"]["trials"]
+    assert diverged["proxy_gap"] is None and "non-finite" in diverged["error"]
+    assert published["proxy_gap"] is not None and selection["methods"]["neggrad"]["chosen_factor"] == 1.0
