@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the reference request's seed: one no bench of yours uses (default 100)")
     select.add_argument("--methods", default="all", help="comma-separated unlearning methods, or all (default)")
     select.add_argument("--ladder", type=_ladder, metavar="F,F,...",
-                        help="factors on each method's published setting, 1 among them (default 0.1,0.3,1,3,10,30,100)")
+                        help="factors on each method's published setting, 1 among them (default 0.01,0.03,0.1,0.3,1,3,10,30,100)")
     select.add_argument("--fraction", type=float, default=0.1, help="random: share of D forgotten (default 0.1)")
     select.add_argument("--class", dest="forget_class", type=int, default=0, help="class and subclass: the class")
     select.add_argument("--count", type=int, help="subclass: samples forgotten")

@@ -35,6 +35,7 @@ __all__ = [
     "loss_mia",
     "avg_gap",
     "gap_closed",
+    "forget_progress",
     "activation_distance",
     "js_divergence",
     "prediction_entropy",
@@ -312,6 +313,22 @@ def gap_closed(gap_method: float, gap_original: float) -> float | None:
     if original == 0.0:
         return None
     return 1.0 - method / original
+
+
+def forget_progress(fa_method: float, fa_original: float, fa_reference: float) -> float | None:
+    """How far forget accuracy moved from the original's toward the retrained model's.
+
+    ``(FA_original - FA_method) / (FA_original - FA_reference)``, accuracies in percent: 1 means
+    the method reached the retrained model's forget accuracy, 0 that it left it where it was,
+    above 1 that it overshot, below 0 that it moved away. Returns None when the original already
+    has the reference's forget accuracy (nothing to move).
+    """
+    method = _percent(fa_method, "fa_method")
+    original = _percent(fa_original, "fa_original")
+    reference = _percent(fa_reference, "fa_reference")
+    if original == reference:
+        return None
+    return (original - method) / (original - reference)
 
 
 # --------------------------------------------------------------------------- agreement with the retrained model

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import metrics
+
 __all__ = ["write_report", "format_table", "summarize"]
 
-COLUMNS = [("UA", "UA"), ("RA", "RA"), ("TA", "TA"), ("MIA", "MIA-Eff"), ("loss_MIA", "loss MIA"),
-           ("avg_gap", "Avg.Gap"), ("gap_closed", "gap closed"), ("js_divergence", "JS on D_f"),
+COLUMNS = [("UA", "UA"), ("forget_progress", "FA moved"), ("RA", "RA"), ("TA", "TA"), ("MIA", "MIA-Eff"),
+           ("loss_MIA", "loss MIA"), ("avg_gap", "Avg.Gap"), ("gap_closed", "gap closed"), ("js_divergence", "JS on D_f"),
            ("seconds", "seconds"), ("speedup", "speed-up")]
 SMALL_GAP = 2.0
 """An original Avg.Gap below this (points) makes small gaps uninformative (PROTOCOL.md): the report says so."""
@@ -36,12 +38,17 @@ def summarize(results: dict) -> dict:
     out = {}
     for m in methods:
         rows = [s["methods"][m] for s in seeds if m in s["methods"]]
-        summary = {key: _stats([r.get(key) for r in rows]) for key, _ in COLUMNS if key != "gap_closed"}
-        closed = []
+        derived = ("gap_closed", "forget_progress")
+        summary = {key: _stats([r.get(key) for r in rows]) for key, _ in COLUMNS if key not in derived}
+        closed, progress = [], []
         for s in seeds:
-            original = s["methods"]["original"]["avg_gap"]
-            closed.append(None if original == 0 else 1 - s["methods"][m]["avg_gap"] / original)
+            if m not in s["methods"]:
+                continue
+            ms = s["methods"]
+            closed.append(metrics.gap_closed(ms[m]["avg_gap"], ms["original"]["avg_gap"]))
+            progress.append(metrics.forget_progress(ms[m]["FA"], ms["original"]["FA"], ms["retrain"]["FA"]))
         summary["gap_closed"] = _stats(closed)
+        summary["forget_progress"] = _stats(progress)
         summary["budget_hits"] = sum(bool(r["details"].get("hit_budget")) for r in rows)
         summary["needs_retain_data"] = rows[0]["needs_retain_data"]
         out[m] = summary
@@ -51,7 +58,7 @@ def summarize(results: dict) -> dict:
 def _cell(mean, std, key) -> str:
     if mean is None:
         return "-"
-    if key == "gap_closed":
+    if key in ("gap_closed", "forget_progress"):
         text = f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if std is not None else "")  # 99.8%, not 100%
     elif key == "speedup":
         text = f"{mean:.1f}x" + (f" ± {std:.1f}" if std is not None else "")
@@ -89,8 +96,9 @@ def format_table(results: dict) -> str:
                      f"{s['budget_hits']}/{len(seeds)} |")
     lines += ["", "Percent, mean ± std over seeds. UA = 100 - forget accuracy; MIA-Eff: share of D_f an RBF SVM on the "
               "true-class probability calls non-member; Avg.Gap: mean |difference| to `retrain` over UA, RA, TA and "
-              "MIA-Eff (0 is perfect); gap closed = 1 - Avg.Gap / Avg.Gap(original); speed-up = retrain seconds / "
-              "method seconds, same run."]
+              "MIA-Eff (0 is perfect); gap closed = 1 - Avg.Gap / Avg.Gap(original); FA moved = how far forget accuracy "
+              "went from the original's toward the retrained model's (100%: reached it, above: overshot, 0: left "
+              "it, below 0: moved away); speed-up = retrain seconds / method seconds, same run."]
     lines += ["", _settings_line(cfg)]
     if seeds and "challenge" in first:
         n = first["challenge"]["models_per_group"]

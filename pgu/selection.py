@@ -15,10 +15,10 @@ The proxy gap stands in for Avg.Gap (PROTOCOL.md) with what a request can know:
   retrained without a class never predicts it).
 * Held-out accuracy should stay where it was: val accuracy (for class removal, on the classes kept).
 
-``proxy_gap = (|FA - target| + |VA - VA_original|) / 2``, in percentage points. The published
-setting (factor 1) is kept unless another factor beats its proxy gap by more than the standard
-error of the val accuracy (``100 sqrt(p (1 - p) / n)``): differences below what val can measure
-do not move a method off its authors' value. Ties go to the factor closest to 1.
+``proxy_gap = (|FA - target| + |VA - VA_original|) / 2``, in percentage points. Of the factors
+whose proxy gap is within one standard error of the val accuracy (``100 sqrt(p (1 - p) / n)``)
+of the lowest, the one closest to 1 is kept: differences below what val can measure do not move
+a method off its authors' value, nor to an extreme where it does nothing at all.
 
 The result is a settings file (``selected.toml``) in the format the bench reads
 (``pgu/methods/selected/<tier>-<mode>.toml`` ship with the package), and ``selection.json``
@@ -38,8 +38,8 @@ import torch
 __all__ = ["LADDER", "scaled_settings", "heldout_target", "proxy_gap", "choose_factor", "run_selection",
            "selected_toml", "load_selected", "SELECTED_DIR"]
 
-LADDER = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-"""Factors every method is tried at (1 is the published setting): seven trials each."""
+LADDER = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+"""Factors every method is tried at (1 is the published setting): nine trials each, two decades either way."""
 
 SELECTED_DIR = Path(__file__).with_name("methods") / "selected"
 """The selected settings that ship with pgu: ``<tier>-<mode>.toml``, each written by ``pgu select``."""
@@ -97,19 +97,20 @@ def proxy_gap(forget_acc: float, val_acc: float, target: float, val_acc_original
 
 
 def choose_factor(trials: list[dict], margin: float) -> float:
-    """The factor kept: the published one (1) unless another's proxy gap is lower by more than ``margin``.
+    """The factor closest to the published one (1) among those whose proxy gap is within ``margin`` of the lowest.
 
-    ``trials`` hold ``factor`` and ``proxy_gap`` (``None`` for a trial that failed). Among the
-    others the lowest gap wins, ties to the factor closest to 1.
+    A one-standard-error rule: the trials val cannot tell apart from the best are equally good,
+    and of those the one nearest the authors' value is kept (the published value itself whenever
+    it is among them). ``trials`` hold ``factor`` and ``proxy_gap`` (``None`` for a trial that
+    failed). Ties go to the lower gap, then the lower factor.
     """
     done = [t for t in trials if t.get("proxy_gap") is not None and math.isfinite(t["proxy_gap"])]
     if not done:
         raise ValueError("every trial failed: no factor can be chosen")
-    best = min(done, key=lambda t: (round(t["proxy_gap"], 9), abs(math.log(t["factor"]))))
-    published = next((t for t in done if t["factor"] == 1.0), None)
-    if published is not None and published["proxy_gap"] - best["proxy_gap"] <= margin:
-        return 1.0
-    return float(best["factor"])
+    best = min(t["proxy_gap"] for t in done)
+    near = [t for t in done if t["proxy_gap"] <= best + margin + 1e-12]
+    chosen = min(near, key=lambda t: (round(abs(math.log(t["factor"])), 9), t["proxy_gap"], t["factor"]))
+    return float(chosen["factor"])
 
 
 def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=LADDER, data_dir=None,
@@ -121,7 +122,9 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
     The original is trained with the tier's recipe at ``seed`` (cached in ``out/cache`` as the
     bench caches it), the forget set drawn from ``seed``. Use a seed no bench of yours uses.
     """
-    from .bench import BenchConfig, _original, _run_method, published_settings
+    from dataclasses import replace
+
+    from .bench import TIERS, BenchConfig, _original, _run_method, published_settings
     from .data import load_dataset
     from .forget_sets import resolve_forget_spec
     from .methods import method_scale
@@ -146,12 +149,8 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
     env = environment(str(device))
-    from .bench import TIERS
-
     recipe = load_recipe(TIERS[tier])
     splits = load_dataset(recipe.dataset, data_dir=data_dir, split_seed=0)
-    from dataclasses import replace
-
     train_cfg = replace(recipe.train, seed=seed)
     original, stats, original_info = _original(recipe, train_cfg, splits, device, out / "cache", progress)
     budget = int(budget_share * original_info["samples_seen"])
@@ -177,6 +176,7 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
                  "n_val": len(val), "ladder": list(ladder), "budget_samples": budget,
                  "original": {"FA": fa0, "VA": va0, "proxy_gap": proxy_gap(fa0, va0, target, va0), **original_info},
                  "target_FA": target, "margin": margin, "methods": {}, "environment": env}
+    earlier = _earlier_trials(out / "selection.json", selection, original_info)
     start = time.perf_counter()
     for name in methods:
         base = published_settings(name, config)
@@ -185,6 +185,10 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
         for factor in ladder:
             settings, changed = scaled_settings(base, scale, factor, forget.mode)
             trial = {"factor": factor, "changed": changed}
+            done = earlier.get((name, json.dumps([_jsonable(base), changed], sort_keys=True)))
+            if done is not None:  # the same trial of an earlier selection into this folder
+                trials.append(done | {"factor": factor, "reused": True})
+                continue
             try:
                 run = _run_method(name, config, original, stats, splits, mask, forget.mode, budget, device, seed,
                                   train_cfg, progress=False, settings=settings)
@@ -212,6 +216,31 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
     return selection
 
 
+def _earlier_trials(path: Path, selection: dict, original_info: dict) -> dict:
+    """Trials of an earlier selection in the same folder on the same request, by (method, settings varied).
+
+    Reused only when the tier, scenario, seed, forget set, budget and original model (cache key)
+    match, and the method's published settings are the same, so widening a ladder reruns only the
+    new factors.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    same = all(old.get(k) == selection[k] for k in ("tier", "scenario", "seed", "forget_spec", "n_forget", "n_val",
+                                                     "budget_samples"))
+    if not same or old.get("original", {}).get("cache_key") != original_info.get("cache_key"):
+        return {}
+    out = {}
+    for name, m in old.get("methods", {}).items():
+        for t in m.get("trials", []):
+            t = {k: v for k, v in t.items() if k != "reused"}
+            out[(name, json.dumps([m.get("published"), t.get("changed")], sort_keys=True))] = t
+    return out
+
+
 def _jsonable(settings: dict) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
 
@@ -221,8 +250,9 @@ def selected_toml(selection: dict) -> str:
     commit = (selection.get("environment") or {}).get("commit") or "unknown"
     lines = [f"# Written by `pgu select --tier {selection['tier']} --scenario {selection['scenario']} "
              f"--seed {selection['seed']}` (commit {commit}).",
-             "# Each method at the factor of the ladder whose held-out proxy gap was lowest (pgu.selection);",
-             "# the values replace the published ones in pgu/methods/settings.toml.", ""]
+             "# Each method at the factor of the ladder nearest its published value among those whose held-out",
+             "# proxy gap is within one standard error of the lowest (pgu.selection); the values replace the",
+             "# published ones in pgu/methods/settings.toml.", ""]
     for name, m in selection["methods"].items():
         chosen = next(t for t in m["trials"] if t["factor"] == m["chosen_factor"])
         published = next(t for t in m["trials"] if t["factor"] == 1.0)
@@ -291,14 +321,17 @@ def _plot(selection: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, m in selection["methods"].items():
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colours = plt.get_cmap("tab20").colors
+    for i, (name, m) in enumerate(selection["methods"].items()):
         pts = [(t["factor"], t["proxy_gap"]) for t in m["trials"] if t.get("proxy_gap") is not None]
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=f"{name} (x{m['chosen_factor']:g})")
+            ax.plot(*zip(*pts), marker="osD^v<>ph*"[i % 10], ms=4, color=colours[(2 * i) % 20 + (i >= 10)],
+                    label=f"{name} (x{m['chosen_factor']:g})")
     ax.axhline(selection["original"]["proxy_gap"], color="k", ls=":", lw=1, label="original")
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("factor on the published setting")
     ax.set_ylabel("held-out proxy gap (points)")
     ax.set_title(f"selection: {selection['tier']} {selection['scenario']}, seed {selection['seed']}")

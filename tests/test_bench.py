@@ -76,7 +76,7 @@ def test_subclass_default_size():
 
 
 def _row(gap, ua=50.0, seconds=1.0, speedup=None, hit=False):
-    return {"UA": ua, "RA": 99.0, "TA": 97.0, "MIA": 10.0, "loss_MIA": 50.0, "avg_gap": gap, "js_divergence": 0.1,
+    return {"UA": ua, "FA": 100.0 - ua, "RA": 99.0, "TA": 97.0, "MIA": 10.0, "loss_MIA": 50.0, "avg_gap": gap, "js_divergence": 0.1,
             "seconds": seconds, "speedup": speedup, "needs_retain_data": False, "details": {"hit_budget": hit}}
 
 
@@ -85,8 +85,8 @@ def _results(original_gaps, pgu_gaps):
     for s, (og, pg) in enumerate(zip(original_gaps, pgu_gaps)):
         seeds.append({"seed": s, "forget_spec": "class:0", "n_forget": 10, "budget_samples": 100,
                       "original": {"train_seconds": 5.0, "stats_seconds": 1.0},
-                      "methods": {"original": _row(og), "retrain": _row(0.0, seconds=4.0),
-                                  "pgu": _row(pg, speedup=8.0, hit=s == 0)},
+                      "methods": {"original": _row(og, ua=10.0), "retrain": _row(0.0, ua=50.0, seconds=4.0),
+                                  "pgu": _row(pg, ua=30.0 + 10.0 * s, speedup=8.0, hit=s == 0)},
                       "entropy_histograms": {"original": [1, 0], "retrain": [0, 1], "pgu": [0, 1]}})
     return {"config": {"tier": "digits", "scenario": "class", "budget_share": 0.5}, "seeds": seeds,
             "dataset": {"name": "digits", "train": 100}, "recipe": {"name": "digits"}, "environment": {}}
@@ -99,8 +99,12 @@ def test_report_gap_closed_budget_hits_and_the_small_gap_caution():
     assert summary["pgu"]["gap_closed"][0] == pytest.approx(0.925)
     assert summary["pgu"]["avg_gap"][0] == pytest.approx(3.5)
     assert summary["pgu"]["budget_hits"] == 1
+    # forget accuracy 90 -> 70 and 60 of the way to the retrained 50: 0.5 and 0.75 -> mean 0.625
+    assert summary["pgu"]["forget_progress"][0] == pytest.approx(0.625)
+    assert summary["retrain"]["forget_progress"][0] == pytest.approx(1.0)
+    assert summary["original"]["forget_progress"][0] == pytest.approx(0.0)
     table = format_table(results)
-    assert "| pgu |" in table and "92.5%" in table and "1/2" in table
+    assert "| pgu |" in table and "92.5%" in table and "1/2" in table and "62.5% ± 17.7" in table
     assert "Caution" not in table
     assert "Caution" in format_table(_results([0.5, 0.4], [0.3, 0.2]))
 

@@ -16,6 +16,7 @@ from pgu.metrics import (
     challenge_score,
     forgetting_quality,
     gap_closed,
+    forget_progress,
     js_divergence,
     logit_scaled_confidence,
     loss_mia,
@@ -200,6 +201,18 @@ def test_gap_closed():
     assert gap_closed(1.0, 0.0) is None
     with pytest.raises(ValueError, match="gap_original"):
         gap_closed(1.0, -1.0)
+
+
+def test_forget_progress():
+    # original 99.6, retrained 99.2: a method at 99.4 went half the way
+    assert forget_progress(99.4, 99.6, 99.2) == pytest.approx(0.5)
+    assert forget_progress(99.6, 99.6, 99.2) == pytest.approx(0.0)
+    assert forget_progress(97.6, 99.6, 99.2) == pytest.approx(5.0)  # overshot: five times the way
+    assert forget_progress(99.8, 99.6, 99.2) == pytest.approx(-0.5)  # moved away
+    assert forget_progress(0.0, 100.0, 0.0) == pytest.approx(1.0)  # class removal done
+    assert forget_progress(50.0, 99.2, 99.2) is None
+    with pytest.raises(ValueError, match="fa_method"):
+        forget_progress(101.0, 99.6, 99.2)
 
 
 # --------------------------------------------------------------------------- agreement

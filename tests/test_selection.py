@@ -65,10 +65,17 @@ def _trials(gaps: dict) -> list[dict]:
     return [{"factor": f, "proxy_gap": g} for f, g in gaps.items()]
 
 
+def test_choose_factor_takes_the_factor_nearest_the_published_one_within_the_margin_of_the_best():
+    # 10 is best; 0.1 and 0.3 are within the margin of it: 0.3 is the closest to the published value
+    assert choose_factor(_trials({0.1: 0.30, 0.3: 0.35, 1.0: 0.9, 10.0: 0.25}), margin=0.1) == 0.3
+    assert choose_factor(_trials({0.1: 0.30, 0.3: 0.35, 1.0: 0.9, 10.0: 0.25}), margin=0.01) == 10.0
+    assert choose_factor(_trials({0.1: 0.30, 0.3: 0.35, 1.0: 0.34, 10.0: 0.25}), margin=0.1) == 1.0
+
+
 def test_choose_factor_keeps_the_published_value_unless_beaten_by_more_than_the_margin():
     assert choose_factor(_trials({0.1: 0.9, 1.0: 1.0, 10.0: 0.95}), margin=0.2) == 1.0
     assert choose_factor(_trials({0.1: 0.9, 1.0: 1.5, 10.0: 0.7}), margin=0.2) == 10.0
-    assert choose_factor(_trials({0.1: 0.5, 1.0: 1.5, 10.0: 0.5}), margin=0.2) in (0.1, 10.0)
+    assert choose_factor(_trials({0.1: 0.5, 1.0: 1.5, 10.0: 0.5}), margin=0.2) == 0.1  # tie: the lower factor
     assert choose_factor(_trials({0.3: 0.5, 1.0: 1.5, 100.0: 0.5}), margin=0.2) == 0.3  # tie: closest to 1
     assert choose_factor(_trials({0.1: 0.5, 1.0: None, 10.0: 0.7}), margin=0.2) == 0.1  # published failed
     with pytest.raises(ValueError, match="every trial failed"):
@@ -208,3 +215,25 @@ def test_a_diverging_trial_is_recorded_as_failed_not_fatal(tmp_path, monkeypatch
     published, diverged = selection["methods"]["neggrad"]["trials"]
     assert diverged["proxy_gap"] is None and "non-finite" in diverged["error"]
     assert published["proxy_gap"] is not None and selection["methods"]["neggrad"]["chosen_factor"] == 1.0
+
+
+def test_a_wider_ladder_reruns_only_the_new_factors(tmp_path, monkeypatch):
+    import pgu.bench
+
+    first = run_selection("digits", "random", 100, ("neggrad",), tmp_path, ladder=(1.0, 10.0), progress=False)
+    calls = []
+    real = pgu.bench._run_method
+
+    def counted(name, *args, settings, **kwargs):
+        calls.append(settings["lr"])
+        return real(name, *args, settings=settings, **kwargs)
+
+    monkeypatch.setattr(pgu.bench, "_run_method", counted)
+    second = run_selection("digits", "random", 100, ("neggrad",), tmp_path, ladder=(0.1, 1.0, 10.0), progress=False)
+    assert calls == [pytest.approx(1e-5)]  # only the new factor ran
+    old, new = first["methods"]["neggrad"]["trials"], second["methods"]["neggrad"]["trials"]
+    assert [t["factor"] for t in new] == [0.1, 1.0, 10.0] and new[1]["reused"] and new[2]["reused"]
+    assert new[1]["proxy_gap"] == old[0]["proxy_gap"] and new[2]["FA"] == old[1]["FA"]
+    calls.clear()  # another request (seed) shares nothing
+    run_selection("digits", "random", 101, ("neggrad",), tmp_path, ladder=(1.0,), progress=False)
+    assert len(calls) == 1
