@@ -18,7 +18,9 @@ The proxy gap stands in for Avg.Gap (PROTOCOL.md) with what a request can know:
 ``proxy_gap = (|FA - target| + |VA - VA_original|) / 2``, in percentage points. Of the factors
 whose proxy gap is within one standard error of the val accuracy (``100 sqrt(p (1 - p) / n)``)
 of the lowest, the one closest to 1 is kept: differences below what val can measure do not move
-a method off its authors' value, nor to an extreme where it does nothing at all.
+a method off its authors' value, nor to an extreme where it does nothing at all. Only trials
+that keep val accuracy within :data:`MAX_VAL_DROP` points of the original's compete (all of them
+when none does), the allowance PGU's own stopping rule has.
 
 The result is a settings file (``selected.toml``) in the format the bench reads
 (``pgu/methods/selected/<tier>-<mode>.toml`` ship with the package), and ``selection.json``
@@ -35,8 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["LADDER", "scaled_settings", "heldout_target", "proxy_gap", "choose_factor", "run_selection",
-           "selected_toml", "load_selected", "SELECTED_DIR"]
+__all__ = ["LADDER", "MAX_VAL_DROP", "scaled_settings", "heldout_target", "proxy_gap", "choose_factor", "choose_all",
+           "run_selection", "selected_toml", "load_selected", "SELECTED_DIR"]
+
+MAX_VAL_DROP = 5.0
+"""Points of val accuracy a chosen setting may lose against the original (PGU's own guard, the issue's allowance)."""
 
 LADDER = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 """Factors every method is tried at (1 is the published setting): nine trials each, two decades either way."""
@@ -96,17 +101,21 @@ def proxy_gap(forget_acc: float, val_acc: float, target: float, val_acc_original
     return (abs(forget_acc - target) + abs(val_acc - val_acc_original)) / 2.0
 
 
-def choose_factor(trials: list[dict], margin: float) -> float:
+def choose_factor(trials: list[dict], margin: float, val_floor: float | None = None) -> float:
     """The factor closest to the published one (1) among those whose proxy gap is within ``margin`` of the lowest.
 
     A one-standard-error rule: the trials val cannot tell apart from the best are equally good,
     and of those the one nearest the authors' value is kept (the published value itself whenever
-    it is among them). ``trials`` hold ``factor`` and ``proxy_gap`` (``None`` for a trial that
-    failed). Ties go to the lower gap, then the lower factor.
+    it is among them). ``trials`` hold ``factor``, ``proxy_gap`` (``None`` for a trial that
+    failed) and ``VA``. With ``val_floor``, only trials whose val accuracy stays at or above it
+    compete (all of them when none does): forgetting bought with the model's held-out accuracy is
+    not a setting a user would keep. Ties go to the lower gap, then the lower factor.
     """
     done = [t for t in trials if t.get("proxy_gap") is not None and math.isfinite(t["proxy_gap"])]
     if not done:
         raise ValueError("every trial failed: no factor can be chosen")
+    if val_floor is not None:
+        done = [t for t in done if t["VA"] >= val_floor] or done
     best = min(t["proxy_gap"] for t in done)
     near = [t for t in done if t["proxy_gap"] <= best + margin + 1e-12]
     chosen = min(near, key=lambda t: (round(abs(math.log(t["factor"])), 9), t["proxy_gap"], t["factor"]))
@@ -175,7 +184,8 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
                  "forget_spec": forget.spec, "forget_mode": forget.mode, "n_forget": int(mask.sum()),
                  "n_val": len(val), "ladder": list(ladder), "budget_samples": budget,
                  "original": {"FA": fa0, "VA": va0, "proxy_gap": proxy_gap(fa0, va0, target, va0), **original_info},
-                 "target_FA": target, "margin": margin, "methods": {}, "environment": env}
+                 "target_FA": target, "margin": margin, "max_val_drop": MAX_VAL_DROP, "methods": {},
+                 "environment": env}
     earlier = _earlier_trials(out / "selection.json", selection, original_info)
     start = time.perf_counter()
     for name in methods:
@@ -205,14 +215,26 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
                 shown = "failed" if trial["proxy_gap"] is None else (
                     f"FA {trial['FA']:.2f} VA {trial['VA']:.2f} proxy gap {trial['proxy_gap']:.3f}")
                 print(f"select {name} x{factor:g}: {shown}", flush=True)
-        chosen = choose_factor(trials, margin)
-        selection["methods"][name] = {"published": _jsonable(base), "scale": scale, "trials": trials,
-                                      "chosen_factor": chosen,
-                                      "chosen": next(t["changed"] for t in trials if t["factor"] == chosen)}
+        selection["methods"][name] = {"published": _jsonable(base), "scale": scale, "trials": trials}
     selection["seconds"] = round(time.perf_counter() - start, 3)
+    choose_all(selection)
     (out / "selection.json").write_text(json.dumps(selection, indent=2))
     (out / "selected.toml").write_text(selected_toml(selection))
     _plot(selection, out / "selection.png")
+    return selection
+
+
+def choose_all(selection: dict) -> dict:
+    """Set every method's ``chosen_factor`` and ``chosen`` values from its trials (:func:`choose_factor`).
+
+    The choice is a function of the recorded trials, the margin and the val floor
+    (``original VA - max_val_drop``) alone, so a selection file can be re-chosen without rerunning
+    anything.
+    """
+    floor = selection["original"]["VA"] - selection.get("max_val_drop", MAX_VAL_DROP)
+    for m in selection["methods"].values():
+        m["chosen_factor"] = choose_factor(m["trials"], selection["margin"], floor)
+        m["chosen"] = next(t["changed"] for t in m["trials"] if t["factor"] == m["chosen_factor"])
     return selection
 
 

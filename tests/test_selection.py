@@ -72,6 +72,27 @@ def test_choose_factor_takes_the_factor_nearest_the_published_one_within_the_mar
     assert choose_factor(_trials({0.1: 0.30, 0.3: 0.35, 1.0: 0.34, 10.0: 0.25}), margin=0.1) == 1.0
 
 
+def test_choose_factor_refuses_forgetting_bought_with_val_accuracy():
+    trials = [{"factor": 1.0, "proxy_gap": 49.9, "VA": 99.4}, {"factor": 10.0, "proxy_gap": 37.4, "VA": 24.8},
+              {"factor": 100.0, "proxy_gap": 49.5, "VA": 99.1}]
+    assert choose_factor(trials, margin=0.1) == 10.0  # the proxy alone prefers the collapsed model
+    assert choose_factor(trials, margin=0.1, val_floor=94.4) == 100.0
+    collapsed = [dict(t, VA=20.0) for t in trials]
+    assert choose_factor(collapsed, margin=0.1, val_floor=94.4) == 10.0  # none admissible: all compete
+
+
+def test_choose_all_recomputes_every_choice_from_the_recorded_trials():
+    from pgu.selection import choose_all
+
+    selection = {"original": {"VA": 99.4}, "margin": 0.1, "max_val_drop": 5.0, "methods": {
+        "neggrad": {"trials": [{"factor": 1.0, "proxy_gap": 49.9, "VA": 99.4, "changed": {"lr": 1e-4}},
+                               {"factor": 10.0, "proxy_gap": 37.4, "VA": 24.8, "changed": {"lr": 1e-3}}]}}}
+    m = choose_all(selection)["methods"]["neggrad"]
+    assert m["chosen_factor"] == 1.0 and m["chosen"] == {"lr": 1e-4}
+    selection["max_val_drop"] = 80.0
+    assert choose_all(selection)["methods"]["neggrad"]["chosen"] == {"lr": 1e-3}
+
+
 def test_choose_factor_keeps_the_published_value_unless_beaten_by_more_than_the_margin():
     assert choose_factor(_trials({0.1: 0.9, 1.0: 1.0, 10.0: 0.95}), margin=0.2) == 1.0
     assert choose_factor(_trials({0.1: 0.9, 1.0: 1.5, 10.0: 0.7}), margin=0.2) == 10.0
