@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     bench = sub.add_parser("bench", help="compare unlearning methods with retraining (PROTOCOL.md), over seeds")
-    bench.add_argument("--tier", required=True, help="digits, mnist, fashion or cifar10-cpu")
+    bench.add_argument("--tier", required=True,
+                       help="digits, mnist, fashion, cifar10-cpu, or the paper's allcnn-cifar10 / smallvgg-cifar10 (GPU)")
     bench.add_argument("--scenario", required=True, help="random, subclass, class or sequential")
     bench.add_argument("--fraction", type=float, default=0.1, help="random: share of D forgotten (default 0.1)")
     bench.add_argument("--class", dest="forget_class", type=int, default=0, help="class and subclass: the class (default 0)")
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_cmd_bench)
 
     select = sub.add_parser("select", help="choose each method's setting on val only, the same trials for every method")
-    select.add_argument("--tier", required=True, help="digits, mnist, fashion or cifar10-cpu")
+    select.add_argument("--tier", required=True, help="a bench tier (see pgu bench --help)")
     select.add_argument("--scenario", required=True, help="random, subclass or class")
     select.add_argument("--seed", type=int, default=100,
                         help="the reference request's seed: one no bench of yours uses (default 100)")
