@@ -153,6 +153,9 @@ class BenchConfig:
         if self.settings == "selected":
             path = SELECTED_DIR / f"{self.tier}-{self.mode}.toml"
             return path if path.is_file() else None
+        if not Path(self.settings).is_file():
+            raise ValueError(f"settings must be 'published', 'selected' or a selected-settings file written by "
+                             f"`pgu select`; {self.settings!r} is none of these")
         return Path(self.settings)
 
     def selected(self) -> dict:
@@ -194,10 +197,7 @@ class BenchConfig:
                              f"{sorted(chained)} cannot run in it: leave them out of --methods")
         if self.per_class is not None and self.per_class < 1:
             raise ValueError(f"per_class must be a positive number of samples, got {self.per_class}")
-        if self.settings not in ("published", "selected") and not Path(self.settings).is_file():
-            raise ValueError(f"settings must be 'published', 'selected' or a selected-settings file (pgu select); "
-                             f"{self.settings!r} is none of these")
-        self.selected()  # a damaged file is refused before anything runs
+        self.selected()  # an unknown value or a damaged file is refused before anything runs
 
     def forget_spec(self, train_y: torch.Tensor) -> str:
         """The forget spec (:mod:`pgu.forget_sets`) of this scenario; ``random`` takes the run's seed."""
