@@ -3,7 +3,8 @@
 The authors' settings (``pgu/methods/settings.toml``) come from ResNets on CIFAR-10; on another
 tier they may move nothing or far too much. Selection tries every method at the same ladder of
 factors (:data:`LADDER`) on the settings its ``scale`` names, on one reference request (a seed
-no bench uses), and keeps the factor with the smallest *held-out proxy gap*. It never sees a
+no bench uses), and scores each trial by a *held-out proxy gap* (the rule that picks the factor
+is below). It never sees a
 retrained model or the test split; it reads the forget set (which every method is given) and
 the val split (the methods' own held-out data).
 
@@ -133,6 +134,7 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
     """
     from dataclasses import replace
 
+    from . import metrics
     from .bench import TIERS, BenchConfig, _original, _run_method, published_settings
     from .data import load_dataset
     from .forget_sets import resolve_forget_spec
@@ -173,9 +175,8 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
     def accuracies(model) -> tuple[float, float, np.ndarray]:
         pf, _ = softmax_outputs(model, forget_data, what="the forget set")
         pv, _ = softmax_outputs(model, val, what="the val split")
-        val_correct = pv.argmax(1) == val.y.numpy()
-        return 100.0 * float((pf.argmax(1) == forget_data.y.numpy()).mean()), 100.0 * float(val_correct.mean()), \
-            val_correct
+        return (metrics.accuracy(pf, forget_data.y.numpy()), metrics.accuracy(pv, val.y.numpy()),
+                pv.argmax(1) == val.y.numpy())
 
     fa0, va0, val_correct0 = accuracies(original)
     target = heldout_target(val_correct0, val.y.numpy(), forget_data.y.numpy(), forget.mode)
@@ -208,7 +209,7 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
                 trial.update(FA=fa, VA=va, proxy_gap=proxy_gap(fa, va, target, va0), seconds=round(run["seconds"], 3),
                              samples_processed=run["details"]["samples_processed"],
                              hit_budget=run["details"]["hit_budget"])
-            except (FloatingPointError, RuntimeError, ValueError) as e:  # a diverged trial is a result, not a crash
+            except FloatingPointError as e:  # a diverged trial is a result; any other error is a bug and surfaces
                 trial.update(FA=None, VA=None, proxy_gap=None, error=f"{type(e).__name__}: {e}")
             trials.append(trial)
             if progress:

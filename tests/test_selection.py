@@ -159,7 +159,9 @@ def test_bench_applies_selected_settings_and_records_them(tmp_path):
 def test_shipped_selected_files_are_valid():
     from pgu.selection import SELECTED_DIR
 
-    for path in SELECTED_DIR.glob("*.toml"):
+    shipped = sorted(SELECTED_DIR.glob("*.toml"))
+    assert [p.name for p in shipped] == ["mnist-class.toml", "mnist-sample.toml"]
+    for path in shipped:
         tier, mode = path.stem.rsplit("-", 1)
         assert mode in ("sample", "class"), path
         assert load_selected(path), path

@@ -50,7 +50,7 @@ def method_scale(name: str) -> dict[str, float]:
     """
     section = _section(name)
     scale = section.get("scale")
-    settings, _ = method_settings(name)
+    settings = {k: v for k, v in section.items() if k not in ("source", "scale")}
     if not isinstance(scale, dict) or not scale:
         raise ValueError(f"[{name}] in {SETTINGS_PATH} must name the settings selection varies (scale = {{ lr = 1 }})")
     for key, power in scale.items():
