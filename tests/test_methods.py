@@ -201,3 +201,14 @@ def test_ssd_data_batches_mix_forget_samples_in_their_share():
         assert len(y) == 100 and int(y.sum()) == 10 and torch.equal(x[:, 0], y.float())
     seen = torch.cat([x[y == 1, 1] for x, y in got]).long()
     assert sorted(seen.tolist()) == ids.tolist()  # every forget sample once per pass
+
+
+@pytest.mark.parametrize("name, passes", [("neggrad", 5), ("boundary-shrink", 10)])
+def test_forget_only_methods_keep_the_authors_passes_over_the_forget_set(name, passes):
+    """settings.toml: a forget-only method's epochs are passes over D_f and do not scale with the training length."""
+    from pgu.methods.base import epochs_for
+
+    settings, _ = method_settings(name)
+    assert "epochs_share" not in settings
+    for train_epochs in (3, 20, 182):
+        assert epochs_for(settings, MethodContext(num_classes=10, train_epochs=train_epochs)) == passes
