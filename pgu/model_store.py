@@ -1,0 +1,511 @@
+"""A model store: one trained model serving deletion requests over its life (METHOD.md section 7).
+
+``ModelStore.create(STORE, RUN)`` (``pgu store init``) makes, from a trained run with its Gram
+statistics, a folder holding
+
+* ``ledger.sqlite``: the ledger (:mod:`pgu.ledger`): every trained sample's id, label and content
+  digest, every request, every removed id, every model version with its files' SHA-256;
+* ``objects/<sha256>.safetensors``: the current version's model and retain Gram state, each
+  named by the SHA-256 of its bytes (weights in float32 with the model spec in the header;
+  the Gram state in float64, :meth:`pgu.stats.GramStats.save`); nothing is unpickled;
+* ``.lock``: held by the process applying a request.
+
+The retain Gram state is ``G^(0) = G(D)`` and ``G^(t) = G^(t-1) - G_{w_{t-1}}(D_f^(t))``: each
+request's forget pass uses the weights the store holds before it (:func:`pgu.unlearn.unlearn`).
+
+A request (:meth:`ModelStore.forget`, ``pgu forget``) reads only the forget samples and a held-out
+val set, never the retain data. It is checked completely before any work (empty, duplicate,
+unknown or already removed ids; samples whose content digest differs from what was trained on;
+files whose hash differs from the ledger's; statistics of another architecture), runs PGU on
+copies, and is refused, with nothing written, when a loss or weight turns non-finite. Then it
+commits in this order:
+
+1. the new model and Gram state are written under their hash names (temporary file, fsync,
+   rename): files no version names yet, so the store is still at the old version;
+2. one SQLite transaction adds the request, its removed ids and the new version: the commit point;
+3. files no longer named by the current version are deleted (an interrupted request's leftovers
+   too, at the start of the next one).
+
+Killed at any moment, the store is at the old version or the new one, and :meth:`ModelStore.verify`
+passes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from .ledger import Ledger, LedgerError, ids_sha256, utc_now
+from .runs import ModelSpec, load_model, load_run, save_model
+from .sample_files import pixel_normalisation, read_samples, sample_digests
+from .stats import GramStats, StatsMismatchError
+
+__all__ = ["ModelStore", "StoreError", "RequestRefused", "default_pgu_settings"]
+
+LEDGER_NAME = "ledger.sqlite"
+OBJECTS = "objects"
+
+
+class StoreError(ValueError):
+    """The store cannot be used as it is (missing, damaged, tampered with); the message says what to do."""
+
+
+class RequestRefused(StoreError):
+    """A deletion request was refused before anything changed; the message says what to fix."""
+
+
+def default_pgu_settings(recipe_name: str | None) -> dict:
+    """PGU's settings for a store: the bench tier's (selected rates where pgu ships them), else the authors'."""
+    from .bench import TIERS, BenchConfig, PGUSettings
+
+    if recipe_name in TIERS:
+        sample = BenchConfig(tier=recipe_name, scenario="random").pgu
+        klass = BenchConfig(tier=recipe_name, scenario="class").pgu
+        settings = sample.to_dict() | {"class_lr": list(klass.lr_for("class"))}
+    else:
+        settings = PGUSettings().to_dict()
+    return settings
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ModelStore:
+    """An existing store folder (see the module docstring); ``ModelStore.create`` makes one."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not (self.path / LEDGER_NAME).is_file():
+            raise StoreError(f"{self.path} is not a pgu model store (no {LEDGER_NAME}); make one with "
+                             f"`pgu store init {self.path} --from RUN`")
+
+    # -- making a store ------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path, run_path, *, data_dir=None, pgu_settings: dict | None = None) -> "ModelStore":
+        """Make a store at ``path`` (which must not exist) from the run folder ``run_path``.
+
+        Reads the run's model and statistics and the training samples (from ``data_dir`` /
+        ``$PGU_DATA_DIR``, by the dataset the run names) to record each one's content digest.
+        The folder appears whole or not at all.
+        """
+        from .data import load_dataset
+
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"{path} exists; a store is made in a new folder (choose another path)")
+        try:
+            run = load_run(run_path)
+            stats = run.load_stats()
+        except (FileNotFoundError, ValueError) as exc:
+            raise StoreError(f"cannot make a store from {run_path}: {exc}") from exc
+        try:
+            stats.check_model(run.model)
+        except StatsMismatchError as exc:
+            raise StoreError(f"the statistics of {run_path} are not those of its model ({exc}); retake them with "
+                             f"`pgu train` or GramStats().fit") from exc
+        dataset = run.config.get("dataset", {})
+        name, split_seed = dataset.get("name"), int(dataset.get("split_seed", 0))
+        if not name:
+            raise StoreError(f"{run_path}/config.json names no dataset; the store must know what was trained on")
+        splits = load_dataset(name, data_dir=data_dir, split_seed=split_seed)
+        try:
+            positions = splits.train.positions_of(run.train_ids)
+        except KeyError as exc:
+            raise StoreError(f"{run_path} trained on samples the dataset {name!r} does not have: {exc}") from None
+        trained = splits.train.subset(positions)
+        if stats.n_samples_ != len(trained):
+            raise StoreError(f"the statistics of {run_path} cover {stats.n_samples_} samples but the run trained on "
+                             f"{len(trained)}; retake them over the training set")
+        if tuple(trained.x.shape[1:]) != (run.spec.in_channels, *trained.x.shape[2:]):
+            raise StoreError(f"the dataset's inputs {tuple(trained.x.shape[1:])} do not fit the model {run.spec}")
+        settings = dict(pgu_settings or default_pgu_settings(run.config.get("recipe", {}).get("name")))
+        _check_settings(settings)
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+        try:
+            (tmp / OBJECTS).mkdir()
+            model_sha = _write_object(tmp / OBJECTS, lambda p: save_model(p, run.model, run.spec))
+            state_sha = _write_object(tmp / OBJECTS, lambda p: stats.save(p))
+            with Ledger(tmp / LEDGER_NAME, create=True) as ledger:
+                ledger.set_meta({
+                    "created": utc_now(), "run": str(Path(run_path).resolve()), "model": run.spec.to_dict(),
+                    "dataset": {"name": name, "split_seed": split_seed, "num_classes": splits.num_classes,
+                                "input_shape": list(trained.x.shape[1:]),
+                                "normalisation": pixel_normalisation(splits.info)},
+                    "recipe": run.config.get("recipe", {}), "pgu": settings,
+                })
+                ledger.add_samples(trained.ids, trained.y, sample_digests(trained.x, trained.y))
+                with ledger._transaction():
+                    ledger.add_version(request_id=None, model_sha256=model_sha, state_sha256=state_sha,
+                                       n_retained=len(trained), removed=torch.zeros(0, dtype=torch.long))
+            (tmp / ".lock").touch()
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls(path)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def ledger(self) -> Ledger:
+        try:
+            return Ledger(self.path / LEDGER_NAME)
+        except LedgerError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def info(self) -> dict:
+        with self.ledger() as ledger:
+            return {k: ledger.meta(k) for k in ("format", "created", "run", "model", "dataset", "recipe", "pgu")}
+
+    def _object(self, sha: str) -> Path:
+        return self.path / OBJECTS / f"{sha}.safetensors"
+
+    def _checked(self, sha: str, what: str) -> Path:
+        path = self._object(sha)
+        if not path.is_file():
+            raise StoreError(f"the store's {what} file {path} is missing; the store was tampered with: restore it "
+                             f"from a backup")
+        actual = file_sha256(path)
+        if actual != sha:
+            raise StoreError(f"the store's {what} file {path} does not match the ledger (SHA-256 {actual[:12]}, "
+                             f"recorded {sha[:12]}): it was changed or truncated; restore the store from a backup")
+        return path
+
+    def load(self, device=None) -> tuple[torch.nn.Module, GramStats, dict]:
+        """The current model, its retain Gram state and version record, after checking both files' hashes."""
+        with self.ledger() as ledger:
+            version = ledger.current_version()
+            spec = ModelSpec(**ledger.meta("model"))
+        try:
+            model, found = load_model(self._checked(version["model_sha256"], "model"), device=device)
+            state = GramStats.load(self._checked(version["state_sha256"], "Gram state"))
+        except (ValueError, FileNotFoundError) as exc:
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"the store's files cannot be read ({exc}); restore the store from a backup") from exc
+        if found != spec:
+            raise StoreError(f"the store's model is a {found} but the ledger records a {spec}")
+        try:
+            state.check_model(model)
+        except StatsMismatchError as exc:
+            raise StoreError(f"the store's Gram state is not of its model's architecture ({exc})") from exc
+        return model, state, version
+
+    def history(self) -> list[dict]:
+        """Every request in order, with the version it made."""
+        with self.ledger() as ledger:
+            made = {v["request_id"]: v for v in ledger.versions() if v["request_id"] is not None}
+            return [r | {"version": made[r["id"]]["version"], "model_sha256": made[r["id"]]["model_sha256"]}
+                    for r in ledger.requests()]
+
+    def removed_ids(self) -> torch.Tensor:
+        with self.ledger() as ledger:
+            return ledger.removed_ids()
+
+    def verify(self) -> dict:
+        """Re-check the store: ``{"ok", "problems", "version", "notes"}`` (``ok`` when there are no problems).
+
+        Checks SQLite's integrity, the version chain (an edited ledger row breaks it), the current
+        files' hashes and readability, that the Gram state is of the model's architecture and
+        covers exactly the samples the ledger says are retained, and that every request's count
+        matches the ids recorded for it.
+        """
+        problems, notes = [], []
+        with self._lock(exclusive=False):
+            try:
+                ledger = self.ledger()
+            except StoreError as exc:
+                return {"ok": False, "problems": [str(exc)], "version": None, "notes": notes}
+            with ledger:
+                try:
+                    problems += ledger.integrity_problems()
+                    problems += ledger.chain_problems()
+                    version = ledger.current_version()
+                    n_total, n_removed = ledger.n_samples(), int(ledger.removed_ids().numel())
+                    for r in ledger.requests():
+                        got = int(ledger.removed_ids(r["id"]).numel())
+                        if got != r["n_samples"]:
+                            problems.append(f"request {r['id']} records {r['n_samples']} samples but {got} removed ids")
+                    wanted = {version["model_sha256"], version["state_sha256"]}
+                except LedgerError as exc:
+                    return {"ok": False, "problems": problems + [str(exc)], "version": None, "notes": notes}
+            if version["n_retained"] != n_total - n_removed:
+                problems.append(f"version {version['version']} retains {version['n_retained']} samples but the ledger "
+                                f"has {n_total} trained and {n_removed} removed")
+            try:
+                _, state, _ = self.load()
+                if state.n_samples_ != version["n_retained"]:
+                    problems.append(f"the Gram state covers {state.n_samples_} samples but the ledger says "
+                                    f"{version['n_retained']} are retained")
+            except StoreError as exc:
+                problems.append(str(exc))
+            leftovers = [p.name for p in (self.path / OBJECTS).iterdir() if p.name.split(".")[0] not in wanted]
+            if leftovers:
+                notes.append(f"{len(leftovers)} file(s) no version names (left by an interrupted request; the next "
+                             f"request deletes them)")
+        return {"ok": not problems, "problems": problems, "version": version["version"], "notes": notes}
+
+    # -- a deletion request --------------------------------------------------------------
+
+    def forget(self, *, ids=None, forget_class: int | None = None, samples=None, val=None, data_dir=None,
+               overrides: dict | None = None, device="auto", progress: bool = False) -> dict:
+        """Apply one deletion request with PGU; returns its ledger record (with ``version``).
+
+        Name the samples by ``ids`` (sample removal) or ``forget_class`` (every retained sample of
+        that class: class removal). ``samples``: an :class:`~pgu.data.ArrayDataset` or a sample
+        file (:mod:`pgu.sample_files`) holding at least the requested ids; ``val``: held-out
+        samples for the stopping rule (dataset or file). Either left out is read from the
+        dataset the store was made from (``data_dir`` / ``$PGU_DATA_DIR``): only the forget rows
+        of its training split are used. ``overrides``: PGU settings for this request only
+        (``lr``, ``class_lr``, ``epochs``, ``threshold``, ``rule``, ``batch_size``).
+        """
+        from .training import resolve_device
+        from .unlearn import unlearn
+
+        if (ids is None) == (forget_class is None):
+            raise RequestRefused("name the samples to forget: sample ids, or one class (not both)")
+        start = time.perf_counter()
+        seconds = {}
+        with self._lock(exclusive=True):
+            self._collect_garbage()
+            with self.ledger() as ledger:
+                meta = {k: ledger.meta(k) for k in ("dataset", "pgu", "model")}
+                request_ids, mode = self._resolve(ledger, ids, forget_class)
+                known = ledger.sample_rows(request_ids)
+            settings = _request_settings(meta["pgu"], overrides)
+            dataset = meta["dataset"]
+            shape, num_classes = tuple(dataset["input_shape"]), int(dataset["num_classes"])
+            norm = dataset.get("normalisation")
+            forget_data = self._forget_samples(samples, request_ids, known, shape, num_classes, norm, data_dir,
+                                               dataset)
+            val_data = self._val_samples(val, shape, num_classes, norm, data_dir, dataset)
+            device = resolve_device(device)
+            t = time.perf_counter()
+            model, state, version = self.load(device=device)
+            seconds["load"] = time.perf_counter() - t
+
+            lr = settings["class_lr"] if mode == "class" and settings.get("class_lr") else settings["lr"]
+            forget_loader = forget_data.loader(int(settings["batch_size"]), device=device)
+            val_loader = val_data.loader(512, device=device)
+            classes = sorted(set(forget_data.y.tolist())) if mode == "class" else []
+            before = _scores(model, forget_loader, val_loader, classes)
+            try:
+                result = unlearn(model, forget_loader, state, val_loader=val_loader, threshold=float(settings["threshold"]),
+                                 rule=settings["rule"], lr=tuple(lr), epochs=int(settings["epochs"]), mode=mode,
+                                 progress=progress)
+            except FloatingPointError as exc:
+                raise RequestRefused(f"unlearning diverged ({exc}); the request was rolled back and the store is "
+                                     f"unchanged: retry with a lower --lr") from exc
+            except StatsMismatchError as exc:
+                raise StoreError(f"the store's Gram state does not fit its model: {exc}") from exc
+            if not all(torch.isfinite(p).all() for p in result.model.parameters()):
+                raise RequestRefused("unlearning left non-finite weights; the request was rolled back and the store "
+                                     "is unchanged: retry with a lower --lr")
+            after = _scores(result.model, forget_loader, val_loader, classes)
+            seconds.update({k: v for k, v in result.seconds.items() if k != "total"})
+
+            t = time.perf_counter()
+            spec = ModelSpec(**meta["model"])
+            model_sha = _write_object(self.path / OBJECTS, lambda p: save_model(p, result.model.cpu(), spec))
+            state_sha = _write_object(self.path / OBJECTS, lambda p: result.retain_stats.save(p))
+            record = {"time": utc_now(), "kind": "class" if mode == "class" else "ids",
+                      "class": None if forget_class is None else int(forget_class),
+                      "settings": settings | {"lr_used": list(lr), "mode": mode, "device": str(device)},
+                      "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
+                      "metrics": {"before": before, "after": after}}
+            with self.ledger() as ledger:
+                current = ledger.current_version()
+                if current["version"] != version["version"]:
+                    raise StoreError("the store changed while the request ran; nothing was recorded: retry")
+                seconds["write"] = time.perf_counter() - t
+                seconds["total"] = time.perf_counter() - start
+                record["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
+                made = ledger.commit_request(record, request_ids.sort().values, model_sha256=model_sha,
+                                             state_sha256=state_sha,
+                                             n_retained=version["n_retained"] - int(request_ids.numel()))
+            self._collect_garbage()
+        return record | {"id": made["request_id"], "version": made["version"], "n_samples": int(request_ids.numel()),
+                         "ids_sha256": ids_sha256(request_ids), "model_sha256": model_sha}
+
+    def _resolve(self, ledger: Ledger, ids, forget_class) -> tuple[torch.Tensor, str]:
+        """The request's ids and mode, after every check that needs only the ledger."""
+        if forget_class is not None:
+            num_classes = int(ledger.meta("dataset")["num_classes"])
+            if not 0 <= int(forget_class) < num_classes:
+                raise RequestRefused(f"class {forget_class} does not exist: the model has classes 0..{num_classes - 1}")
+            request = ledger.retained_ids_of_class(int(forget_class))
+            if request.numel() == 0:
+                raise RequestRefused(f"class {forget_class} has no samples left in the store (all were removed)")
+            return request, "class"
+        request = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+        if request.numel() == 0:
+            raise RequestRefused("the request names no samples; give at least one id")
+        uniq, counts = torch.unique(request, return_counts=True)
+        if (counts > 1).any():
+            raise RequestRefused(f"the request names ids more than once: {uniq[counts > 1][:10].tolist()}; "
+                                 f"name each sample once")
+        rows = ledger.sample_rows(request)
+        unknown = [int(i) for i in request.tolist() if int(i) not in rows]
+        if unknown:
+            raise RequestRefused(f"{len(unknown)} id(s) the store never trained on: {unknown[:10]}"
+                                 f"{' ...' if len(unknown) > 10 else ''}")
+        gone = sorted((int(i), rows[int(i)][2]) for i in request.tolist() if rows[int(i)][2] is not None)
+        if gone:
+            shown = ", ".join(f"{i} (request {r})" for i, r in gone[:10])
+            raise RequestRefused(f"{len(gone)} id(s) were already removed: {shown}{' ...' if len(gone) > 10 else ''}; "
+                                 f"a sample can be removed once")
+        return request, "sample"
+
+    def _forget_samples(self, samples, request_ids, known, shape, num_classes, norm, data_dir, dataset):
+        if samples is None:
+            samples = self._dataset_split("train", data_dir, dataset, "the forget samples")
+        elif not hasattr(samples, "ids"):
+            samples = read_samples(samples, input_shape=shape, num_classes=num_classes, normalisation=norm,
+                                   what="forget sample file")
+        if tuple(samples.x.shape[1:]) != shape:
+            raise RequestRefused(f"the forget samples have inputs {tuple(samples.x.shape[1:])}; the model takes {shape}")
+        lookup = {int(v): i for i, v in enumerate(samples.ids.tolist())}
+        missing = [int(i) for i in request_ids.tolist() if int(i) not in lookup]
+        if missing:
+            raise RequestRefused(f"the forget samples lack {len(missing)} requested id(s): {missing[:10]}; every "
+                                 f"sample to forget must be given")
+        data = samples.subset(torch.tensor([lookup[int(i)] for i in request_ids.tolist()], dtype=torch.long))
+        digests = sample_digests(data.x, data.y)
+        wrong = [int(i) for i, d in zip(data.ids.tolist(), digests) if known[int(i)][1] != d]
+        if wrong:
+            raise RequestRefused(f"{len(wrong)} forget sample(s) do not match what the model was trained on (image or "
+                                 f"label differs): ids {wrong[:10]}; give the samples exactly as trained on")
+        return data
+
+    def _val_samples(self, val, shape, num_classes, norm, data_dir, dataset):
+        if val is None:
+            return self._dataset_split("val", data_dir, dataset, "the val samples")
+        if not hasattr(val, "ids"):
+            val = read_samples(val, input_shape=shape, num_classes=num_classes, normalisation=norm, require_ids=False,
+                               what="val sample file")
+        if tuple(val.x.shape[1:]) != shape:
+            raise RequestRefused(f"the val samples have inputs {tuple(val.x.shape[1:])}; the model takes {shape}")
+        return val
+
+    def _dataset_split(self, split: str, data_dir, dataset: dict, what: str):
+        from .data import DatasetNotFoundError, load_dataset
+
+        try:
+            splits = load_dataset(dataset["name"], data_dir=data_dir, split_seed=int(dataset["split_seed"]))
+        except (DatasetNotFoundError, FileNotFoundError, ValueError) as exc:
+            raise RequestRefused(f"{what} were not given and the dataset {dataset['name']!r} cannot be read ({exc}); "
+                                 f"give them as a sample file (--data / --val; `pgu samples` writes one)") from exc
+        return getattr(splits, split)
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    @contextmanager
+    def _lock(self, exclusive: bool):
+        lock_path = self.path / ".lock"
+        with open(lock_path, "a+") as f:
+            try:
+                fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(f"another process is applying a request to {self.path}; try again when it "
+                                 f"finishes") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _collect_garbage(self) -> None:
+        """Delete files the current version does not name (the previous version's, an interrupted request's)."""
+        with self.ledger() as ledger:
+            version = ledger.current_version()
+        keep = {f"{version['model_sha256']}.safetensors", f"{version['state_sha256']}.safetensors"}
+        for p in (self.path / OBJECTS).iterdir():
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+
+
+def _write_object(folder: Path, write) -> str:
+    """Write a file with ``write(path)`` to a temporary name, fsync it, and rename it to its SHA-256; return the hash."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".incoming-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        sha = file_sha256(Path(tmp))
+        os.replace(tmp, folder / f"{sha}.safetensors")
+        _fsync_dir(folder)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return sha
+
+
+SETTING_KEYS = ("threshold", "rule", "lr", "class_lr", "epochs", "batch_size")
+
+
+def _check_settings(settings: dict) -> None:
+    unknown = sorted(set(settings) - set(SETTING_KEYS))
+    if unknown:
+        raise RequestRefused(f"unknown PGU settings {unknown}; PGU takes {list(SETTING_KEYS)}")
+    for key in ("lr", "class_lr"):
+        value = settings.get(key)
+        if value is None and key == "class_lr":
+            continue
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or not all(isinstance(v, (int, float)) and v > 0 for v in value)):
+            raise RequestRefused(f"PGU setting {key} must be two positive rates (first and last epoch), got {value!r}")
+    if not isinstance(settings.get("epochs"), int) or settings["epochs"] < 1:
+        raise RequestRefused(f"PGU setting epochs must be a whole number >= 1, got {settings.get('epochs')!r}")
+    if not isinstance(settings.get("batch_size"), int) or settings["batch_size"] < 1:
+        raise RequestRefused(f"PGU setting batch_size must be a whole number >= 1, got {settings.get('batch_size')!r}")
+    if settings.get("rule") not in ("pgu", "energy"):
+        raise RequestRefused(f"PGU setting rule must be 'pgu' or 'energy', got {settings.get('rule')!r}")
+    t = settings.get("threshold")
+    if not isinstance(t, (int, float)) or not 0 < t <= 1:
+        raise RequestRefused(f"PGU setting threshold must lie in (0, 1], got {t!r}")
+
+
+def _request_settings(stored: dict, overrides: dict | None) -> dict:
+    settings = dict(stored)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        settings[key] = list(value) if isinstance(value, tuple) else value
+    _check_settings(settings)
+    return settings
+
+
+def _scores(model, forget_loader, val_loader, classes) -> dict:
+    """Forget accuracy, val accuracy, and for class removal val accuracy on the classes kept (percent)."""
+    from .evaluation import accuracy
+
+    out = {"forget_acc": accuracy(model, forget_loader, what="the forget samples"),
+           "val_acc": accuracy(model, val_loader, what="the val samples")}
+    if classes:
+        out["val_acc_kept_classes"] = accuracy(model, val_loader, exclude_classes=classes, what="the val samples")
+    return {k: None if v is None else round(v, 4) for k, v in out.items()}

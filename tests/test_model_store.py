@@ -1,0 +1,363 @@
+"""The model store (pgu.model_store, pgu.ledger, pgu.sample_files): requests over a model's life.
+
+Every refusal is checked to leave the store byte for byte as it was; bookkeeping is checked
+against an independent sum of forget passes; crash safety by killing real ``pgu forget``
+processes.
+"""
+
+import hashlib
+import importlib
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pgu import GramStats
+from pgu.cli import main
+from pgu.data import load_dataset
+from pgu.model_store import ModelStore, RequestRefused, StoreError
+from pgu.recipes import load_recipe
+from pgu.sample_files import read_samples, sample_digests, write_samples
+from pgu.workflow import train_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A digits run with its statistics, and sample files of its training and val samples."""
+    root = tmp_path_factory.mktemp("store")
+    run = train_run(load_recipe("digits"), root / "run", progress=False)
+    splits = load_dataset("digits")
+    train = splits.train.subset(splits.train.positions_of(run.train_ids))
+    write_samples(root / "train.npz", train.ids, train.x, train.y)
+    write_samples(root / "val.npz", splits.val.ids, splits.val.x, splits.val.y)
+    ModelStore.create(root / "pristine", root / "run")
+    return {"root": root, "run": root / "run", "train": train, "val": splits.val, "pristine": root / "pristine"}
+
+
+@pytest.fixture()
+def store(digits_run, tmp_path):
+    path = tmp_path / "store"
+    shutil.copytree(digits_run["pristine"], path)
+    return ModelStore(path)
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    """SHA-256 of every file in the store but the lock: what 'unchanged' means."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def ids_of(data, n, start=0):
+    return data.ids[start:start + n].tolist()
+
+
+def forget(store, digits_run, ids=None, **kw):
+    return store.forget(ids=ids, samples=kw.pop("samples", digits_run["root"] / "train.npz"),
+                        val=kw.pop("val", digits_run["root"] / "val.npz"), device="cpu", **kw)
+
+
+# -- a request, recorded ----------------------------------------------------------------------------
+
+
+def test_a_request_is_recorded_with_its_ids_version_and_hashes(store, digits_run):
+    train = digits_run["train"]
+    ids = ids_of(train, 30)
+    record = forget(store, digits_run, ids)
+    assert record["version"] == 1 and record["n_samples"] == 30
+    assert torch.equal(store.removed_ids(), torch.tensor(sorted(ids)))
+    (row,) = store.history()
+    assert row["kind"] == "ids" and row["n_samples"] == 30 and row["version"] == 1
+    assert set(row["seconds"]) >= {"load", "forget_stats", "subspace", "unlearning", "write", "total"}
+    assert set(row["metrics"]["after"]) == {"forget_acc", "val_acc"}
+    objects = {p.name for p in (store.path / "objects").iterdir()}
+    assert objects == {f"{record['model_sha256']}.safetensors", f"{store.ledger().current_version()['state_sha256']}"
+                                                                  f".safetensors"}  # the old version's files are gone
+    model, state, version = store.load()
+    assert state.n_samples_ == len(train) - 30 and version["n_retained"] == len(train) - 30
+    report = store.verify()
+    assert report["ok"] and report["version"] == 1, report
+
+
+def test_a_class_request_removes_every_retained_sample_of_the_class(store, digits_run):
+    train = digits_run["train"]
+    first = train.ids[train.y == 4][:5].tolist()
+    forget(store, digits_run, first)
+    record = store.forget(forget_class=4, samples=digits_run["root"] / "train.npz",
+                          val=digits_run["root"] / "val.npz", device="cpu")
+    assert record["kind"] == "class" and record["n_samples"] == int((train.y == 4).sum()) - 5
+    assert record["metrics"]["after"]["forget_acc"] < 20
+    assert abs(record["metrics"]["after"]["val_acc_kept_classes"] - record["metrics"]["before"]["val_acc_kept_classes"]) < 5
+    with pytest.raises(RequestRefused, match="no samples left"):
+        store.forget(forget_class=4, samples=digits_run["root"] / "train.npz", val=digits_run["root"] / "val.npz")
+    assert store.verify()["ok"]
+
+
+# -- refusals leave the store as it was ---------------------------------------------------------------
+
+
+def _refused(store, digits_run, match, **kw):
+    before = snapshot(store.path)
+    with pytest.raises(StoreError, match=match):
+        forget(store, digits_run, **kw)
+    assert snapshot(store.path) == before
+
+
+def test_bad_requests_are_refused_and_change_nothing(store, digits_run, tmp_path):
+    train = digits_run["train"]
+    forget(store, digits_run, ids_of(train, 10))
+    _refused(store, digits_run, "already removed", ids=ids_of(train, 3) + ids_of(train, 2, start=20))
+    _refused(store, digits_run, "never trained on", ids=[int(digits_run["val"].ids[0]) + 10_000])
+    _refused(store, digits_run, "more than once", ids=ids_of(train, 2, start=20) * 2)
+    _refused(store, digits_run, "names no samples", ids=[])
+    _refused(store, digits_run, "does not exist", ids=None, forget_class=12)
+    # content that is not what was trained on: one pixel, or the label
+    wanted = train.subset(torch.arange(20, 25))
+    x = wanted.x.clone()
+    x[2, 0, 3, 3] += 0.5
+    write_samples(tmp_path / "changed.npz", wanted.ids, x, wanted.y)
+    _refused(store, digits_run, "do not match what the model was trained on", ids=wanted.ids.tolist(),
+             samples=tmp_path / "changed.npz")
+    write_samples(tmp_path / "relabelled.npz", wanted.ids, wanted.x, (wanted.y + 1) % 10)
+    _refused(store, digits_run, "do not match", ids=wanted.ids.tolist(), samples=tmp_path / "relabelled.npz")
+    write_samples(tmp_path / "short.npz", wanted.ids[:2], wanted.x[:2], wanted.y[:2])
+    _refused(store, digits_run, "lack 3 requested", ids=wanted.ids.tolist(), samples=tmp_path / "short.npz")
+    assert store.verify()["ok"]
+
+
+def test_a_loss_that_turns_non_finite_is_rolled_back(store, digits_run, monkeypatch):
+    unlearn_module = importlib.import_module("pgu.unlearn")  # `pgu.unlearn` is also the function
+    real = unlearn_module.forget_loss
+    calls = []
+
+    def turns_nan(*a, **k):  # finite at first, then NaN in the third batch of updates
+        calls.append(1)
+        loss = real(*a, **k)
+        return loss * float("nan") if len(calls) > 3 else loss
+
+    monkeypatch.setattr(unlearn_module, "forget_loss", turns_nan)
+    _refused(store, digits_run, "diverged", ids=ids_of(digits_run["train"], 300))
+    assert len(calls) > 3
+    assert store.verify()["ok"]
+
+
+def test_tampered_or_truncated_files_are_refused_and_reported(store, digits_run):
+    version = store.ledger().current_version()
+    model_file = store.path / "objects" / f"{version['model_sha256']}.safetensors"
+    data = bytearray(model_file.read_bytes())
+    data[-5] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    _refused(store, digits_run, "does not match the ledger", ids=ids_of(digits_run["train"], 3))
+    report = store.verify()
+    assert not report["ok"] and any("does not match the ledger" in p for p in report["problems"])
+    model_file.write_bytes(bytes(data[: len(data) // 2]))  # truncated
+    assert not store.verify()["ok"]
+
+
+def test_a_truncated_ledger_or_an_edited_row_is_detected(store, digits_run, tmp_path):
+    forget(store, digits_run, ids_of(digits_run["train"], 5))
+    edited = tmp_path / "edited"
+    shutil.copytree(store.path, edited)
+    with sqlite3.connect(edited / "ledger.sqlite") as db:  # quietly un-remove a sample
+        db.execute("DELETE FROM removed WHERE id = (SELECT MIN(id) FROM removed)")
+        db.execute("UPDATE requests SET n_samples = 4")
+    report = ModelStore(edited).verify()
+    assert not report["ok"] and any("edited" in p for p in report["problems"]), report
+    ledger = store.path / "ledger.sqlite"
+    ledger.write_bytes(ledger.read_bytes()[:3000])
+    report = store.verify()
+    assert not report["ok"]
+    with pytest.raises(StoreError, match="damaged|truncated|not a pgu"):
+        forget(store, digits_run, ids_of(digits_run["train"], 3, start=10))
+
+
+def test_a_store_is_not_made_from_statistics_of_another_architecture(digits_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run["run"], run)
+    wider = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    stats = GramStats().fit(wider, digits_run["train"].loader(256))
+    stats.save(run / "stats.safetensors")
+    with pytest.raises(StoreError, match="not those of its model"):
+        ModelStore.create(tmp_path / "store", run)
+    assert not (tmp_path / "store").exists()
+    with pytest.raises(StoreError, match="exists"):
+        ModelStore.create(digits_run["pristine"], digits_run["run"])
+
+
+def test_refusals_exit_non_zero_from_the_command_line(store, digits_run, tmp_path, capsys):
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(str(i) for i in ids_of(digits_run["train"], 4)))
+    args = [str(store.path), "--ids", str(ids_file), "--data", str(digits_run["root"] / "train.npz"),
+            "--val", str(digits_run["root"] / "val.npz"), "--device", "cpu", "--quiet"]
+    assert main(["forget", *args]) == 0
+    before = snapshot(store.path)
+    assert main(["forget", *args]) == 1
+    assert "already removed" in capsys.readouterr().err
+    assert snapshot(store.path) == before
+    assert main(["verify", str(store.path)]) == 0
+    assert main(["history", str(store.path)]) == 0
+    assert "1 request(s), 4 sample(s) removed" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path)]) == 1
+
+
+# -- data-free -----------------------------------------------------------------------------------------
+
+
+def test_a_request_reads_only_the_forget_and_val_samples(store, digits_run, tmp_path, monkeypatch):
+    """No dataset is loaded and PGU is given exactly the requested samples."""
+    import pgu.data
+    import pgu.data.registry
+
+    unlearn_module = importlib.import_module("pgu.unlearn")
+
+    def no_dataset(*a, **k):
+        raise AssertionError("the request loaded a dataset: it must read only the files given")
+
+    monkeypatch.setattr(pgu.data.registry, "load_dataset", no_dataset)
+    monkeypatch.setattr(pgu.data, "load_dataset", no_dataset)
+    monkeypatch.setenv("PGU_DATA_DIR", str(tmp_path / "nothing-here"))
+    seen = {}
+    real = unlearn_module.unlearn
+
+    def spy(model, forget_loader, stats, **kw):
+        seen["ids"] = forget_loader.n_samples
+        seen["x"] = forget_loader.x.clone()
+        return real(model, forget_loader, stats, **kw)
+
+    monkeypatch.setattr(unlearn_module, "unlearn", spy)
+    wanted = digits_run["train"].subset(torch.arange(40, 52))
+    write_samples(tmp_path / "forget.npz", wanted.ids, wanted.x, wanted.y)
+    forget(store, digits_run, wanted.ids.tolist(), samples=tmp_path / "forget.npz")
+    assert seen["ids"] == 12 and torch.equal(seen["x"], wanted.x)
+
+
+# -- sequential bookkeeping ----------------------------------------------------------------------------
+
+
+def test_the_gram_state_is_g_of_d_minus_every_forget_pass(store, digits_run):
+    """METHOD.md section 7: G^(t) = G(D) - sum_t G_{w_{t-1}}(D_f^(t)), each pass with the weights before it."""
+    train = digits_run["train"]
+    _, expected, _ = store.load()
+    batch = store.info()["pgu"]["batch_size"]
+    for t in range(5):
+        ids = train.ids[t * 25:(t + 1) * 25]
+        model, _, _ = store.load()
+        request = train.subset(train.positions_of(ids))
+        expected = expected - GramStats().fit(model, request.loader(batch))
+        forget(store, digits_run, ids.tolist())
+    _, state, version = store.load()
+    assert version["version"] == 5 and state.n_samples_ == len(train) - 125
+    for name in state.gram_:
+        assert torch.allclose(state.gram_[name], expected.gram_[name], rtol=1e-12, atol=1e-9), name
+        assert torch.allclose(state.row_sum_[name], expected.row_sum_[name], rtol=1e-12, atol=1e-9), name
+        assert state.n_rows_[name] == expected.n_rows_[name]
+
+
+# -- crash safety --------------------------------------------------------------------------------------
+
+
+def test_an_interrupted_commit_leaves_the_old_version_and_the_next_request_cleans_up(store, digits_run, monkeypatch):
+    import pgu.ledger
+
+    before = snapshot(store.path)
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("killed between writing the files and the ledger")
+
+    monkeypatch.setattr(pgu.ledger.Ledger, "commit_request", crash)
+    with pytest.raises(KeyboardInterrupt):
+        forget(store, digits_run, ids_of(digits_run["train"], 5))
+    report = store.verify()
+    assert report["ok"] and report["version"] == 0 and report["notes"]  # the new files are left, unnamed
+    assert {k: v for k, v in snapshot(store.path).items() if k in before} == before
+    monkeypatch.undo()
+    forget(store, digits_run, ids_of(digits_run["train"], 5))
+    assert store.verify() == {"ok": True, "problems": [], "version": 1, "notes": []}
+
+
+def test_killing_pgu_forget_at_random_moments_leaves_the_old_or_the_new_version(store, digits_run, tmp_path):
+    """SIGKILL a real ``pgu forget`` process at random moments, 24 times: verify passes each time."""
+    train, root = digits_run["train"], digits_run["root"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+
+    def command(ids):
+        ids_file = tmp_path / "ids.txt"
+        ids_file.write_text(json.dumps(ids))
+        return [sys.executable, "-m", "pgu", "forget", str(store.path), "--ids", str(ids_file), "--data",
+                str(root / "train.npz"), "--val", str(root / "val.npz"), "--device", "cpu", "--quiet", "--epochs", "3"]
+
+    start = time.perf_counter()  # one uninterrupted request sets the range of moments
+    subprocess.run(command(ids_of(train, 8)), env=env, check=True, capture_output=True)
+    full = time.perf_counter() - start
+    write = store.history()[-1]["seconds"]["write"]
+    rng = random.Random(0)
+    outcomes = {"old": 0, "new": 0}
+    for k in range(24):
+        version = store.ledger().current_version()["version"]
+        ids = ids_of(train, 8, start=8 * (k + 1))
+        proc = subprocess.Popen(command(ids), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # every other kill aims near the writes and the commit (the last moments before exit)
+        delay = rng.uniform(0.3, 1.1) * full if k % 2 else rng.uniform(full - write - 0.4, full)
+        time.sleep(max(delay, 0.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        report = store.verify()
+        assert report["ok"], (k, report)
+        assert report["version"] in (version, version + 1)
+        removed = set(store.removed_ids().tolist())
+        done = report["version"] == version + 1
+        assert set(ids) <= removed if done else not (set(ids) & removed)
+        outcomes["new" if done else "old"] += 1
+    assert store.verify()["ok"]
+    print(f"kills: {outcomes} (one request takes {full:.2f} s)")
+
+
+# -- sample files ---------------------------------------------------------------------------------------
+
+
+def test_sample_digests_see_one_pixel_and_the_label(digits_run):
+    train = digits_run["train"]
+    x, y = train.x[:3].clone(), train.y[:3].clone()
+    base = sample_digests(x, y)
+    assert base == sample_digests(x.clone(), y.clone()) and len(set(base)) == 3
+    x[1, 0, 0, 0] = torch.nextafter(x[1, 0, 0, 0], torch.tensor(10.0))
+    assert sample_digests(x, y)[1] != base[1] and sample_digests(x, y)[0] == base[0]
+    y[2] = (y[2] + 1) % 10
+    assert sample_digests(train.x[:3], y)[2] != base[2]
+
+
+def test_sample_files_are_checked_and_images_are_normalised_as_in_training(tmp_path):
+    shape = (1, 4, 4)
+    good = dict(ids=np.arange(3), y=np.array([0, 1, 2]), x=np.zeros((3, *shape), np.float32))
+    cases = {
+        "exactly one of 'x'": dict(good, images=np.zeros((3, 4, 4), np.uint8)),
+        "labels must lie": dict(good, y=np.array([0, 1, 10])),
+        "duplicate ids": dict(good, ids=np.array([1, 1, 2])),
+        "float32 of shape": dict(good, x=np.zeros((3, 1, 5, 4), np.float32)),
+        "NaN": dict(good, x=np.full((3, *shape), np.nan, np.float32)),
+        "no samples": dict(ids=np.arange(0), y=np.zeros(0, np.int64), x=np.zeros((0, *shape), np.float32)),
+    }
+    for match, arrays in cases.items():
+        np.savez(tmp_path / "f.npz", **arrays)
+        with pytest.raises(ValueError, match=match):
+            read_samples(tmp_path / "f.npz", input_shape=shape, num_classes=10)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        read_samples(tmp_path / "bad.npz", input_shape=shape, num_classes=10)
+    images = np.arange(48, dtype=np.uint8).reshape(3, 4, 4)
+    np.savez(tmp_path / "img.npz", ids=np.arange(3), y=np.array([0, 1, 2]), images=images)
+    with pytest.raises(ValueError, match="no pixel normalisation"):
+        read_samples(tmp_path / "img.npz", input_shape=shape, num_classes=10)
+    data = read_samples(tmp_path / "img.npz", input_shape=shape, num_classes=10, normalisation=([0.5], [0.25]))
+    assert torch.allclose(data.x[:, 0], (torch.from_numpy(images).float() / 255 - 0.5) / 0.25, atol=1e-6)
