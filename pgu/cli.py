@@ -179,7 +179,7 @@ def _cmd_forget(args) -> int:
     store = ModelStore(args.store)
     ids = read_ids_file(args.ids) if args.ids else None
     overrides = {"lr": args.lr, "class_lr": args.lr if args.forget_class is not None else None, "epochs": args.epochs,
-                 "threshold": args.threshold}
+                 "threshold": args.threshold, "max_val_drop": args.max_val_drop}
     record = store.forget(ids=ids, forget_class=args.forget_class, samples=args.data, val=args.val,
                           data_dir=args.data_dir, overrides=overrides, device=args.device, progress=not args.quiet)
     m = record["metrics"]
@@ -190,7 +190,11 @@ def _cmd_forget(args) -> int:
     val_key = "val_acc_kept_classes" if "val_acc_kept_classes" in m["after"] else "val_acc"
     print(f"  forget accuracy {m['before']['forget_acc']:.2f} -> {m['after']['forget_acc']:.2f}, "
           f"val accuracy{' on the classes kept' if val_key != 'val_acc' else ''} "
-          f"{m['before'][val_key]:.2f} -> {m['after'][val_key]:.2f}")
+          f"{m['before'][val_key]:.2f} -> {m['after'][val_key]:.2f} (the trained model's "
+          f"{m['before']['reference_val_acc']:.2f}; this request could lose {m['before']['val_drop_allowed']:.2f})")
+    if record["stop_reason"] == "val_drop" and record["kept_epoch"] == 0:
+        print("  note: the val guard stopped the request before any update was kept; the model is as it was. Raise "
+              "--max-val-drop, or retrain, if these samples must be forgotten harder.")
     if args.json:
         print(json.dumps(record, indent=2))
     return 0
@@ -250,8 +254,10 @@ def _cmd_samples(args) -> int:
 
     splits = load_dataset(args.dataset, data_dir=args.data_dir, split_seed=args.split_seed)
     data = getattr(splits, args.split)
-    if (args.ids is None) == (args.forget_class is None) and args.split == "train":
-        raise ValueError("name the samples: --ids FILE or --class C")
+    if args.ids is not None and args.forget_class is not None:
+        raise ValueError("name the samples by --ids FILE or by --class C, not both")
+    if args.ids is None and args.forget_class is None and args.split == "train":
+        raise ValueError("name the training samples: --ids FILE or --class C (a whole held-out split needs neither)")
     if args.ids:
         data = data.subset(data.positions_of(read_ids_file(args.ids)))
     elif args.forget_class is not None:
@@ -365,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("store", metavar="STORE", help="the store folder to make (must not exist)")
     init.add_argument("--from", dest="run", required=True, metavar="RUN", help="a run folder written by `pgu train`")
     init.add_argument("--pgu-settings", metavar="FILE",
-                      help="TOML of PGU settings (threshold, rule, lr, class_lr, epochs, batch_size); default: the "
-                           "bench tier's for the run's recipe, else the authors'")
+                      help="TOML of PGU settings (threshold, rule, lr, class_lr, epochs, batch_size, max_val_drop); "
+                           "default: the bench tier's for the run's recipe, else the authors', and max_val_drop 2")
     init.add_argument("--data-dir", help="where the run's dataset lives (default: $PGU_DATA_DIR); read once, to "
                                          "record each trained sample's content digest")
     init.set_defaults(func=_cmd_store_init)
@@ -386,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--lr", type=_lr_pair, metavar="LR0,LR1", help="this request's learning rates (default: the store's)")
     forget.add_argument("--epochs", type=int, help="this request's epoch cap (default: the store's)")
     forget.add_argument("--threshold", type=float, help="this request's CGS threshold (default: the store's)")
+    forget.add_argument("--max-val-drop", type=float, metavar="POINTS",
+                        help="points of val accuracy the model may be below the trained model's after this request "
+                             "(default: the store's, 2)")
     forget.add_argument("--data-dir", help="where the store's dataset lives, when --data or --val is left out")
     forget.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu or cuda")
     forget.add_argument("--json", action="store_true", help="also print the ledger record as JSON")

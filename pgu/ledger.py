@@ -158,6 +158,12 @@ class Ledger:
                            "WHERE s.label = ? AND r.id IS NULL ORDER BY s.id", (int(label),))
         return torch.tensor([r[0] for r in rows], dtype=torch.long)
 
+    def removed_classes(self) -> list[int]:
+        """Labels none of whose samples are retained any more (every one was removed)."""
+        rows = self._query("SELECT s.label FROM samples s LEFT JOIN removed r ON r.id = s.id GROUP BY s.label "
+                           "HAVING COUNT(r.id) = COUNT(*) ORDER BY s.label")
+        return [int(r[0]) for r in rows]
+
     def removed_ids(self, request_id: int | None = None) -> torch.Tensor:
         if request_id is None:
             rows = self._query("SELECT id FROM removed ORDER BY id")

@@ -5,9 +5,10 @@ statistics, a folder holding
 
 * ``ledger.sqlite``: the ledger (:mod:`pgu.ledger`): every trained sample's id, label and content
   digest, every request, every removed id, every model version with its files' SHA-256;
-* ``objects/<sha256>.safetensors``: the current version's model and retain Gram state, each
-  named by the SHA-256 of its bytes (weights in float32 with the model spec in the header;
-  the Gram state in float64, :meth:`pgu.stats.GramStats.save`); nothing is unpickled;
+* ``objects/<sha256>.safetensors``: the current version's model and retain Gram state, and the
+  trained model (version 0, the reference of the guard below), each named by the SHA-256 of its
+  bytes (weights in float32 with the model spec in the header; the Gram state in float64,
+  :meth:`pgu.stats.GramStats.save`); nothing is unpickled;
 * ``.lock``: held by the process applying a request.
 
 The retain Gram state is ``G^(0) = G(D)`` and ``G^(t) = G^(t-1) - G_{w_{t-1}}(D_f^(t))``: each
@@ -17,14 +18,22 @@ A request (:meth:`ModelStore.forget`, ``pgu forget``) reads only the forget samp
 val set, never the retain data. It is checked completely before any work (empty, duplicate,
 unknown or already removed ids; samples whose content digest differs from what was trained on;
 files whose hash differs from the ledger's; statistics of another architecture), runs PGU on
-copies, and is refused, with nothing written, when a loss or weight turns non-finite. Then it
-commits in this order:
+copies, and is refused, with nothing written, when a loss or weight turns non-finite.
+
+The lifetime guard: over all its requests the model may lose at most ``max_val_drop`` points
+(default :data:`LIFETIME_VAL_DROP`) of val accuracy against the trained model, both measured on
+the request's val samples (for class removal, on the classes kept; classes already removed
+whole are left out of val). Each request's stopping rule gets what earlier requests left of
+that allowance (``unlearn(max_val_drop=...)``); with none left, the rule keeps the model as it
+was and the ledger says so (stop reason ``val_drop``, kept epoch 0).
+
+A request that passed every check commits in this order:
 
 1. the new model and Gram state are written under their hash names (temporary file, fsync,
    rename): files no version names yet, so the store is still at the old version;
 2. one SQLite transaction adds the request, its removed ids and the new version: the commit point;
-3. files no longer named by the current version are deleted (an interrupted request's leftovers
-   too, at the start of the next one).
+3. files no longer named by the current version (or the trained model) are deleted (an
+   interrupted request's leftovers too, at the start of the next one).
 
 Killed at any moment, the store is at the old version or the new one, and :meth:`ModelStore.verify`
 passes.
@@ -52,6 +61,8 @@ from .stats import GramStats, StatsMismatchError
 __all__ = ["ModelStore", "StoreError", "RequestRefused", "default_pgu_settings"]
 
 LEDGER_NAME = "ledger.sqlite"
+LIFETIME_VAL_DROP = 2.0
+"""Default points of val accuracy the store's model may lose against the trained model, over all requests."""
 OBJECTS = "objects"
 
 
@@ -73,7 +84,7 @@ def default_pgu_settings(recipe_name: str | None) -> dict:
         settings = sample.to_dict() | {"class_lr": list(klass.lr_for("class"))}
     else:
         settings = PGUSettings().to_dict()
-    return settings
+    return settings | {"max_val_drop": LIFETIME_VAL_DROP}
 
 
 def file_sha256(path: Path) -> str:
@@ -157,6 +168,7 @@ class ModelStore:
                                 "input_shape": list(trained.x.shape[1:]),
                                 "normalisation": pixel_normalisation(splits.info)},
                     "recipe": run.config.get("recipe", {}), "pgu": settings,
+                    "rows_per_sample": {n: stats.n_rows_[n] // stats.n_samples_ for n in stats.n_rows_},
                 })
                 ledger.add_samples(trained.ids, trained.y, sample_digests(trained.x, trained.y))
                 with ledger._transaction():
@@ -230,9 +242,10 @@ class ModelStore:
         """Re-check the store: ``{"ok", "problems", "version", "notes"}`` (``ok`` when there are no problems).
 
         Checks SQLite's integrity, the version chain (an edited ledger row breaks it), the current
-        files' hashes and readability, that the Gram state is of the model's architecture and
-        covers exactly the samples the ledger says are retained, and that every request's count
-        matches the ids recorded for it.
+        files' and the trained model's hashes and readability, that the Gram state is of the
+        model's architecture and covers exactly the samples the ledger says are retained (their
+        number, and each layer's rows: that many times the layer's rows per sample), and that
+        every request's count matches the ids recorded for it.
         """
         problems, notes = [], []
         with self._lock(exclusive=False):
@@ -246,21 +259,28 @@ class ModelStore:
                     problems += ledger.chain_problems()
                     version = ledger.current_version()
                     n_total, n_removed = ledger.n_samples(), int(ledger.removed_ids().numel())
+                    rows_per_sample = ledger.meta("rows_per_sample", {})
                     for r in ledger.requests():
                         got = int(ledger.removed_ids(r["id"]).numel())
                         if got != r["n_samples"]:
                             problems.append(f"request {r['id']} records {r['n_samples']} samples but {got} removed ids")
-                    wanted = {version["model_sha256"], version["state_sha256"]}
+                    reference_sha = ledger.versions()[0]["model_sha256"]
+                    wanted = {version["model_sha256"], version["state_sha256"], reference_sha}
                 except LedgerError as exc:
                     return {"ok": False, "problems": problems + [str(exc)], "version": None, "notes": notes}
             if version["n_retained"] != n_total - n_removed:
                 problems.append(f"version {version['version']} retains {version['n_retained']} samples but the ledger "
                                 f"has {n_total} trained and {n_removed} removed")
             try:
+                self._checked(reference_sha, "trained model")
                 _, state, _ = self.load()
                 if state.n_samples_ != version["n_retained"]:
                     problems.append(f"the Gram state covers {state.n_samples_} samples but the ledger says "
                                     f"{version['n_retained']} are retained")
+                for name, per in rows_per_sample.items():
+                    if state.n_rows_.get(name) != per * version["n_retained"]:
+                        problems.append(f"layer {name!r} of the Gram state holds {state.n_rows_.get(name)} rows, not "
+                                        f"{per} for each of the {version['n_retained']} retained samples")
             except StoreError as exc:
                 problems.append(str(exc))
             leftovers = [p.name for p in (self.path / OBJECTS).iterdir() if p.name.split(".")[0] not in wanted]
@@ -281,7 +301,7 @@ class ModelStore:
         samples for the stopping rule (dataset or file). Either left out is read from the
         dataset the store was made from (``data_dir`` / ``$PGU_DATA_DIR``): only the forget rows
         of its training split are used. ``overrides``: PGU settings for this request only
-        (``lr``, ``class_lr``, ``epochs``, ``threshold``, ``rule``, ``batch_size``).
+        (``lr``, ``class_lr``, ``epochs``, ``threshold``, ``rule``, ``batch_size``, ``max_val_drop``).
         """
         from .training import resolve_device
         from .unlearn import unlearn
@@ -296,6 +316,8 @@ class ModelStore:
                 meta = {k: ledger.meta(k) for k in ("dataset", "pgu", "model")}
                 request_ids, mode = self._resolve(ledger, ids, forget_class)
                 known = ledger.sample_rows(request_ids)
+                gone_classes = ledger.removed_classes()
+                reference_sha = ledger.versions()[0]["model_sha256"]
             settings = _request_settings(meta["pgu"], overrides)
             dataset = meta["dataset"]
             shape, num_classes = tuple(dataset["input_shape"]), int(dataset["num_classes"])
@@ -303,9 +325,15 @@ class ModelStore:
             forget_data = self._forget_samples(samples, request_ids, known, shape, num_classes, norm, data_dir,
                                                dataset)
             val_data = self._val_samples(val, shape, num_classes, norm, data_dir, dataset)
+            if gone_classes:  # classes removed whole: the model no longer predicts them, val leaves them out
+                val_data = val_data.subset(~torch.isin(val_data.y, torch.tensor(gone_classes)))
+                if len(val_data) == 0:
+                    raise RequestRefused(f"the val samples are all of classes already removed ({gone_classes}); give "
+                                         f"val samples of the classes the model keeps")
             device = resolve_device(device)
             t = time.perf_counter()
             model, state, version = self.load(device=device)
+            reference, _ = load_model(self._checked(reference_sha, "trained model"), device=device)
             seconds["load"] = time.perf_counter() - t
 
             lr = settings["class_lr"] if mode == "class" and settings.get("class_lr") else settings["lr"]
@@ -313,10 +341,18 @@ class ModelStore:
             val_loader = val_data.loader(512, device=device)
             classes = sorted(set(forget_data.y.tolist())) if mode == "class" else []
             before = _scores(model, forget_loader, val_loader, classes)
+            # The lifetime guard: val accuracy may fall at most max_val_drop points below the trained model's
+            # (version 0) over all requests; this request may use what earlier ones left.
+            val_key = "val_acc_kept_classes" if classes else "val_acc"
+            reference_val = _scores(reference, forget_loader, val_loader, classes)[val_key]
+            spent = max(0.0, reference_val - before[val_key])
+            allowance = max(0.0, float(settings["max_val_drop"]) - spent)
+            before |= {"reference_val_acc": reference_val, "val_drop_allowed": round(allowance, 4)}
+            del reference
             try:
                 result = unlearn(model, forget_loader, state, val_loader=val_loader, threshold=float(settings["threshold"]),
                                  rule=settings["rule"], lr=tuple(lr), epochs=int(settings["epochs"]), mode=mode,
-                                 progress=progress)
+                                 max_val_drop=allowance, progress=progress)
             except FloatingPointError as exc:
                 raise RequestRefused(f"unlearning diverged ({exc}); the request was rolled back and the store is "
                                      f"unchanged: retry with a lower --lr") from exc
@@ -336,7 +372,9 @@ class ModelStore:
                       "class": None if forget_class is None else int(forget_class),
                       "settings": settings | {"lr_used": list(lr), "mode": mode, "device": str(device)},
                       "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
-                      "metrics": {"before": before, "after": after}}
+                      "metrics": {"before": before, "after": after,
+                                  "per_epoch": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()}
+                                                for h in result.history]}}
             with self.ledger() as ledger:
                 current = ledger.current_version()
                 if current["version"] != version["version"]:
@@ -430,8 +468,8 @@ class ModelStore:
             try:
                 fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise StoreError(f"another process is applying a request to {self.path}; try again when it "
-                                 f"finishes") from None
+                raise StoreError(f"another pgu process is using {self.path} (a request, or a verify while one is "
+                                 f"applied); try again when it finishes") from None
             try:
                 yield
             finally:
@@ -441,7 +479,9 @@ class ModelStore:
         """Delete files the current version does not name (the previous version's, an interrupted request's)."""
         with self.ledger() as ledger:
             version = ledger.current_version()
-        keep = {f"{version['model_sha256']}.safetensors", f"{version['state_sha256']}.safetensors"}
+            reference = ledger.versions()[0]["model_sha256"]
+        keep = {f"{version['model_sha256']}.safetensors", f"{version['state_sha256']}.safetensors",
+                f"{reference}.safetensors"}
         for p in (self.path / OBJECTS).iterdir():
             if p.name not in keep:
                 p.unlink(missing_ok=True)
@@ -465,7 +505,7 @@ def _write_object(folder: Path, write) -> str:
     return sha
 
 
-SETTING_KEYS = ("threshold", "rule", "lr", "class_lr", "epochs", "batch_size")
+SETTING_KEYS = ("threshold", "rule", "lr", "class_lr", "epochs", "batch_size", "max_val_drop")
 
 
 def _check_settings(settings: dict) -> None:
@@ -488,6 +528,10 @@ def _check_settings(settings: dict) -> None:
     t = settings.get("threshold")
     if not isinstance(t, (int, float)) or not 0 < t <= 1:
         raise RequestRefused(f"PGU setting threshold must lie in (0, 1], got {t!r}")
+    drop = settings.get("max_val_drop", LIFETIME_VAL_DROP)
+    if not isinstance(drop, (int, float)) or not 0 <= drop < 100:
+        raise RequestRefused(f"setting max_val_drop (points of val accuracy the model may lose over the store's "
+                             f"life) must lie in [0, 100), got {drop!r}")
 
 
 def _request_settings(stored: dict, overrides: dict | None) -> dict:

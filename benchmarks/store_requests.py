@@ -1,0 +1,229 @@
+"""Deletion requests through the model store (pgu.model_store): a sequence of requests, and latency by request size.
+
+``sequence``: a store made from a trained run takes ``--requests`` requests in a row, each
+``--per-class`` samples of every class (disjoint, seeded; pgu.bench.sequential_requests), with
+the store's PGU settings. After each: accuracy on the samples the model retains (read here for
+the report only; the store never reads them), on val, and on the request's samples; the phases'
+seconds; and the bookkeeping check, the largest difference between the store's Gram state and
+``G(D) - sum_t G_{w_{t-1}}(D_f^(t))`` summed here independently (each forget pass with the
+store's model before that request), relative to the largest entry of ``G(D)``.
+
+``latency``: from the same store, fresh copies take one random request of each size in
+``--sizes`` (``--repeats`` seeds each); per phase (load and hash check, forget-set statistics,
+eigendecomposition, unlearning, writing the files and the ledger) mean and std. The training set
+is fixed; what grows with the request is the forget pass and the unlearning epochs, and nothing
+reads the training set.
+
+``--run`` is a run folder written by ``pgu train``; ``--from-bench-cache DIR --recipe NAME``
+instead wraps the original a ``pgu bench`` cached (``DIR/model.safetensors``,
+``DIR/stats.safetensors``: trained on the whole training split) as a run first.
+
+    python benchmarks/store_requests.py sequence --run runs/mnist-lenet --requests 20
+    python benchmarks/store_requests.py latency --run runs/mnist-lenet --sizes 100,1000,5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import write_results
+from pgu import GramStats
+from pgu.bench import sequential_requests
+from pgu.data import load_dataset
+from pgu.evaluation import accuracy
+from pgu.model_store import ModelStore
+from pgu.recipes import load_recipe
+from pgu.runs import load_model, load_run, save_run
+
+PHASES = ("load", "forget_stats", "subspace", "unlearning", "write", "total")
+
+
+def run_from_bench_cache(cache: Path, recipe_name: str, out: Path, data_dir=None) -> Path:
+    """A run folder for the bench's cached original (trained on the whole training split, with its statistics)."""
+    recipe = load_recipe(recipe_name)
+    model, spec = load_model(cache / "model.safetensors")
+    splits = load_dataset(recipe.dataset, data_dir=data_dir)
+    info = json.loads((cache / "info.json").read_text())
+    config = {"recipe": recipe.to_dict(), "exclude": None, "source": f"pgu bench cache {cache}",
+              "dataset": {"name": recipe.dataset, "train": len(splits.train), "trained_on": len(splits.train),
+                          "split_seed": 0}, "model": spec.to_dict(), "results": info}
+    save_run(out, model=model, spec=spec, config=config, train_ids=splits.train.ids, excluded_ids=splits.train.ids[:0],
+             history=[], stats=GramStats.load(cache / "stats.safetensors"), overwrite=True)
+    return out
+
+
+def overrides(args) -> dict:
+    """PGU settings the command line sets for every request (the store's own otherwise)."""
+    out = {}
+    if args.lr:
+        out["lr"] = out["class_lr"] = [float(v) for v in args.lr.split(",")]
+    if args.max_val_drop is not None:
+        out["max_val_drop"] = args.max_val_drop
+    return out
+
+
+def sequence(store: ModelStore, args, data_dir) -> dict:
+    info = store.info()
+    splits = load_dataset(info["dataset"]["name"], data_dir=data_dir, split_seed=info["dataset"]["split_seed"])
+    run = load_run(info["run"])
+    train = splits.train.subset(splits.train.positions_of(run.train_ids))
+    requests = sequential_requests(train.y, train.ids, args.requests, args.per_class, args.seed)
+    _, expected, _ = store.load()
+    scale = max(float(g.abs().max()) for g in expected.gram_.values())
+    model, _, _ = store.load()
+    retained = torch.ones(len(train), dtype=torch.bool)
+    start = {"retain_acc": accuracy(model, train.loader(1024)), "val_acc": accuracy(model, splits.val.loader(1024))}
+    print(f"start: retain accuracy {start['retain_acc']:.2f}, val {start['val_acc']:.2f}")
+    rows = []
+    for t, ids in enumerate(requests, start=1):
+        model, _, _ = store.load()
+        request = train.subset(train.positions_of(ids))
+        expected = expected - GramStats().fit(model, request.loader(int(info["pgu"]["batch_size"])))
+        record = store.forget(ids=ids.tolist(), samples=request, val=splits.val, device="cpu", overrides=overrides(args))
+        retained &= ~train.mask_of(ids)
+        model, state, _ = store.load()
+        drift = max(float((state.gram_[n] - expected.gram_[n]).abs().max()) for n in state.gram_) / scale
+        row = {"request": t, "size": int(ids.numel()), "retained": int(retained.sum()),
+               "retain_acc": accuracy(model, train.subset(retained).loader(1024)),
+               "val_acc": accuracy(model, splits.val.loader(1024)),
+               "forget_acc_before": record["metrics"]["before"]["forget_acc"],
+               "forget_acc_after": record["metrics"]["after"]["forget_acc"],
+               "stop_reason": record["stop_reason"], "epochs": record["epochs"], "kept_epoch": record["kept_epoch"],
+               "seconds": record["seconds"], "gram_state_relative_difference": drift,
+               "n_samples_in_state": state.n_samples_}
+        rows.append(row)
+        print(f"request {t:>2}: {row['size']} samples, forget acc {row['forget_acc_before']:.2f} -> "
+              f"{row['forget_acc_after']:.2f} ({row['stop_reason']}, {row['epochs']} epochs), retain acc "
+              f"{row['retain_acc']:.2f}, val {row['val_acc']:.2f}, {record['seconds']['total']:.2f} s, "
+              f"Gram state vs independent sum {drift:.1e}")
+    report = store.verify()
+    worst = min(r["retain_acc"] for r in rows)
+    return {"start": start, "requests": rows, "verify": report,
+            "retain_acc_largest_drop": start["retain_acc"] - worst,
+            "gram_state_largest_relative_difference": max(r["gram_state_relative_difference"] for r in rows)}
+
+
+def latency(base: ModelStore, args, data_dir) -> dict:
+    info = base.info()
+    splits = load_dataset(info["dataset"]["name"], data_dir=data_dir, split_seed=info["dataset"]["split_seed"])
+    run = load_run(info["run"])
+    train = splits.train.subset(splits.train.positions_of(run.train_ids))
+    rows = []
+    for size in [int(v) for v in args.sizes.split(",")]:
+        runs = []
+        for seed in range(args.repeats):
+            with tempfile.TemporaryDirectory(dir=base.path.parent) as tmp:
+                copy = ModelStore(shutil.copytree(base.path, Path(tmp) / "store"))
+                g = torch.Generator().manual_seed(seed)
+                request = train.subset(torch.randperm(len(train), generator=g)[:size])
+                record = copy.forget(ids=request.ids.tolist(), samples=request, val=splits.val, device="cpu",
+                                     overrides={"epochs": args.epochs} | overrides(args))
+            runs.append(record["seconds"] | {"epochs": record["epochs"]})
+        row = {"forget_size": size, "train_size": len(train), "repeats": args.repeats}
+        for key in (*PHASES, "epochs"):
+            values = [r[key] for r in runs]
+            row[key] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        row["unlearning_per_epoch"] = {"mean": statistics.mean(r["unlearning"] / max(r["epochs"], 1) for r in runs)}
+        rows.append(row)
+        print(f"|D|={len(train)} |D_f|={size:>5}: " + ", ".join(
+            f"{k} {row[k]['mean']:.3f}±{row[k]['std']:.3f} s" for k in PHASES) + f", epochs {row['epochs']['mean']:.1f}")
+    return {"requests": rows}
+
+
+def plot_sequence(result: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["requests"]
+    t = [0] + [r["request"] for r in rows]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax.plot(t, [result["start"]["retain_acc"]] + [r["retain_acc"] for r in rows], marker="o", label="retained samples")
+    ax.plot(t, [result["start"]["val_acc"]] + [r["val_acc"] for r in rows], marker="s", label="val")
+    ax.plot(t[1:], [r["forget_acc_after"] for r in rows], marker="x", label="each request's samples, after")
+    ax.axhline(result["start"]["retain_acc"] - 2, color="grey", ls=":", label="start - 2 points")
+    ax.set_xlabel("request")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    bottom = [0.0] * len(rows)
+    for phase in ("load", "forget_stats", "subspace", "unlearning", "write"):
+        values = [r["seconds"].get(phase, 0.0) for r in rows]
+        bx.bar(t[1:], values, bottom=bottom, label=phase)
+        bottom = [a + b for a, b in zip(bottom, values)]
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in (ax, bx):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bx.set_xlabel("request")
+    bx.set_ylabel("seconds")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("sequence", "latency"))
+    parser.add_argument("--run", help="a run folder written by `pgu train` (with stats)")
+    parser.add_argument("--from-bench-cache", metavar="DIR", help="a `pgu bench` cache folder original-<key>")
+    parser.add_argument("--recipe", help="with --from-bench-cache: the recipe it was trained with")
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--per-class", type=int, help="sequence: samples of each class per request (default 2%% of "
+                                                      "the smallest class, at most 100)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sizes", default="100,1000,5000")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="latency: epoch cap of each request")
+    parser.add_argument("--lr", metavar="LR0,LR1", help="PGU's rates for every request (default: the store's)")
+    parser.add_argument("--max-val-drop", type=float, help="the store's lifetime guard, points (default: the store's)")
+    parser.add_argument("--tag", default="", help="appended to the result file's name")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--work", default="runs/store-bench", help="where the stores are made")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.from_bench_cache:
+        if not args.recipe:
+            parser.error("--from-bench-cache needs --recipe")
+        run_path = run_from_bench_cache(Path(args.from_bench_cache), args.recipe, work / f"run-{args.recipe}",
+                                        args.data_dir)
+    elif args.run:
+        run_path = Path(args.run)
+    else:
+        parser.error("give --run or --from-bench-cache")
+    name = run_path.name
+    store_path = work / f"store-{name}-{args.what}"
+    if store_path.exists():
+        shutil.rmtree(store_path)
+    start = time.perf_counter()
+    store = ModelStore.create(store_path, run_path, data_dir=args.data_dir)
+    made = time.perf_counter() - start
+    print(f"made {store_path} in {made:.1f} s")
+    result = sequence(store, args, args.data_dir) if args.what == "sequence" else latency(store, args, args.data_dir)
+    payload = {"benchmark": f"store_requests {args.what}", "run": str(run_path), "store_seconds_to_make": made,
+               "pgu": store.info()["pgu"], "args": vars(args), **result}
+    name = f"{name}{'-' + args.tag if args.tag else ''}"
+    path = write_results(args.out, f"store-{args.what}-{name}", payload, "cpu")
+    print(f"wrote {path}")
+    if args.what == "sequence":
+        figure = Path(args.out) / "figures" / f"store-sequence-{name}.png"
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        plot_sequence(result, figure, f"{name}: {args.requests} requests through a store")
+        print(f"wrote {figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
