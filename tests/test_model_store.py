@@ -403,3 +403,33 @@ def test_sample_files_are_checked_and_images_are_normalised_as_in_training(tmp_p
         read_samples(tmp_path / "img.npz", input_shape=shape, num_classes=10)
     data = read_samples(tmp_path / "img.npz", input_shape=shape, num_classes=10, normalisation=([0.5], [0.25]))
     assert torch.allclose(data.x[:, 0], (torch.from_numpy(images).float() / 255 - 0.5) / 0.25, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_twenty_requests_on_mnist_keep_exact_bookkeeping_and_retained_accuracy(tmp_path):
+    """The issue's sequence on the mnist tier: 20 requests of 100 images a class; the Gram state stays
+    G(D) minus the forget passes, and accuracy on the retained images within 2 points of its start."""
+    if not os.environ.get("PGU_DATA_DIR"):
+        pytest.skip("PGU_DATA_DIR is not set")
+    from pgu.bench import sequential_requests
+    from pgu.evaluation import accuracy
+
+    run = train_run(load_recipe("mnist"), tmp_path / "run", progress=False, device="cpu")
+    store = ModelStore.create(tmp_path / "store", tmp_path / "run")
+    splits = load_dataset("mnist")
+    train = splits.train.subset(splits.train.positions_of(run.train_ids))
+    model, expected, _ = store.load()
+    start = accuracy(model, train.loader(1024))
+    retained = torch.ones(len(train), dtype=torch.bool)
+    for ids in sequential_requests(train.y, train.ids, 20, None, seed=0):
+        request = train.subset(train.positions_of(ids))
+        model, _, _ = store.load()
+        expected = expected - GramStats().fit(model, request.loader(store.info()["pgu"]["batch_size"]))
+        store.forget(ids=ids.tolist(), samples=request, val=splits.val, device="cpu")
+        retained &= ~train.mask_of(ids)
+        model, state, _ = store.load()
+        assert accuracy(model, train.subset(retained).loader(1024)) >= start - 2.0
+    assert state.n_samples_ == len(train) - 20_000
+    for name in state.gram_:
+        assert torch.allclose(state.gram_[name], expected.gram_[name], rtol=1e-12, atol=1e-9), name
+    assert store.verify()["ok"]
