@@ -221,9 +221,15 @@ def _cmd_history(args) -> int:
         cells = [f"{r['id']:>3}", f"{r['time'][:19]:>10}", f"{what:>10}", f"{r['n_samples']:>10}",
                  f"{r['stop_reason']:>10}", f"{r['epochs']:>10}", f"{r['seconds']['total']:>10.2f}",
                  f"{m['before']['forget_acc']:.1f}->{m['after']['forget_acc']:.1f}".rjust(10),
-                 f"{m['before']['val_acc']:.1f}->{m['after']['val_acc']:.1f}".rjust(10), f"{r['version']:>10}"]
+                 _val_change(m).rjust(10), f"{r['version']:>10}"]
         print("  ".join(cells))
     return 0
+
+
+def _val_change(metrics: dict) -> str:
+    """Val accuracy before -> after a request (for class removal, on the classes kept)."""
+    key = "val_acc_kept_classes" if "val_acc_kept_classes" in metrics["after"] else "val_acc"
+    return f"{metrics['before'][key]:.1f}->{metrics['after'][key]:.1f}"
 
 
 def _cmd_verify(args) -> int:

@@ -303,6 +303,7 @@ class ModelStore:
         of its training split are used. ``overrides``: PGU settings for this request only
         (``lr``, ``class_lr``, ``epochs``, ``threshold``, ``rule``, ``batch_size``, ``max_val_drop``).
         """
+        from .evaluation import accuracy
         from .training import resolve_device
         from .unlearn import unlearn
 
@@ -340,14 +341,13 @@ class ModelStore:
             forget_loader = forget_data.loader(int(settings["batch_size"]), device=device)
             val_loader = val_data.loader(512, device=device)
             classes = sorted(set(forget_data.y.tolist())) if mode == "class" else []
-            before = _scores(model, forget_loader, val_loader, classes)
             # The lifetime guard: val accuracy may fall at most max_val_drop points below the trained model's
-            # (version 0) over all requests; this request may use what earlier ones left.
+            # (version 0) over all requests; this request may use what earlier ones left. Val accuracy is
+            # measured as the stopping rule measures it (for class removal, on the classes kept).
             val_key = "val_acc_kept_classes" if classes else "val_acc"
-            reference_val = _scores(reference, forget_loader, val_loader, classes)[val_key]
-            spent = max(0.0, reference_val - before[val_key])
-            allowance = max(0.0, float(settings["max_val_drop"]) - spent)
-            before |= {"reference_val_acc": reference_val, "val_drop_allowed": round(allowance, 4)}
+            reference_val = accuracy(reference, val_loader, exclude_classes=classes, what="the val samples")
+            current_val = accuracy(model, val_loader, exclude_classes=classes, what="the val samples")
+            allowance = max(0.0, float(settings["max_val_drop"]) - max(0.0, reference_val - current_val))
             del reference
             try:
                 result = unlearn(model, forget_loader, state, val_loader=val_loader, threshold=float(settings["threshold"]),
@@ -361,7 +361,12 @@ class ModelStore:
             if not all(torch.isfinite(p).all() for p in result.model.parameters()):
                 raise RequestRefused("unlearning left non-finite weights; the request was rolled back and the store "
                                      "is unchanged: retry with a lower --lr")
-            after = _scores(result.model, forget_loader, val_loader, classes)
+            # Before and after, as the stopping rule measured them (epoch 0 and the epoch kept): no second pass.
+            first = result.history[0]
+            kept = next(h for h in result.history if h["epoch"] == result.kept_epoch)
+            before = {"forget_acc": _round(first["forget_acc"]), val_key: _round(first["val_acc"]),
+                      "reference_val_acc": _round(reference_val), "val_drop_allowed": _round(allowance)}
+            after = {"forget_acc": _round(kept["forget_acc"]), val_key: _round(kept["val_acc"])}
             seconds.update({k: v for k, v in result.seconds.items() if k != "total"})
 
             t = time.perf_counter()
@@ -544,12 +549,5 @@ def _request_settings(stored: dict, overrides: dict | None) -> dict:
     return settings
 
 
-def _scores(model, forget_loader, val_loader, classes) -> dict:
-    """Forget accuracy, val accuracy, and for class removal val accuracy on the classes kept (percent)."""
-    from .evaluation import accuracy
-
-    out = {"forget_acc": accuracy(model, forget_loader, what="the forget samples"),
-           "val_acc": accuracy(model, val_loader, what="the val samples")}
-    if classes:
-        out["val_acc_kept_classes"] = accuracy(model, val_loader, exclude_classes=classes, what="the val samples")
-    return {k: None if v is None else round(v, 4) for k, v in out.items()}
+def _round(value):
+    return None if value is None else round(float(value), 4)
