@@ -41,7 +41,8 @@ TIERS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cp
          "allcnn-cifar10": "allcnn-cifar10", "smallvgg-cifar10": "smallvgg-cifar10"}
 """Tier name -> recipe name (PROTOCOL.md, Tiers): four CPU tiers and the paper's CIFAR-10 recipes (for a GPU)."""
 
-SCENARIOS = ("random", "subclass", "class", "sequential")
+SCENARIOS = ("random", "subclass", "class", "sequential", "poison-flip", "poison-backdoor")
+POISON_SCENARIOS = ("poison-flip", "poison-backdoor")
 REFERENCES = ("original", "retrain")
 """Always run: the original model (doing nothing) and the reference retrained without D_f."""
 
@@ -63,7 +64,9 @@ class PGUSettings:
     """PGU as the authors run it (METHOD.md sections 3 and 6): every setting the bench passes to :func:`unlearn`.
 
     ``lr`` is the ``(lr0, lr1)`` schedule of sample removal; ``class_lr`` that of class removal
-    (``None``: the same), as the authors set each experiment's rates apart.
+    (``None``: the same), as the authors set each experiment's rates apart. Poisoned samples
+    (METHOD.md section 8) take the authors' depoisoning run: ``poison_lr`` 0.1 -> 0.05 and
+    ``poison_threshold`` 0.95 (``exp/unlearned/smallvgg_cifar10/poison/*/config.yaml``).
     """
 
     threshold: float = 0.9
@@ -72,14 +75,18 @@ class PGUSettings:
     epochs: int = 100
     batch_size: int = 128
     class_lr: tuple[float, float] | None = None
+    poison_lr: tuple[float, float] = (0.1, 0.05)
+    poison_threshold: float = 0.95
 
     def lr_for(self, mode: str) -> tuple[float, float]:
-        """The schedule of a request of ``mode`` (``"sample"`` or ``"class"``)."""
+        """The schedule of a request of ``mode`` (``"sample"``, ``"class"`` or ``"poison"``)."""
+        if mode == "poison":
+            return tuple(self.poison_lr)
         return tuple(self.class_lr) if mode == "class" and self.class_lr is not None else tuple(self.lr)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["lr"] = list(self.lr)
+        d["lr"], d["poison_lr"] = list(self.lr), list(self.poison_lr)
         d["class_lr"] = None if self.class_lr is None else list(self.class_lr)
         return d
 
@@ -115,6 +122,14 @@ class BenchConfig:
     on val only (``pgu/methods/selected/<tier>-<mode>.toml``, where pgu ships one; else the
     published ones), ``"published"`` the authors' values (``settings.toml``), or a path to a
     selected-settings file of your own. An explicit ``pgu`` replaces any selected PGU rate.
+    ``poison-flip`` and ``poison-backdoor`` (METHOD.md section 8) poison the training set with
+    the seed (:mod:`pgu.poisoning`), train the original on it, and make D_f the poisoned
+    samples with the labels they were trained with; the reference retrained without D_f is the
+    model trained on the clean samples only. ``poison_count`` images per class are relabelled
+    each way between ``poison_pairs`` class pairs (default :func:`pgu.poisoning.default_flip_count`);
+    the backdoor stamps a ``trigger_size`` square on ``poison_fraction`` of the images of the
+    classes other than ``poison_target``. No selection is shipped for poisoned samples, so
+    ``settings="selected"`` runs the published settings there.
     """
 
     tier: str
@@ -130,6 +145,11 @@ class BenchConfig:
     budget_share: float = 0.5
     pgu: PGUSettings | None = None
     settings: str = "selected"
+    poison_count: int | None = None
+    poison_pairs: int = 5
+    poison_fraction: float = 0.05
+    poison_target: int = 0
+    trigger_size: int = 3
 
     def __post_init__(self):
         if self.pgu is None:  # the tier's settings (TIER_PGU_SETTINGS, then any selected rate), else the authors'
@@ -140,7 +160,9 @@ class BenchConfig:
 
     @property
     def mode(self) -> str:
-        """``"class"`` for the class scenario, else ``"sample"`` (what selected settings are keyed by)."""
+        """``"class"``, ``"poison"`` (the poison scenarios) or ``"sample"``: what selected settings are keyed by."""
+        if self.scenario in POISON_SCENARIOS:
+            return "poison"
         return "class" if self.scenario == "class" else "sample"
 
     def selected_path(self) -> Path | None:
@@ -197,6 +219,17 @@ class BenchConfig:
                              f"{sorted(chained)} cannot run in it: leave them out of --methods")
         if self.per_class is not None and self.per_class < 1:
             raise ValueError(f"per_class must be a positive number of samples, got {self.per_class}")
+        if self.challenge and self.scenario in POISON_SCENARIOS:
+            raise ValueError("the challenge score compares unlearned with retrained models on a random forget set; "
+                             "the poison scenarios do not take it")
+        if self.poison_count is not None and self.poison_count < 1:
+            raise ValueError(f"poison_count must be a positive number of images per class, got {self.poison_count}")
+        if self.poison_pairs < 1:
+            raise ValueError(f"poison_pairs must be >= 1, got {self.poison_pairs}")
+        if not 0 < self.poison_fraction < 1:
+            raise ValueError(f"poison_fraction must lie in (0, 1), got {self.poison_fraction}")
+        if self.trigger_size < 1:
+            raise ValueError(f"trigger_size must be >= 1 pixel, got {self.trigger_size}")
         self.selected()  # an unknown value or a damaged file is refused before anything runs
 
     def forget_spec(self, train_y: torch.Tensor) -> str:
@@ -211,6 +244,17 @@ class BenchConfig:
             count = 500 if in_class >= 1000 else max(1, in_class // 2)
         return f"subclass:{self.forget_class}:{count}"
 
+    def poison_spec(self, train_y: torch.Tensor) -> str:
+        """The :mod:`pgu.poisoning` spec of a poison scenario."""
+        from .poisoning import default_flip_count
+
+        if self.scenario == "poison-flip":
+            count = self.poison_count if self.poison_count is not None else default_flip_count(train_y)
+            return f"flip:{count}:{self.poison_pairs}"
+        if self.scenario == "poison-backdoor":
+            return f"backdoor:{self.poison_fraction:g}:{self.poison_target}:{self.trigger_size}"
+        raise ValueError(f"{self.scenario!r} is not a poison scenario ({', '.join(POISON_SCENARIOS)})")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["seeds"], d["methods"] = list(self.seeds), list(self.methods)
@@ -219,10 +263,32 @@ class BenchConfig:
         return d
 
     def same_bench(self, other: dict) -> bool:
-        """Whether a bench folder's recorded config is this one, seeds aside (more seeds may be added)."""
+        """Whether a bench folder's recorded config is this one, seeds aside (more seeds may be added).
+
+        A setting added to pgu after the folder was written (absent from its record) matches when
+        this bench leaves it at its default, so benches made before it can still be resumed."""
         mine = {k: v for k, v in self.to_dict().items() if k != "seeds"}
         theirs = {k: v for k, v in other.items() if k != "seeds"}
+        defaults = {"config": _defaults(BenchConfig, skip=("tier", "scenario", "pgu")), "pgu": _defaults(PGUSettings)}
+        for key in [k for k in mine if k not in theirs]:
+            if key in defaults["config"] and mine[key] == defaults["config"][key]:
+                del mine[key]
+        if isinstance(mine.get("pgu"), dict) and isinstance(theirs.get("pgu"), dict):
+            mine["pgu"] = {k: v for k, v in mine["pgu"].items()
+                           if k in theirs["pgu"] or v != defaults["pgu"].get(k, object())}
         return mine == theirs
+
+
+def _defaults(cls, skip=()) -> dict:
+    """A dataclass's default field values, in ``to_dict``'s JSON form (tuples as lists)."""
+    from dataclasses import MISSING, fields
+
+    out = {}
+    for f in fields(cls):
+        if f.name in skip or f.default is MISSING:
+            continue
+        out[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+    return out
 
 
 def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progress: bool = True) -> dict:
@@ -238,6 +304,8 @@ def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progres
     if not splits.num_classes > config.forget_class >= 0:
         raise ValueError(f"forget_class must be a class of {splits.name} (0 to {splits.num_classes - 1}), "
                          f"got {config.forget_class}")
+    if config.scenario in POISON_SCENARIOS:
+        _check_poisoning(config, splits)
     _claim(out, config)
     seeds_dir = out / "seeds"
     seeds_dir.mkdir(parents=True, exist_ok=True)
@@ -285,8 +353,25 @@ def _write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def _check_poisoning(config: BenchConfig, splits) -> None:
+    """Refuse a poisoning the dataset cannot take before anything trains (the generator's own checks, on a dry run)."""
+    from .poisoning import parse_poison_spec, poison
+
+    if not splits.num_classes > config.poison_target >= 0:
+        raise ValueError(f"poison_target must be a class of {splits.name} (0 to {splits.num_classes - 1}), "
+                         f"got {config.poison_target}")
+    if config.trigger_size > min(splits.input_shape[-2:]):
+        raise ValueError(f"a {config.trigger_size}-pixel trigger does not fit {splits.name}'s "
+                         f"{splits.input_shape[-2]}x{splits.input_shape[-1]} images")
+    if config.scenario == "poison-flip":  # class counts and pairs: labels only, so a one-pixel copy suffices
+        small = replace(splits.train, x=splits.train.x[:, :, :1, :1])
+        poison(small, parse_poison_spec(config.poison_spec(splits.train.y)), seed=0)
+
+
 def _run_seed(config: BenchConfig, recipe, splits, seed: int, device, cache: Path, progress: bool) -> dict:
     train_cfg = replace(recipe.train, seed=seed)
+    if config.scenario in POISON_SCENARIOS:
+        return _run_poison(config, recipe, splits, seed, device, cache, progress, train_cfg)
     original, stats, original_info = _original(recipe, train_cfg, splits, device, cache, progress)
     budget = int(config.budget_share * original_info["samples_seen"])
     if config.scenario == "sequential":
@@ -313,6 +398,43 @@ def _run_seed(config: BenchConfig, recipe, splits, seed: int, device, cache: Pat
     if config.challenge:
         out["challenge"] = _challenge(config, recipe, splits, seed, device, mask, forget.mode, budget, progress)
     return out
+
+
+def _run_poison(config: BenchConfig, recipe, splits, seed: int, device, cache: Path, progress: bool, train_cfg) -> dict:
+    """One seed of a poison scenario: poison D with the seed, train on it, remove the poisoned samples.
+
+    The reference (``retrain``) is trained on the clean samples only. Every model gets the
+    detoxification metrics of :func:`pgu.scoring.score_poisoning` beside the usual ones, and
+    ``TA_recovered``: the share of the test-accuracy gap between the poisoned original and the
+    clean model it closed (``None`` when that gap is under 0.1 points).
+    """
+    from .poisoning import poison, poisoning_summary
+    from .scoring import score_poisoning
+
+    spec = config.poison_spec(splits.train.y)
+    poisoned, record = poison(splits.train, spec, seed=seed)
+    summary = {"spec": spec, **poisoning_summary(record)}
+    psplits = replace(splits, train=poisoned)
+    original, stats, original_info = _original(recipe, train_cfg, psplits, device, cache, progress,
+                                               poisoning={k: v for k, v in summary.items() if k != "trigger_values"})
+    budget = int(config.budget_share * original_info["samples_seen"])
+    mask = poisoned.mask_of(record.ids)
+    method_runs = {}
+    for name in config.methods:
+        if name not in REFERENCES:
+            method_runs[name] = _run_method(name, config, original, stats, psplits, mask, "poison", budget, device,
+                                            seed, train_cfg, progress)
+    forget_true = splits.train.subset(mask)  # the same images, unpoisoned labels (a backdoor's trigger stays: x from D_f)
+    forget_true = replace(forget_true, x=poisoned.x[mask])
+    request = _score_request(config, recipe, psplits, seed, device, progress, train_cfg, original, mask, (),
+                             method_runs, desc=f"seed {seed}: train on the clean samples only",
+                             extra_scores=lambda model: score_poisoning(model, record, forget_true, splits.test))
+    clean, dirty = request["methods"]["retrain"], request["methods"]["original"]
+    gap = clean["TA"] - dirty["TA"]
+    for row in request["methods"].values():
+        row["TA_recovered"] = (row["TA"] - dirty["TA"]) / gap if abs(gap) >= 0.1 else None
+    return {"seed": seed, "forget_spec": f"poisoned:{spec}", "forget_mode": "poison", **_forget_record(record.ids),
+            "poisoning": summary, "budget_samples": budget, "original": original_info, **request}
 
 
 def _challenge(config, recipe, splits, seed, device, mask, mode: str, budget: int, progress: bool) -> dict:
@@ -379,9 +501,9 @@ def published_settings(name: str, config: BenchConfig) -> dict:
     if name in ("pgu", "pgu-energy"):
         p = config.pgu
         settings.update(lr=list(p.lr), class_lr=None if p.class_lr is None else list(p.class_lr), epochs=p.epochs,
-                        batch_size=p.batch_size)
+                        batch_size=p.batch_size, poison_lr=list(p.poison_lr))
         if name == "pgu":
-            settings.update(threshold=p.threshold, rule=p.rule)
+            settings.update(threshold=p.threshold, rule=p.rule, poison_threshold=p.poison_threshold)
     return settings
 
 
@@ -432,8 +554,10 @@ def _pixel_scale(info: dict):
 
 
 def _score_request(config, recipe, splits, seed, device, progress, train_cfg, original, mask, classes, method_runs,
-                   desc: str) -> dict:
-    """Retrain without ``mask``, then score original, retrain and the methods' models on that forget set."""
+                   desc: str, extra_scores=None) -> dict:
+    """Retrain without ``mask``, then score original, retrain and the methods' models on that forget set.
+
+    ``extra_scores(model) -> dict``: more metrics of each model, added to its row."""
     retrained = train_model(recipe.model, splits, train_cfg, subset=~mask, device=device, progress=progress, desc=desc)
     runs = {"original": {"model": original, "seconds": 0.0, "data_free": True, "details": {}},
             "retrain": {"model": retrained.model, "seconds": retrained.seconds, "data_free": False,
@@ -447,6 +571,8 @@ def _score_request(config, recipe, splits, seed, device, progress, train_cfg, or
     for name, run in runs.items():
         row = {k: v for k, v in scores[name].items() if not k.startswith("_")}
         row.update(score_against_reference(scores[name], scores["retrain"]))
+        if extra_scores is not None:
+            row.update(extra_scores(run["model"]))
         row["seconds"] = round(run["seconds"], 4)
         row["speedup"] = (round(runs["retrain"]["seconds"] / run["seconds"], 3)
                           if name not in ("original", "retrain") and run["seconds"] > 0 else None)
@@ -511,10 +637,15 @@ def _run_sequential(config, recipe, splits, seed, device, progress, train_cfg, o
     }
 
 
-def _original(recipe, train_cfg, splits, device, cache: Path, progress: bool):
-    """The seed's original model and its Gram statistics, from the cache when the full config matches."""
-    key_source = json.dumps({"recipe": recipe.to_dict() | {"train": train_cfg.to_dict()}, "dataset": splits.name,
-                             "train": len(splits.train), "info": splits.info}, sort_keys=True, default=str)
+def _original(recipe, train_cfg, splits, device, cache: Path, progress: bool, poisoning: dict | None = None):
+    """The seed's original model and its Gram statistics, from the cache when the full config matches.
+
+    ``poisoning``: the summary of the poisoning ``splits.train`` carries (part of the cache key)."""
+    keyed = {"recipe": recipe.to_dict() | {"train": train_cfg.to_dict()}, "dataset": splits.name,
+             "train": len(splits.train), "info": splits.info}
+    if poisoning is not None:
+        keyed["poisoning"] = poisoning
+    key_source = json.dumps(keyed, sort_keys=True, default=str)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
     folder = cache / f"original-{key}"
     spec = ModelSpec(recipe.model, splits.num_classes, splits.input_shape[0], train_cfg.width, splits.input_shape[-1])
@@ -524,7 +655,7 @@ def _original(recipe, train_cfg, splits, device, cache: Path, progress: bool):
         stats = GramStats.load(folder / "stats.safetensors")
         return model, stats, info | {"cached": True}
     trained = train_model(recipe.model, splits, train_cfg, device=device, progress=progress,
-                          desc=f"seed {train_cfg.seed}: train original")
+                          desc=f"seed {train_cfg.seed}: train original" + (" on poisoned data" if poisoning else ""))
     start = time.perf_counter()
     stats = GramStats().fit(trained.model, splits.train.loader(stats_batch_size(device), device=device), progress=progress,
                             desc="Gram statistics of D")

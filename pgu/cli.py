@@ -54,10 +54,12 @@ def _cmd_train(args) -> int:
                                         "lr": args.lr, "seed": args.seed}.items() if v is not None})
     recipe = recipe.with_overrides(dataset=args.dataset, model=args.model, **overrides)
     run = train_run(recipe, args.out, exclude=args.exclude, data_dir=args.data_dir, device=args.device,
-                    stats=not args.no_stats, progress=not args.quiet, overwrite=args.overwrite)
+                    stats=not args.no_stats, progress=not args.quiet, overwrite=args.overwrite, poison=args.poison)
     res = run.config["results"]
     print(f"trained {recipe.model} on {recipe.dataset} ({run.config['dataset']['trained_on']} samples"
-          f"{', without ' + args.exclude if args.exclude else ''}) in {res['train_seconds']:.1f} s: "
+          f"{', without ' + args.exclude if args.exclude else ''}"
+          + (f", poisoned by {args.poison}: {run.config['poisoning']['n_poisoned']} samples" if args.poison else "")
+          + f") in {res['train_seconds']:.1f} s: "
           f"val {res['val_acc']:.2f}%, test {res['test_acc']:.2f}%"
           + (f"; Gram statistics in {res['stats_seconds']:.1f} s" if res["stats_seconds"] is not None else ""))
     print(f"wrote {args.out}")
@@ -93,7 +95,9 @@ def _cmd_bench(args) -> int:
     config = BenchConfig(tier=args.tier, scenario=args.scenario, seeds=args.seeds, methods=methods,
                          fraction=args.fraction, forget_class=args.forget_class, count=args.count,
                          steps=args.steps, per_class=args.per_class, challenge=args.challenge,
-                         budget_share=args.budget_share, settings=args.settings)
+                         budget_share=args.budget_share, settings=args.settings, poison_count=args.poison_count,
+                         poison_pairs=args.poison_pairs, poison_fraction=args.poison_fraction,
+                         poison_target=args.poison_target, trigger_size=args.trigger_size)
     if args.pgu_lr is not None or args.pgu_class_lr is not None:
         changes = {k: v for k, v in (("lr", args.pgu_lr), ("class_lr", args.pgu_class_lr)) if v is not None}
         config = replace(config, pgu=replace(config.pgu, **changes))
@@ -277,6 +281,7 @@ def _cmd_samples(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .poisoning import POISON_SPEC_HELP
 
     parser = argparse.ArgumentParser(prog="pgu", description="Projected-Gradient Unlearning for PyTorch classifiers.")
     parser.add_argument("--version", action="version", version=f"pgu {__version__}")
@@ -299,7 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", type=_parse_setting, metavar="KEY=VALUE",
                        help="override any training setting of the recipe (repeatable)")
     train.add_argument("--exclude", metavar="FORGET_SPEC",
-                       help="train without these samples: class:C, random:F[:SEED], subclass:C:N or ids:FILE")
+                       help="train without these samples: class:C, random:F[:SEED], subclass:C:N, ids:FILE, or "
+                            "poisoned (with --poison: the poisoned samples)")
+    train.add_argument("--poison", metavar="SPEC",
+                       help="train on a poisoned copy of the training set, drawn with the run's seed and recorded in "
+                            "RUN/poisoning.json: " + POISON_SPEC_HELP + "; with --exclude poisoned, train on the "
+                            "clean samples only")
     train.add_argument("--data-dir", help="where datasets live (default: $PGU_DATA_DIR)")
     train.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu or cuda")
     train.add_argument("--no-stats", action="store_true", help="skip the Gram statistics pass")
@@ -312,13 +322,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="compare unlearning methods with retraining (PROTOCOL.md), over seeds")
     bench.add_argument("--tier", required=True,
                        help="digits, mnist, fashion, cifar10-cpu, or the paper's allcnn-cifar10 / smallvgg-cifar10 (GPU)")
-    bench.add_argument("--scenario", required=True, help="random, subclass, class or sequential")
+    bench.add_argument("--scenario", required=True,
+                       help="random, subclass, class, sequential, or poison-flip / poison-backdoor (train on poisoned "
+                            "data, then remove the poisoned samples; the reference is trained on the clean ones)")
     bench.add_argument("--fraction", type=float, default=0.1, help="random: share of D forgotten (default 0.1)")
     bench.add_argument("--class", dest="forget_class", type=int, default=0, help="class and subclass: the class (default 0)")
     bench.add_argument("--count", type=int, help="subclass: samples forgotten (default 500, or half a smaller class)")
     bench.add_argument("--steps", type=int, default=4, help="sequential: number of requests (default 4)")
     bench.add_argument("--per-class", type=int,
                        help="sequential: samples of every class per request (default 2%% of the smallest class, at most 100)")
+    bench.add_argument("--poison-count", type=int, metavar="N",
+                       help="poison-flip: images relabelled per class (default 1000, at most a fifth of the smallest "
+                            "class)")
+    bench.add_argument("--poison-pairs", type=int, default=5, help="poison-flip: class pairs flipped (default 5)")
+    bench.add_argument("--poison-fraction", type=float, default=0.05,
+                       help="poison-backdoor: share of the other classes' images stamped (default 0.05)")
+    bench.add_argument("--poison-target", type=int, default=0, help="poison-backdoor: the target class (default 0)")
+    bench.add_argument("--trigger-size", type=int, default=3,
+                       help="poison-backdoor: side of the square trigger in pixels (default 3)")
     bench.add_argument("--challenge", type=int, default=0, metavar="N",
                        help="also the NeurIPS 2023 challenge score of PGU from N unlearned and N retrained models "
                             "per seed (PROTOCOL: N >= 32; affordable on the digits tier)")

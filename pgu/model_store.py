@@ -84,6 +84,7 @@ def default_pgu_settings(recipe_name: str | None) -> dict:
         settings = sample.to_dict() | {"class_lr": list(klass.lr_for("class"))}
     else:
         settings = PGUSettings().to_dict()
+    settings = {k: v for k, v in settings.items() if k in SETTING_KEYS}  # a store serves deletion requests only
     return settings | {"max_val_drop": LIFETIME_VAL_DROP}
 
 
@@ -137,6 +138,11 @@ class ModelStore:
         except StatsMismatchError as exc:
             raise StoreError(f"the statistics of {run_path} are not those of its model ({exc}); retake them with "
                              f"`pgu train` or GramStats().fit") from exc
+        if run.config.get("poisoning"):
+            raise StoreError(f"{run_path} was trained on poisoned data (`pgu train --poison`); a store records the "
+                             f"dataset's samples as published, so its digests and forget passes would not match what "
+                             f"the model saw. Remove the poisoned samples with unlearn(..., mode='poison') or "
+                             f"`pgu bench --scenario poison-flip|poison-backdoor`")
         dataset = run.config.get("dataset", {})
         name, split_seed = dataset.get("name"), int(dataset.get("split_seed", 0))
         if not name:

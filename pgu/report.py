@@ -2,7 +2,8 @@
 
 Written from ``results.json`` alone (:func:`write_report`), so a report can be rebuilt
 without rerunning anything. Standard deviations are over seeds (``ddof=1``; blank with one
-seed). Gap closed = 1 - Avg.Gap(method) / Avg.Gap(original) (PROTOCOL.md, Metrics).
+seed). Gap closed = 1 - Avg.Gap(method) / Avg.Gap(original) (PROTOCOL.md, Metrics). The poison
+scenarios (METHOD.md section 8) get their own columns (:data:`POISON_COLUMNS`) and ``poison.png``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ __all__ = ["write_report", "format_table", "summarize"]
 COLUMNS = [("UA", "UA"), ("forget_progress", "FA moved"), ("RA", "RA"), ("TA", "TA"), ("MIA", "MIA-Eff"),
            ("loss_MIA", "loss MIA"), ("avg_gap", "Avg.Gap"), ("gap_closed", "gap closed"), ("js_divergence", "JS on D_f"),
            ("seconds", "seconds"), ("speedup", "speed-up")]
+POISON_COLUMNS = {
+    "poison-flip": [("TA", "TA"), ("TA_recovered", "TA gap recovered"), ("poisoned_true_acc", "D_f true-label acc"),
+                    ("FA", "D_f poisoned-label acc"), ("RA", "RA"), ("avg_gap", "Avg.Gap"), ("seconds", "seconds"),
+                    ("speedup", "speed-up")],
+    "poison-backdoor": [("ASR", "ASR"), ("TA", "clean acc (TA)"), ("TA_recovered", "TA gap recovered"),
+                        ("poisoned_true_acc", "D_f true-label acc"), ("FA", "D_f poisoned-label acc"), ("RA", "RA"),
+                        ("avg_gap", "Avg.Gap"), ("seconds", "seconds"), ("speedup", "speed-up")],
+}
+"""The table of a poison scenario: the detoxification metrics first (pgu.scoring.score_poisoning)."""
 SMALL_GAP = 2.0
 """An original Avg.Gap below this (points) makes small gaps uninformative (PROTOCOL.md): the report says so."""
 
@@ -31,15 +41,21 @@ def _stats(values) -> tuple[float | None, float | None]:
     return mean, std
 
 
+def columns_for(results: dict) -> list[tuple[str, str]]:
+    """The table's ``(metric, label)`` columns for a bench's scenario."""
+    return POISON_COLUMNS.get(results["config"].get("scenario"), COLUMNS)
+
+
 def summarize(results: dict) -> dict:
     """``{method: {metric: (mean, std)}}`` over the seeds, with gap closed and budget hits."""
     seeds = results["seeds"]
     methods = [m for m in seeds[0]["methods"]] if seeds else []
+    keys = {key for key, _ in COLUMNS + columns_for(results)}
     out = {}
     for m in methods:
         rows = [s["methods"][m] for s in seeds if m in s["methods"]]
         derived = ("gap_closed", "forget_progress")
-        summary = {key: _stats([r.get(key) for r in rows]) for key, _ in COLUMNS if key not in derived}
+        summary = {key: _stats([r.get(key) for r in rows]) for key in keys if key not in derived}
         closed, progress = [], []
         for s in seeds:
             if m not in s["methods"]:
@@ -58,7 +74,7 @@ def summarize(results: dict) -> dict:
 def _cell(mean, std, key) -> str:
     if mean is None:
         return "-"
-    if key in ("gap_closed", "forget_progress"):
+    if key in ("gap_closed", "forget_progress", "TA_recovered"):
         text = f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if std is not None else "")  # 99.8%, not 100%
     elif key == "speedup":
         text = f"{mean:.1f}x" + (f" ± {std:.1f}" if std is not None else "")
@@ -73,6 +89,7 @@ def format_table(results: dict) -> str:
     """The markdown report of a bench."""
     cfg, seeds = results["config"], results["seeds"]
     summary = summarize(results)
+    columns = columns_for(results)
     first = seeds[0]
     train_s = _stats([s["original"]["train_seconds"] for s in seeds])[0]
     stats_s = _stats([s["original"]["stats_seconds"] for s in seeds])[0]
@@ -87,18 +104,25 @@ def format_table(results: dict) -> str:
         f"{stats_s:.1f} s. Commit {env.get('commit')}, {env.get('cpu')}"
         + (f", {env['gpu']}" if env.get("gpu") else "") + ".",
         "",
-        "| method | " + " | ".join(label for _, label in COLUMNS) + " | needs D_r | budget hit |",
-        "|---" * (len(COLUMNS) + 3) + "|",
+        "| method | " + " | ".join(label for _, label in columns) + " | needs D_r | budget hit |",
+        "|---" * (len(columns) + 3) + "|",
     ]
     for m, s in summary.items():
-        cells = [_cell(*s[key], key) for key, _ in COLUMNS]
+        cells = [_cell(*s[key], key) for key, _ in columns]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {'yes' if s['needs_retain_data'] else 'no'} | "
                      f"{s['budget_hits']}/{len(seeds)} |")
-    lines += ["", "Percent, mean ± std over seeds. UA = 100 - forget accuracy; MIA-Eff: share of D_f an RBF SVM on the "
-              "true-class probability calls non-member; Avg.Gap: mean |difference| to `retrain` over UA, RA, TA and "
-              "MIA-Eff (0 is perfect); gap closed = 1 - Avg.Gap / Avg.Gap(original); FA moved = how far forget accuracy "
-              "went from the original's toward the retrained model's (100%: reached it, above: overshot, 0: left "
-              "it, below 0: moved away); speed-up = retrain seconds / method seconds, same run."]
+    poisoned = cfg.get("scenario") in POISON_COLUMNS
+    if poisoned:
+        lines += _poison_notes(results, summary)
+        lines += ["", "Percent, mean ± std over seeds. RA: accuracy on the clean training samples; Avg.Gap: mean "
+                  "|difference| to `retrain` (the clean model) over UA, RA, TA and MIA-Eff; speed-up = retrain seconds "
+                  "/ method seconds, same run."]
+    else:
+        lines += ["", "Percent, mean ± std over seeds. UA = 100 - forget accuracy; MIA-Eff: share of D_f an RBF SVM on the "
+                  "true-class probability calls non-member; Avg.Gap: mean |difference| to `retrain` over UA, RA, TA and "
+                  "MIA-Eff (0 is perfect); gap closed = 1 - Avg.Gap / Avg.Gap(original); FA moved = how far forget accuracy "
+                  "went from the original's toward the retrained model's (100%: reached it, above: overshot, 0: left "
+                  "it, below 0: moved away); speed-up = retrain seconds / method seconds, same run."]
     lines += ["", _settings_line(cfg)]
     if seeds and "challenge" in first:
         n = first["challenge"]["models_per_group"]
@@ -110,7 +134,7 @@ def format_table(results: dict) -> str:
                   f"nothing (the originals): F = "
                   f"{_cell(*_stats([s['challenge']['original_forgetting_quality'] for s in seeds]), 'fraction')}."]
     original_gap = summary.get("original", {}).get("avg_gap", (None, None))[0]
-    if original_gap is not None and original_gap < SMALL_GAP:
+    if original_gap is not None and original_gap < SMALL_GAP and not poisoned:
         lines += ["", f"**Caution:** doing nothing (`original`) already scores an Avg.Gap of {original_gap:.2f} here: the "
                   f"original is close to the retrained model, so a small gap proves little (PROTOCOL.md). Judge methods "
                   f"on settings where the original's gap is large (class or sub-class forgetting)."]
@@ -131,6 +155,28 @@ def format_table(results: dict) -> str:
     if "pgu" in summary:
         lines += ["![PGU: forget and val accuracy per epoch](pgu_curve.png)", ""]
     return "\n".join(lines)
+
+
+def _poison_notes(results: dict, summary: dict) -> list[str]:
+    """What the poison table means, and the poisoning itself."""
+    p = results["seeds"][0]["poisoning"]
+    if p["kind"] == "flip":
+        what = (f"label flipping: {p['n_per_class']} images per class relabelled each way between {len(p['pairs'])} "
+                f"random class pairs (drawn with the seed; seed {results['seeds'][0]['seed']}: {p['pairs']})")
+    else:
+        what = (f"BadNets backdoor: a {p['size']}x{p['size']} trigger (each channel's brightest value) in the "
+                f"bottom-right corner of {p['fraction']:.0%} of the images of the classes other than {p['target']}, "
+                f"relabelled {p['target']}")
+    lines = ["", f"Poisoning: {what}; {p['n_poisoned']} samples, D_f = all of them, with the labels they were trained "
+             f"with. `original` is the model trained on the poisoned data; `retrain` is the model trained on the "
+             f"clean samples only, the reference. TA gap recovered = (TA - TA(original)) / (TA(retrain) - "
+             f"TA(original)), per seed (blank where that gap is under 0.1 points). D_f true-label acc: accuracy on "
+             f"the poisoned training images under their true labels."]
+    if p["kind"] == "backdoor":
+        lines.append("ASR: share of the test images of the other classes, stamped with the trigger, predicted as the "
+                     "target; clean acc is the test accuracy on unstamped images.")
+    lines += ["", "![detoxification metrics](poison.png)"]
+    return lines
 
 
 def _settings_line(cfg: dict) -> str:
@@ -154,6 +200,8 @@ def write_report(results: dict, out) -> None:
         _plot_sequential(results, out / "sequential.png")
     if any(s["methods"].get("pgu", {}).get("details", {}).get("history") for s in results["seeds"]):
         _plot_pgu_curve(results, out / "pgu_curve.png")
+    if results["config"].get("scenario") in POISON_COLUMNS and results["seeds"]:
+        _plot_poison(results, out / "poison.png")
 
 
 def _plot_entropy(results: dict, path: Path) -> None:
@@ -202,6 +250,35 @@ def _plot_pgu_curve(results: dict, path: Path) -> None:
     ax.set_xlabel("PGU epoch")
     ax.set_ylabel("accuracy (%)")
     _save(fig, ax, f"{results['config']['tier']}, {results['config']['scenario']}: PGU per epoch", path, legend_size=7)
+
+
+def _plot_poison(results: dict, path: Path) -> None:
+    """Per method, mean ± std over seeds: test accuracy (and, for a backdoor, ASR), with the poisoned and clean models' as lines."""
+    summary = summarize(results)
+    backdoor = results["config"]["scenario"] == "poison-backdoor"
+    panels = [("TA", "test accuracy (%)")] + ([("ASR", "attack success rate (%)")] if backdoor else []) + \
+             [("poisoned_true_acc", "D_f true-label accuracy (%)")]
+    fig, axes = _axes((4.2 * len(panels), 3.6), columns=len(panels))
+    names = [m for m in summary if m not in ("original", "retrain")]
+    for ax, (key, label) in zip(axes, panels):
+        means = [summary[m][key][0] for m in names]
+        errs = [summary[m][key][1] or 0.0 for m in names]
+        ax.bar(range(len(names)), means, yerr=errs, color="tab:blue", capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        for ref, style in (("original", ":"), ("retrain", "--")):
+            ax.axhline(summary[ref][key][0], linestyle=style, color="black" if ref == "retrain" else "red",
+                       label="poisoned original" if ref == "original" else "clean (retrain)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+        if key == "TA":
+            lows = [v for v in means + [summary["original"][key][0], summary["retrain"][key][0]] if v is not None]
+            ax.set_ylim(max(0.0, min(lows) - 3), min(100.0, max(lows) + 1))
+    fig.suptitle(f"{results['config']['tier']}, {results['config']['scenario']} ({len(results['seeds'])} seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 def _plot_sequential(results: dict, path: Path) -> None:

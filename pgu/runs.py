@@ -11,6 +11,8 @@ leaves half a run):
 * ``history.json``: per-epoch learning rate, loss, train and val accuracy, seconds.
 * ``stats.safetensors``: the Gram statistics of the samples trained on (the cache PGU needs),
   unless the run was made without them.
+* ``poisoning.json``: for a run trained on poisoned data (``pgu train --poison``), exactly what
+  the attack changed (:mod:`pgu.poisoning`).
 """
 
 from __future__ import annotations
@@ -110,8 +112,10 @@ def load_model(path, device=None) -> tuple[nn.Module, ModelSpec]:
 
 def save_run(path, *, model: nn.Module, spec: ModelSpec, config: dict, train_ids: torch.Tensor,
              excluded_ids: torch.Tensor, history: list[dict], stats: GramStats | None = None,
-             overwrite: bool = False) -> Path:
-    """Write a run folder atomically (see the module docstring). Refuses to replace one unless ``overwrite``."""
+             overwrite: bool = False, extra_files: dict[str, object] | None = None) -> Path:
+    """Write a run folder atomically (see the module docstring). Refuses to replace one unless ``overwrite``.
+
+    ``extra_files``: more JSON files of the run, ``{file name: payload}``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; choose another --out or pass --overwrite")
@@ -123,6 +127,8 @@ def save_run(path, *, model: nn.Module, spec: ModelSpec, config: dict, train_ids
         (tmp / "train_ids.json").write_text(json.dumps(train_ids.tolist()))
         (tmp / "excluded_ids.json").write_text(json.dumps(excluded_ids.tolist()))
         (tmp / "history.json").write_text(json.dumps(history, indent=2))
+        for name, payload in (extra_files or {}).items():
+            (tmp / name).write_text(json.dumps(payload))
         if stats is not None:
             stats.save(tmp / "stats.safetensors", metadata={"run": path.name})
         if path.exists():

@@ -4,7 +4,8 @@
 :mod:`pgu.metrics` in percent: ``FA``, ``RA``, ``VA``, ``TA`` (accuracy on forget, retain,
 val, test), ``UA = 100 - FA``, ``MIA`` (MIA-Efficacy: members drawn from D_r, non-members the
 test split), ``loss_MIA`` (D_f against the test split), and for class forgetting ``TA_kept``
-(test accuracy on the classes kept). Keys starting with ``_`` carry what a comparison needs
+(test accuracy on the classes kept). :func:`score_poisoning` adds the detoxification metrics of
+the poison scenarios (METHOD.md section 8). Keys starting with ``_`` carry what a comparison needs
 (D_f softmax outputs) and are not reported. :func:`score_against_reference` adds ``avg_gap``,
 ``activation_distance`` and ``js_divergence`` against the retrained model's scores.
 """
@@ -20,7 +21,7 @@ from torch import nn
 from . import metrics
 from .evaluation import predict
 
-__all__ = ["score_model", "score_against_reference", "softmax_outputs", "ENTROPY_BINS"]
+__all__ = ["score_model", "score_against_reference", "score_poisoning", "softmax_outputs", "ENTROPY_BINS"]
 
 ENTROPY_BINS = 20
 """Bins of the D_f prediction-entropy histograms, over [0, ln(classes)]."""
@@ -68,3 +69,28 @@ def score_against_reference(scores: dict, reference: dict) -> dict:
         "activation_distance": metrics.activation_distance(scores["_forget_probs"], reference["_forget_probs"]),
         "js_divergence": metrics.js_divergence(scores["_forget_probs"], reference["_forget_probs"]),
     }
+
+
+def score_poisoning(model: nn.Module, record, forget_true, test, batch_size: int = 512) -> dict:
+    """Detoxification metrics (percent) of ``model`` after a poisoning ``record`` (:class:`pgu.poisoning.Poisoning`).
+
+    ``poisoned_true_acc``: accuracy on the poisoned training samples (``forget_true``: their
+    images as trained, with their true labels). For a backdoor also ``ASR``, the attack success
+    rate: the share of ``test`` images of the other classes, stamped with the trigger, that the
+    model predicts as the target (:func:`pgu.poisoning.attack_success_rate`); the clean accuracy
+    is the test accuracy ``TA``.
+    """
+    import torch
+
+    from .poisoning import attack_success_rate, stamp_trigger
+
+    out = {"poisoned_true_acc": metrics.accuracy(softmax_outputs(model, forget_true, batch_size)[0].argmax(1),
+                                                 forget_true.y.numpy())}
+    if record.kind == "backdoor":
+        target = int(record.details["target"])
+        others = test.subset(test.y != target)
+        values = torch.tensor(record.details["trigger_values"], dtype=others.x.dtype)
+        stamped = type(others)(stamp_trigger(others.x, values, int(record.details["size"])), others.y, others.ids)
+        predicted = softmax_outputs(model, stamped, batch_size, what="the triggered test images")[0].argmax(1)
+        out["ASR"] = attack_success_rate(torch.from_numpy(predicted), others.y, target)
+    return out

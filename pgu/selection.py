@@ -148,8 +148,9 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
     if 1.0 not in ladder or len(set(ladder)) != len(ladder) or any(not f > 0 for f in ladder):
         raise ValueError(f"the ladder must hold distinct positive factors including 1 (the published setting), "
                          f"got {list(ladder)}")
-    if scenario == "sequential":
-        raise ValueError("selection runs one request: choose random, subclass or class")
+    if scenario not in ("random", "subclass", "class"):
+        raise ValueError(f"selection runs one request of random, subclass or class forgetting (its held-out proxy); "
+                         f"{scenario!r} is not one: choose random, subclass or class")
     config = BenchConfig(tier=tier, scenario=scenario, seeds=(seed,), methods=("original", "retrain", *methods),
                          fraction=fraction, forget_class=forget_class, count=count, budget_share=budget_share,
                          settings="published")

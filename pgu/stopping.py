@@ -18,6 +18,13 @@ weights) or None to go on. No rule looks at a retrained model or at test data.
   fallen by more than ``max_val_drop`` points from the start (then the previous epoch, the last
   within the allowance, is kept; this check comes first when both happen in one epoch).
   ``forget_floor`` defaults to 1%: "~0" that tolerates one or two stubborn images.
+* :class:`PoisonRemovalStop` (``mode="poison"``, METHOD.md section 8): ``a_f`` is the accuracy
+  on the poisoned samples under their poisoned labels. A model trained without them rarely
+  predicts those labels, so stop once ``a_f <= poison_floor`` (default 1%, as the class rule's
+  floor: "~0" that tolerates a few stubborn images), or once held-out accuracy has fallen by more than ``max_val_drop``
+  points from the start (the authors' guard, 5 points of test accuracy; here val), keeping the
+  previous epoch (checked first). The authors have no floor: they run every epoch the guard
+  allows; the floor stops a request that has nothing left to remove.
 * :class:`NoStop`: run every epoch.
 """
 
@@ -25,12 +32,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["StopDecision", "SampleRemovalStop", "ClassRemovalStop", "NoStop", "STOP_REASONS"]
+__all__ = ["StopDecision", "SampleRemovalStop", "ClassRemovalStop", "PoisonRemovalStop", "NoStop", "STOP_REASONS"]
 
 STOP_REASONS = {
     "already_forgotten": "forget accuracy was already at or below held-out accuracy; nothing to do",
     "crossed": "forget accuracy fell below held-out accuracy",
     "class_forgotten": "the forget classes are no longer predicted",
+    "poison_removed": "no more poisoned samples than the floor are predicted with their poisoned labels",
     "val_drop": "held-out accuracy (on the remaining classes) fell by more than the allowance",
     "max_epochs": "ran every epoch allowed",
     "budget": "the compute budget (forget samples processed) would have been exceeded",
@@ -92,6 +100,31 @@ class ClassRemovalStop:
             return StopDecision("val_drop", keep_previous=True)
         if forget_acc <= self.forget_floor:
             return StopDecision("class_forgotten")
+        return None
+
+
+class PoisonRemovalStop:
+    """Stop when the poisoned labels are no longer predicted on the poisoned samples, or held-out accuracy fell too far."""
+
+    needs_val = True
+
+    def __init__(self, poison_floor: float = 1.0, max_val_drop: float = 5.0):
+        if poison_floor < 0 or max_val_drop is None or max_val_drop < 0:
+            raise ValueError("poison_floor and max_val_drop must be >= 0 (percentage points)")
+        self.poison_floor = poison_floor
+        self.max_val_drop = max_val_drop
+
+    def start(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
+        self._val_start = val_acc
+        if forget_acc <= self.poison_floor:
+            return StopDecision("already_forgotten")
+        return None
+
+    def after_epoch(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
+        if self._val_start - val_acc > self.max_val_drop:
+            return StopDecision("val_drop", keep_previous=True)
+        if forget_acc <= self.poison_floor:
+            return StopDecision("poison_removed")
         return None
 
 

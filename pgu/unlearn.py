@@ -5,7 +5,8 @@
 1. the forget pass: ``G_w(D_f)`` with the model's current weights (same preprocessing as
    ``stats``), and the retain statistics ``G(D_r) = stats - G_w(D_f)`` (section 2, 7);
 2. the Core Gradient Space of each layer from ``G(D_r)`` (section 3);
-3. epochs over D_f minimising :func:`~pgu.losses.forget_loss` (section 5) with SGD whose every
+3. epochs over D_f minimising :func:`~pgu.losses.forget_loss` (section 5; for poisoned samples,
+   ``mode="poison"``, :func:`~pgu.losses.depoison_loss` of section 8) with SGD whose every
    weight change is projected orthogonal to the CGS (section 4; :class:`ProjectedOptimizer`
    keeps that true under momentum and weight decay), learning rate decaying per epoch as
    ``lr_e = lr0 (lr1/lr0)^(e/E)``, BatchNorm in eval mode throughout;
@@ -27,11 +28,11 @@ import torch
 from torch import nn
 
 from .evaluation import accuracy, split_batch
-from .losses import forget_loss
+from .losses import depoison_loss, forget_loss
 from .modes import unlearning_mode
 from .projection import GradientProjector, ProjectedOptimizer
 from .stats import GramStats, _model_device
-from .stopping import ClassRemovalStop, NoStop, SampleRemovalStop, StopDecision
+from .stopping import ClassRemovalStop, NoStop, PoisonRemovalStop, SampleRemovalStop, StopDecision
 from .subspace import CoreGradientSpace
 
 __all__ = ["unlearn", "UnlearnResult", "lr_schedule"]
@@ -93,8 +94,9 @@ def _validate(epochs, momentum, weight_decay, stop, mode, max_samples, forget_lo
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if stop not in ("auto", "none"):
         raise ValueError(f"stop must be 'auto' (METHOD.md section 6) or 'none' (run every epoch), got {stop!r}")
-    if mode not in ("sample", "class"):
-        raise ValueError(f"mode must be 'sample' (some samples) or 'class' (whole classes), got {mode!r}")
+    if mode not in ("sample", "class", "poison"):
+        raise ValueError(f"mode must be 'sample' (some samples), 'class' (whole classes) or 'poison' (poisoned samples, "
+                         f"with the labels they were trained with), got {mode!r}")
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1):
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
     for name, loader in (("forget_loader", forget_loader), ("val_loader", val_loader)):
@@ -106,6 +108,9 @@ def _validate(epochs, momentum, weight_decay, stop, mode, max_samples, forget_lo
             "stop='auto' with mode='sample' stops when forget accuracy falls below held-out accuracy, "
             "so it needs val_loader (held-out data the model never trained on); or pass stop='none'"
         )
+    if stop == "auto" and mode == "poison" and val_loader is None:
+        raise ValueError("stop='auto' with mode='poison' guards held-out accuracy while it removes the poison, so it "
+                         "needs val_loader (clean held-out data the model never trained on); or pass stop='none'")
 
 
 def unlearn(
@@ -120,13 +125,14 @@ def unlearn(
     lr=(0.1, 0.01),
     momentum: float = 0.0,
     weight_decay: float = 0.0,
-    offset: float = 0.05,
+    offset: float | None = None,
     entropy_weight: float = 0.2,
     stop: str = "auto",
     mode: str = "sample",
     max_samples: int | None = None,
     bias: str = "frozen",
     class_forget_floor: float = 1.0,
+    poison_floor: float = 1.0,
     max_val_drop: float | None = 5.0,
     inplace: bool = False,
     progress: bool = False,
@@ -143,14 +149,19 @@ def unlearn(
         threshold, rule, bias: the CGS (see :class:`CoreGradientSpace`).
         epochs: cap on epochs over D_f. lr: ``(lr0, lr1)`` exponential per-epoch decay, or a float.
         momentum, weight_decay: SGD settings; the weight change stays orthogonal for any value.
-        offset, entropy_weight: ``delta`` and ``lambda`` of the forget loss.
+        offset, entropy_weight: ``delta`` and ``lambda`` of the loss (``offset`` default: the
+            authors' 0.05, and 0.1 for ``mode="poison"``).
         stop: ``"auto"`` (section 6 rule for ``mode``) or ``"none"`` (run every epoch).
-        mode: ``"sample"`` (needs ``val_loader`` under ``stop="auto"``) or ``"class"``.
+        mode: ``"sample"`` (needs ``val_loader`` under ``stop="auto"``), ``"class"``, or
+            ``"poison"``: the forget set is poisoned training samples with the (wrong) labels they
+            were trained with; the depoisoning loss and :class:`~pgu.stopping.PoisonRemovalStop`
+            (needs ``val_loader``, clean held-out data) replace the forget loss and the sample rule.
         max_samples: compute budget in forget samples processed (forward + backward; the
             per-epoch evaluations are not counted); a batch that would exceed it is not run and
             the request stops with reason ``"budget"`` unless the stopping rule stops it first.
             For a share ``s`` of the training run's compute pass ``int(s * samples_seen)``.
-        class_forget_floor: the class-removal rule's floor (percent). max_val_drop: points of held-out
+        class_forget_floor: the class-removal rule's floor (percent). poison_floor: the poison rule's
+            floor (percent of poisoned samples still predicted with their poisoned label). max_val_drop: points of held-out
             accuracy either rule lets go before it stops and keeps the previous epoch (``None``:
             the authors' sample rule alone; the class rule needs a number).
         inplace: write the result into ``model`` (only when the request succeeds).
@@ -158,15 +169,18 @@ def unlearn(
     """
     t_start = time.perf_counter()
     _validate(epochs, momentum, weight_decay, stop, mode, max_samples, forget_loader, val_loader)
-    if max_val_drop is None and mode == "class" and stop == "auto":
-        raise ValueError("the class-removal rule needs max_val_drop (points of held-out accuracy it may lose)")
+    if max_val_drop is None and mode in ("class", "poison") and stop == "auto":
+        raise ValueError(f"the {mode}-removal rule needs max_val_drop (points of held-out accuracy it may lose)")
     if max_val_drop is not None and not max_val_drop >= 0:
         raise ValueError(f"max_val_drop must be >= 0 points, got {max_val_drop}")
     learning_rates = lr_schedule(lr, epochs)
     if not isinstance(stats, GramStats):
         raise TypeError(f"stats must be GramStats (fit on the training set), got {type(stats).__name__}")
     stats.check_model(model)
-    forget_loss(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), offset, entropy_weight)  # validates both
+    loss_fn = depoison_loss if mode == "poison" else forget_loss
+    if offset is None:
+        offset = 0.1 if mode == "poison" else 0.05
+    loss_fn(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), offset, entropy_weight)  # validates both
 
     work = copy.deepcopy(model)
     device = _model_device(work)
@@ -213,6 +227,8 @@ def unlearn(
         rule_ = NoStop()
     elif mode == "sample":
         rule_ = SampleRemovalStop(max_val_drop)
+    elif mode == "poison":
+        rule_ = PoisonRemovalStop(poison_floor, max_val_drop)
     else:
         rule_ = ClassRemovalStop(class_forget_floor, max_val_drop)
     exclude = forget_classes if mode == "class" else ()
@@ -229,8 +245,8 @@ def unlearn(
         a_v = None if val_loader is None else accuracy(work, val_loader, exclude_classes=exclude, what="val_loader")
     else:
         a_f, a_v = evaluate()
-    if isinstance(rule_, SampleRemovalStop) and a_v is None:
-        raise ValueError("val_loader yielded no samples; the sample-removal stopping rule needs held-out data")
+    if isinstance(rule_, (SampleRemovalStop, PoisonRemovalStop)) and a_v is None:
+        raise ValueError(f"val_loader yielded no samples; the {mode}-removal stopping rule needs held-out data")
     history = [{"epoch": 0, "lr": None, "loss": None, "forget_acc": a_f, "val_acc": a_v, "samples": 0}]
     decision: StopDecision | None = rule_.start(a_f, a_v)
     processed, epochs_run, kept_epoch = 0, 0, 0
@@ -257,7 +273,7 @@ def unlearn(
                         budget_hit = True
                         break
                     x, y = x.to(device), y.to(device)
-                    loss = forget_loss(work(x), y, offset, entropy_weight)
+                    loss = loss_fn(work(x), y, offset, entropy_weight)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"the forget loss became {loss.item()} in epoch {epoch}; the model was left unchanged. "

@@ -2,17 +2,23 @@
 
 The Python equivalent of ``pgu train``. With ``exclude`` (a forget spec, see
 :mod:`pgu.forget_sets`) the same recipe is trained without those samples: that is how the
-retrain reference of an unlearning request is made.
+retrain reference of an unlearning request is made. With ``poison`` (a spec of
+:mod:`pgu.poisoning`, drawn with the recipe's seed) the training set is poisoned first and the
+run records exactly what was changed (``poisoning.json``: ids, true and poisoned labels, the
+attack's parameters; a summary in ``config.json``); ``exclude="poisoned"`` then trains the same
+recipe on the clean samples only, the reference a detoxified model is measured against.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .data import load_dataset
 from .evaluation import accuracy
-from .forget_sets import resolve_forget_spec
+from .forget_sets import ForgetSet, resolve_forget_spec
+from .poisoning import parse_poison_spec, poison as poison_set, poisoning_summary
 from .provenance import environment
 from .recipes import Recipe
 from .runs import ModelSpec, Run, load_run, save_run
@@ -23,16 +29,28 @@ __all__ = ["train_run"]
 
 
 def train_run(recipe: Recipe, out, *, exclude: str | None = None, data_dir=None, device="auto", stats: bool = True,
-              progress: bool = True, overwrite: bool = False, split_seed: int = 0, stats_batch_size: int | None = None) -> Run:
+              progress: bool = True, overwrite: bool = False, split_seed: int = 0, stats_batch_size: int | None = None,
+              poison: str | None = None) -> Run:
     """Train ``recipe`` and write the run folder ``out`` (see :mod:`pgu.runs`); returns the loaded run.
 
     ``stats_batch_size``: images per batch of the statistics pass (default: :func:`pgu.stats.stats_batch_size`)."""
     out = Path(out)
     if out.exists() and not overwrite:  # refuse before any work
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
+    if exclude == "poisoned" and not poison:
+        raise ValueError("--exclude poisoned leaves out the poisoned samples, so it needs --poison SPEC")
+    record = None
+    if poison:
+        parse_poison_spec(poison)  # a bad spec is refused before the data is read
     device = resolve_device(device)
     splits = load_dataset(recipe.dataset, data_dir=data_dir, split_seed=split_seed)
-    forget = resolve_forget_spec(exclude, splits.train, seed=recipe.train.seed) if exclude else None
+    if poison:
+        poisoned, record = poison_set(splits.train, poison, seed=recipe.train.seed)
+        splits = replace(splits, train=poisoned)
+    if exclude == "poisoned":
+        forget = ForgetSet("poisoned", record.ids, "sample")
+    else:
+        forget = resolve_forget_spec(exclude, splits.train, seed=recipe.train.seed) if exclude else None
     keep = ~forget.mask(splits.train) if forget is not None else None
     trained_on = splits.train if keep is None else splits.train.subset(keep)
     excluded = forget.ids if forget is not None else splits.train.ids[:0]
@@ -54,6 +72,7 @@ def train_run(recipe: Recipe, out, *, exclude: str | None = None, data_dir=None,
                     "trained_on": len(trained_on), "excluded": len(excluded), "split_seed": split_seed,
                     **{k: v for k, v in splits.info.items() if isinstance(v, (str, int, float, bool, list))}},
         "model": spec.to_dict(),
+        "poisoning": None if record is None else {"spec": poison, **poisoning_summary(record)},
         "results": {
             "train_seconds": result.seconds,
             "samples_seen": result.samples_seen,
@@ -64,5 +83,6 @@ def train_run(recipe: Recipe, out, *, exclude: str | None = None, data_dir=None,
         "environment": environment(str(device)),
     }
     save_run(out, model=result.model, spec=spec, config=config, train_ids=trained_on.ids, excluded_ids=excluded,
-             history=result.history, stats=gram, overwrite=overwrite)
+             history=result.history, stats=gram, overwrite=overwrite,
+             extra_files={} if record is None else {"poisoning.json": {"spec": poison, **record.to_dict()}})
     return load_run(out, device=device)

@@ -1,7 +1,9 @@
 """PGU behind the common interface: ``pgu`` (the authors' k rule) and ``pgu-energy`` (the GPM rule).
 
 Both call :func:`pgu.unlearn.unlearn` with the request's statistics (``context.stats``), its
-val loader for the stopping rule and its mode; data-free. ``extras["retain_stats"]`` holds the
+val loader for the stopping rule and its mode; data-free. For poisoned samples
+(``forget_mode="poison"``, METHOD.md section 8) the depoisoning loss and rule run with the
+settings' ``poison_lr`` and (``pgu``) ``poison_threshold``, the authors' depoisoning values. ``extras["retain_stats"]`` holds the
 statistics of what the model retains afterwards, for the next request.
 """
 
@@ -18,8 +20,12 @@ def run_pgu(model, forget_loader, retain_loader, settings: dict, context: Method
         raise ValueError("pgu needs the Gram statistics of the data the model retains (context.stats): take them "
                          "once with GramStats().fit(model, train_loader)")
     lr = settings["class_lr"] if context.forget_mode == "class" and settings.get("class_lr") else settings["lr"]
+    threshold = settings["threshold"]
+    if context.forget_mode == "poison":
+        lr = settings.get("poison_lr", lr)
+        threshold = settings.get("poison_threshold", threshold)
     result = unlearn(model, forget_loader, context.stats, val_loader=context.val_loader,
-                     threshold=float(settings["threshold"]), rule=settings["rule"], lr=tuple(lr),
+                     threshold=float(threshold), rule=settings["rule"], lr=tuple(lr),
                      epochs=int(settings["epochs"]), mode=context.forget_mode, max_samples=context.max_samples,
                      progress=context.progress)
     details = {"stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
