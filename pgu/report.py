@@ -23,7 +23,8 @@ POISON_COLUMNS = {
     "poison-flip": [("TA", "TA"), ("TA_recovered", "TA gap recovered"), ("poisoned_true_acc", "D_f true-label acc"),
                     ("FA", "D_f poisoned-label acc"), ("RA", "RA"), ("avg_gap", "Avg.Gap"), ("seconds", "seconds"),
                     ("speedup", "speed-up")],
-    "poison-backdoor": [("ASR", "ASR"), ("TA", "clean acc (TA)"), ("TA_recovered", "TA gap recovered"),
+    "poison-backdoor": [("ASR", "ASR"), ("triggered_acc", "triggered acc"), ("TA", "clean acc (TA)"),
+                        ("TA_recovered", "TA gap recovered"),
                         ("poisoned_true_acc", "D_f true-label acc"), ("FA", "D_f poisoned-label acc"), ("RA", "RA"),
                         ("avg_gap", "Avg.Gap"), ("seconds", "seconds"), ("speedup", "speed-up")],
 }
@@ -174,7 +175,8 @@ def _poison_notes(results: dict, summary: dict) -> list[str]:
              f"the poisoned training images under their true labels."]
     if p["kind"] == "backdoor":
         lines.append("ASR: share of the test images of the other classes, stamped with the trigger, predicted as the "
-                     "target; clean acc is the test accuracy on unstamped images.")
+                     "target; triggered acc: accuracy on those stamped images under their true labels; clean acc is "
+                     "the test accuracy on unstamped images.")
     lines += ["", "![detoxification metrics](poison.png)"]
     return lines
 
@@ -256,7 +258,9 @@ def _plot_poison(results: dict, path: Path) -> None:
     """Per method, mean ± std over seeds: test accuracy (and, for a backdoor, ASR), with the poisoned and clean models' as lines."""
     summary = summarize(results)
     backdoor = results["config"]["scenario"] == "poison-backdoor"
-    panels = [("TA", "test accuracy (%)")] + ([("ASR", "attack success rate (%)")] if backdoor else []) + \
+    panels = [("TA", "test accuracy (%)")] + \
+             ([("ASR", "attack success rate (%)"), ("triggered_acc", "accuracy on triggered test images (%)")]
+              if backdoor else []) + \
              [("poisoned_true_acc", "D_f true-label accuracy (%)")]
     fig, axes = _axes((4.2 * len(panels), 3.6), columns=len(panels))
     names = [m for m in summary if m not in ("original", "retrain")]

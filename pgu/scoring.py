@@ -77,8 +77,10 @@ def score_poisoning(model: nn.Module, record, forget_true, test, batch_size: int
     ``poisoned_true_acc``: accuracy on the poisoned training samples (``forget_true``: their
     images as trained, with their true labels). For a backdoor also ``ASR``, the attack success
     rate: the share of ``test`` images of the other classes, stamped with the trigger, that the
-    model predicts as the target (:func:`pgu.poisoning.attack_success_rate`); the clean accuracy
-    is the test accuracy ``TA``.
+    model predicts as the target (:func:`pgu.poisoning.attack_success_rate`), and
+    ``triggered_acc``: the accuracy on those stamped images under their true labels (a model
+    that never saw the trigger classifies them about as the unstamped ones; a low ASR alone
+    does not say the trigger stopped mattering). The clean accuracy is the test accuracy ``TA``.
     """
     import torch
 
@@ -93,4 +95,5 @@ def score_poisoning(model: nn.Module, record, forget_true, test, batch_size: int
         stamped = type(others)(stamp_trigger(others.x, values, int(record.details["size"])), others.y, others.ids)
         predicted = softmax_outputs(model, stamped, batch_size, what="the triggered test images")[0].argmax(1)
         out["ASR"] = attack_success_rate(torch.from_numpy(predicted), others.y, target)
+        out["triggered_acc"] = metrics.accuracy(predicted, others.y.numpy())
     return out

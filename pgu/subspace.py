@@ -132,6 +132,29 @@ class CoreGradientSpace:
         if not hasattr(self, "basis_"):
             raise NotFittedError("this CoreGradientSpace is not fitted; call .fit(stats)")
 
+    def outside_share(self, stats: GramStats) -> dict[str, float | None]:
+        """``{name: share}``: the part of ``stats``' input energy that lies outside each layer's CGS.
+
+        ``share = 1 - tr(M^T G M) / tr(G) = ||R - R M M^T||_F^2 / ||R||_F^2`` for the rows ``R``
+        behind ``G`` (``None`` for a layer whose rows carry no energy). Taken with the forget
+        statistics it says how much of D_f a projected update can reach at all: the gradient of
+        a layer's weight is a sum of outer products with its input rows, so the part of D_f's
+        rows inside the CGS gives the update nothing to work with (0: PGU cannot change how the
+        layer responds to D_f; 1: nothing of D_f is protected).
+        """
+        self._require_fitted()
+        out = {}
+        for name, basis in self.basis_.items():
+            gram = stats.augmented_gram(name) if self.augmented_[name] else stats.gram_[name]
+            gram = gram.to(torch.float64)
+            total = float(torch.trace(gram))
+            if total <= 0.0:
+                out[name] = None
+                continue
+            inside = float(torch.trace(basis.T @ gram @ basis)) if basis.shape[1] else 0.0
+            out[name] = min(1.0, max(0.0, 1.0 - inside / total))
+        return out
+
     def summary(self) -> dict[str, str]:
         """``{name: "k/d"}``: how much of each layer's input space is protected."""
         self._require_fitted()

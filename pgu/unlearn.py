@@ -47,6 +47,9 @@ class UnlearnResult:
         retain_stats: statistics of the data the model still retains, for the next request.
         forget_stats: ``G_w(D_f)`` taken with the weights before this request.
         cgs: the fitted :class:`CoreGradientSpace` (ranks per layer in ``cgs.rank_``).
+        forget_outside_cgs: per layer, the share of D_f's input energy outside the CGS
+            (:meth:`CoreGradientSpace.outside_share`): near 0, the projected updates can barely
+            change how that layer responds to D_f.
         epochs: epochs of updates run (a partial epoch cut by the budget counts).
         kept_epoch: the epoch whose weights ``model`` holds (0 = the input weights).
         stop_reason: a key of :data:`pgu.stopping.STOP_REASONS`.
@@ -65,6 +68,7 @@ class UnlearnResult:
     history: list[dict] = field(default_factory=list)
     samples_processed: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    forget_outside_cgs: dict[str, float | None] = field(default_factory=dict)
 
 
 def lr_schedule(lr, epochs: int) -> list[float]:
@@ -216,6 +220,7 @@ def unlearn(
     # 2. Core Gradient Space.
     t0 = time.perf_counter()
     cgs = CoreGradientSpace(threshold, rule, bias).fit(retain_stats)
+    forget_outside = cgs.outside_share(forget_stats)
     t_subspace = time.perf_counter() - t0
 
     # 3-4. Projected epochs over D_f.
@@ -329,6 +334,7 @@ def unlearn(
         stop_reason=stop_reason,
         history=history,
         samples_processed=processed,
+        forget_outside_cgs=forget_outside,
         seconds={"forget_stats": t_forget, "subspace": t_subspace, "unlearning": t_unlearn,
                  "total": time.perf_counter() - t_start},
     )

@@ -167,9 +167,11 @@ def test_score_poisoning_counts_triggered_test_images_of_other_classes_and_true_
     forget_true = ArrayDataset(stamp_trigger(x[:3], torch.tensor([9.0]), 1), torch.tensor([0, 0, 2]), torch.arange(3))
     scores = score_poisoning(CornerDetector(target=2), record, forget_true, test)
     assert scores["ASR"] == 100.0  # every stamped image of classes 0, 1, 3 goes to the target
+    assert scores["triggered_acc"] == 0.0
     assert scores["poisoned_true_acc"] == pytest.approx(100 / 3)  # stamped: predicted 2, true 0, 0, 2
     scores = score_poisoning(CornerDetector(target=3), record, forget_true, test)
     assert scores["ASR"] == 0.0  # this model's trigger response is another class
+    assert scores["triggered_acc"] == pytest.approx(100 / 3)  # right only for the stamped images of class 3
     _, flip_record = flip_labels(test, 1, n_pairs=2, seed=0)
     assert "ASR" not in score_poisoning(CornerDetector(target=2), flip_record, forget_true, test)
 
@@ -222,13 +224,14 @@ def test_poison_scenario_end_to_end_on_digits(scenario, tmp_path):
     rows = seed["methods"]
     for name, row in rows.items():
         assert 0 <= row["poisoned_true_acc"] <= 100 and 0 <= row["TA"] <= 100, name
-        assert ("ASR" in row) == (scenario == "poison-backdoor")
+        assert ("ASR" in row) == ("triggered_acc" in row) == (scenario == "poison-backdoor")
     assert rows["original"]["TA_recovered"] == 0 and rows["retrain"]["TA_recovered"] in (1, None)
     # the poisoned original fits its poisoned labels; the clean model does not, and predicts the true ones
     assert rows["original"]["FA"] > rows["retrain"]["FA"] + 30 and rows["retrain"]["FA"] < 20
     assert rows["retrain"]["poisoned_true_acc"] > rows["original"]["poisoned_true_acc"]
     if scenario == "poison-backdoor":
         assert rows["original"]["ASR"] > 50 and rows["retrain"]["ASR"] < 20
+        assert rows["retrain"]["triggered_acc"] > rows["original"]["triggered_acc"]
     details = rows["pgu"]["details"]
     assert details["settings"]["poison_threshold"] == 0.95 and details["settings"]["poison_lr"] == [0.1, 0.05]
     assert details["stop_reason"] in ("poison_removed", "val_drop", "max_epochs", "budget", "already_forgotten")

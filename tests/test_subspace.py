@@ -102,3 +102,19 @@ def test_a_layer_never_called_is_fully_protected():
         stats = GramStats().fit(Net(), [torch.randn(10, 4)])
     cgs = CoreGradientSpace(0.5).fit(stats)
     assert cgs.rank_["bypassed"] == 4 and cgs.rank_["used"] < 4
+
+
+def test_outside_share_is_the_energy_of_the_rows_off_the_basis():
+    model, stats, x = fitted_stats()
+    cgs = CoreGradientSpace(0.8, rule="energy").fit(stats)
+    other = torch.randn(40, 8, dtype=torch.float64)
+    other_stats = GramStats(precision="float64").fit(model, [other.float()])
+    rows = other.float().double()
+    m = cgs.basis_[""]
+    explicit = float((rows - rows @ m @ m.T).norm() ** 2 / rows.norm() ** 2)  # the slow oracle, row by row
+    assert cgs.outside_share(other_stats)[""] == pytest.approx(explicit, rel=1e-9)
+    assert CoreGradientSpace(1.0).fit(stats).outside_share(other_stats)[""] == pytest.approx(0.0, abs=1e-12)
+    assert CoreGradientSpace(0.0).fit(stats).outside_share(other_stats)[""] == pytest.approx(1.0)
+    # the retained rows themselves, at a threshold covering their whole span: nothing outside
+    span = CoreGradientSpace(1 - 1e-9, rule="energy").fit(stats)
+    assert span.outside_share(stats)[""] == pytest.approx(0.0, abs=1e-9)

@@ -31,7 +31,8 @@ def run_pgu(model, forget_loader, retain_loader, settings: dict, context: Method
     details = {"stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
                "samples_processed": result.samples_processed, "hit_budget": result.stop_reason == "budget",
                "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "history": result.history,
-               "ranks": result.cgs.summary()}
+               "ranks": result.cgs.summary(),
+               "forget_outside_cgs": {k: None if v is None else round(v, 6) for k, v in result.forget_outside_cgs.items()}}
     return MethodResult(result.model, result.samples_processed, result.stop_reason == "budget", details,
                         extras={"retain_stats": result.retain_stats})
 
