@@ -267,16 +267,22 @@ def _plot_poison(results: dict, path: Path) -> None:
     for ax, (key, label) in zip(axes, panels):
         means = [summary[m][key][0] for m in names]
         errs = [summary[m][key][1] or 0.0 for m in names]
-        ax.bar(range(len(names)), means, yerr=errs, color="tab:blue", capsize=3)
+        colours = ["tab:orange" if m.startswith("pgu") else "tab:blue" for m in names]  # PGU's bars stand out
+        ax.bar(range(len(names)), [0.0 if v is None else v for v in means], yerr=errs, color=colours, capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         for ref, style in (("original", ":"), ("retrain", "--")):
             ax.axhline(summary[ref][key][0], linestyle=style, color="black" if ref == "retrain" else "red",
                        label="poisoned original" if ref == "original" else "clean (retrain)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
-        if key == "TA":
-            lows = [v for v in means + [summary["original"][key][0], summary["retrain"][key][0]] if v is not None]
-            ax.set_ylim(max(0.0, min(lows) - 3), min(100.0, max(lows) + 1))
+        if key == "TA":  # zoom on the references; a bar below the axis is labelled with its value
+            refs = [summary["original"][key][0], summary["retrain"][key][0]]
+            low = max(0.0, min(refs) - 3)
+            ax.set_ylim(low, min(100.0, max(refs) + 1))
+            for i, v in enumerate(means):
+                if v is not None and v < low:
+                    ax.annotate(f"{v:.1f}", (i, low), xytext=(0, 3), textcoords="offset points", ha="center",
+                                fontsize=7, color="black", rotation=90, va="bottom")
     fig.suptitle(f"{results['config']['tier']}, {results['config']['scenario']} ({len(results['seeds'])} seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
