@@ -147,6 +147,7 @@ def _cmd_evaluate(args) -> int:
     result = evaluate_against_reference(args.model, args.reference, data_dir=args.data_dir, device=args.device,
                                         seed=args.seed)
     keys = ["UA", "RA", "TA", "MIA", "loss_MIA", "avg_gap", "js_divergence"]
+    keys += [k for k in ("poisoned_true_acc", "ASR", "triggered_acc") if k in result["reference"]]
     print(f"forget set {result['forget_spec']} ({result['n_forget']} samples), metrics in %:")
     print(f"  {'':<10}" + "".join(f"{k:>14}" for k in keys))
     for name in ("model", "reference"):

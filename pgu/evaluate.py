@@ -4,15 +4,20 @@ The reference is a run folder made by ``pgu train --exclude FORGET_SPEC``: its e
 are D_f, the ids it trained on are D_r, and its dataset and split seed give val and test. The
 model scored is a run folder or a ``model.safetensors`` file of the same architecture family
 and classes (an unlearned model, or the original to see the gap doing nothing leaves).
+A reference made with ``--poison SPEC --exclude poisoned`` (trained on the clean samples only)
+poisons the training set again from its record, so D_f is the poisoned samples as they were
+trained, and both models also get the detoxification metrics (:func:`pgu.scoring.score_poisoning`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from .data import load_dataset
+from .poisoning import poison
 from .runs import load_model, load_run
-from .scoring import score_against_reference, score_model
+from .scoring import score_against_reference, score_model, score_poisoning
 from .training import resolve_device
 
 __all__ = ["evaluate_against_reference"]
@@ -40,6 +45,11 @@ def evaluate_against_reference(model_path, reference_path, *, data_dir=None, dev
     if "dataset" not in recipe:
         raise ValueError(f"{reference_path}/config.json names no dataset; the run folder is damaged")
     splits = load_dataset(recipe["dataset"], data_dir=data_dir, split_seed=info.get("split_seed", 0))
+    clean_train, record = splits.train, None
+    poisoning = reference.config.get("poisoning")
+    if poisoning:  # the same draw as the run's: its spec and training seed
+        poisoned, record = poison(splits.train, poisoning["spec"], seed=int(recipe.get("train", {}).get("seed", 0)))
+        splits = replace(splits, train=poisoned)
     mask = splits.train.mask_of(reference.excluded_ids)
     exclude = reference.config.get("exclude") or ""
     forget = splits.train.subset(mask)
@@ -47,6 +57,11 @@ def evaluate_against_reference(model_path, reference_path, *, data_dir=None, dev
     sets = {"forget": forget, "retain": splits.train.subset(~mask), "val": splits.val, "test": splits.test}
     ref_scores = score_model(reference.model, sets, classes=classes, seed=seed)
     scores = score_model(model, sets, classes=classes, seed=seed)
+    if record is not None:
+        poisoned_mask = splits.train.mask_of(record.ids)  # the poisoned images as trained, under their true labels
+        forget_true = replace(clean_train.subset(poisoned_mask), x=splits.train.x[poisoned_mask])
+        ref_scores.update(score_poisoning(reference.model, record, forget_true, splits.test))
+        scores.update(score_poisoning(model, record, forget_true, splits.test))
 
     def public(s):
         return {k: v for k, v in s.items() if not k.startswith("_")}

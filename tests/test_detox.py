@@ -198,6 +198,15 @@ def test_train_records_the_poisoning_and_trains_a_clean_reference_without_it(tmp
     assert not set(clean.train_ids.tolist()) & set(record["ids"])
     assert len(clean.train_ids) == len(run.train_ids) - 40
 
+    # pgu evaluate poisons the data again from the reference's record: D_f is the poisoned samples as trained
+    assert main(["evaluate", "--model", str(tmp_path / "poisoned"), "--reference", str(tmp_path / "clean"),
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    assert "poisoned_true_acc" in capsys.readouterr().out
+    scored = json.loads((tmp_path / "eval.json").read_text())
+    assert scored["n_forget"] == 40 and scored["forget_spec"] == "poisoned"
+    assert scored["model"]["FA"] > scored["reference"]["FA"]  # the poisoned model fits the poisoned labels more
+    assert 0 <= scored["reference"]["poisoned_true_acc"] <= 100 and "ASR" not in scored["reference"]
+
     # a store would record the published samples, not the poisoned ones the model saw: refused, nothing made
     assert main(["store", "init", str(tmp_path / "store"), "--from", str(tmp_path / "poisoned")]) == 1
     assert "trained on poisoned data" in capsys.readouterr().err and not (tmp_path / "store").exists()
@@ -254,6 +263,10 @@ def test_poison_bench_refuses_what_it_cannot_run(tmp_path, capsys):
     assert main(base + ["--scenario", "poison-backdoor", "--poison-fraction", "1.5"]) == 1
     assert "poison_fraction" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+    from pgu.selection import run_selection
+
+    with pytest.raises(ValueError, match="held-out proxy"):
+        run_selection("digits", "poison-flip", 100, ("pgu",), tmp_path / "s")
 
 
 def test_a_bench_recorded_before_the_poison_settings_still_resumes():
