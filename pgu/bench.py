@@ -408,7 +408,7 @@ def _run_poison(config: BenchConfig, recipe, splits, seed: int, device, cache: P
     ``TA_recovered``: the share of the test-accuracy gap between the poisoned original and the
     clean model it closed (``None`` when that gap is under 0.1 points).
     """
-    from .poisoning import poison, poisoning_summary
+    from .poisoning import poison, poisoning_summary, under_true_labels
     from .scoring import score_poisoning
 
     spec = config.poison_spec(splits.train.y)
@@ -424,8 +424,7 @@ def _run_poison(config: BenchConfig, recipe, splits, seed: int, device, cache: P
         if name not in REFERENCES:
             method_runs[name] = _run_method(name, config, original, stats, psplits, mask, "poison", budget, device,
                                             seed, train_cfg, progress)
-    forget_true = splits.train.subset(mask)  # the same images, unpoisoned labels (a backdoor's trigger stays: x from D_f)
-    forget_true = replace(forget_true, x=poisoned.x[mask])
+    forget_true = under_true_labels(poisoned, record)
     request = _score_request(config, recipe, psplits, seed, device, progress, train_cfg, original, mask, (),
                              method_runs, desc=f"seed {seed}: train on the clean samples only",
                              extra_scores=lambda model: score_poisoning(model, record, forget_true, splits.test))

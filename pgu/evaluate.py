@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .data import load_dataset
-from .poisoning import poison
+from .poisoning import poison, under_true_labels
 from .runs import load_model, load_run
 from .scoring import score_against_reference, score_model, score_poisoning
 from .training import resolve_device
@@ -45,7 +45,7 @@ def evaluate_against_reference(model_path, reference_path, *, data_dir=None, dev
     if "dataset" not in recipe:
         raise ValueError(f"{reference_path}/config.json names no dataset; the run folder is damaged")
     splits = load_dataset(recipe["dataset"], data_dir=data_dir, split_seed=info.get("split_seed", 0))
-    clean_train, record = splits.train, None
+    record = None
     poisoning = reference.config.get("poisoning")
     if poisoning:  # the same draw as the run's: its spec and training seed
         poisoned, record = poison(splits.train, poisoning["spec"], seed=int(recipe.get("train", {}).get("seed", 0)))
@@ -58,8 +58,7 @@ def evaluate_against_reference(model_path, reference_path, *, data_dir=None, dev
     ref_scores = score_model(reference.model, sets, classes=classes, seed=seed)
     scores = score_model(model, sets, classes=classes, seed=seed)
     if record is not None:
-        poisoned_mask = splits.train.mask_of(record.ids)  # the poisoned images as trained, under their true labels
-        forget_true = replace(clean_train.subset(poisoned_mask), x=splits.train.x[poisoned_mask])
+        forget_true = under_true_labels(splits.train, record)
         ref_scores.update(score_poisoning(reference.model, record, forget_true, splits.test))
         scores.update(score_poisoning(model, record, forget_true, splits.test))
 

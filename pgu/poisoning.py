@@ -20,14 +20,14 @@ samples, pixels and labels on any machine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .data import ArrayDataset
 
 __all__ = ["Poisoning", "flip_labels", "add_backdoor", "stamp_trigger", "trigger_values", "attack_success_rate",
-           "poison", "parse_poison_spec", "poisoning_summary", "default_flip_count", "POISON_SPEC_HELP"]
+           "poison", "parse_poison_spec", "poisoning_summary", "under_true_labels", "default_flip_count", "POISON_SPEC_HELP"]
 
 POISON_SPEC_HELP = ("flip:N[:PAIRS] (N images per class relabelled each way between PAIRS random class pairs, "
                     "default 5) or backdoor:FRACTION[:TARGET[:SIZE]] (a SIZE x SIZE trigger, default 3, stamped on "
@@ -172,3 +172,9 @@ def poisoning_summary(record: Poisoning) -> dict:
 
     return {"kind": record.kind, "n_poisoned": int(record.ids.numel()),
             "ids_sha256": hashlib.sha256(record.ids.numpy().astype("<i8").tobytes()).hexdigest(), **record.details}
+
+
+def under_true_labels(poisoned: ArrayDataset, record: Poisoning) -> ArrayDataset:
+    """The poisoned samples of ``poisoned`` as they were trained (a backdoor's trigger included), in the record's
+    id order, with their true labels: what a model that never saw the poison should classify right."""
+    return replace(poisoned.subset(poisoned.positions_of(record.ids)), y=record.true_labels.clone())

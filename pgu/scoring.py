@@ -13,6 +13,7 @@ the poison scenarios (METHOD.md section 8). Keys starting with ``_`` carry what 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch.nn.functional as F
@@ -92,7 +93,7 @@ def score_poisoning(model: nn.Module, record, forget_true, test, batch_size: int
         target = int(record.details["target"])
         others = test.subset(test.y != target)
         values = torch.tensor(record.details["trigger_values"], dtype=others.x.dtype)
-        stamped = type(others)(stamp_trigger(others.x, values, int(record.details["size"])), others.y, others.ids)
+        stamped = replace(others, x=stamp_trigger(others.x, values, int(record.details["size"])))
         predicted = softmax_outputs(model, stamped, batch_size, what="the triggered test images")[0].argmax(1)
         out["ASR"] = attack_success_rate(torch.from_numpy(predicted), others.y, target)
         out["triggered_acc"] = metrics.accuracy(predicted, others.y.numpy())

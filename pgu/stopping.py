@@ -82,10 +82,11 @@ class ClassRemovalStop:
     """Stop when the forget classes are gone, or held-out accuracy on the others fell too far."""
 
     needs_val = False
+    floor_reason = "class_forgotten"
 
     def __init__(self, forget_floor: float = 1.0, max_val_drop: float = 5.0):
-        if forget_floor < 0 or max_val_drop < 0:
-            raise ValueError("forget_floor and max_val_drop must be >= 0 (percentage points)")
+        if forget_floor < 0 or max_val_drop is None or max_val_drop < 0:
+            raise ValueError("the floor and max_val_drop must be >= 0 (percentage points)")
         self.forget_floor = forget_floor
         self.max_val_drop = max_val_drop
 
@@ -99,33 +100,18 @@ class ClassRemovalStop:
         if self._val_start is not None and val_acc is not None and self._val_start - val_acc > self.max_val_drop:
             return StopDecision("val_drop", keep_previous=True)
         if forget_acc <= self.forget_floor:
-            return StopDecision("class_forgotten")
+            return StopDecision(self.floor_reason)
         return None
 
 
-class PoisonRemovalStop:
-    """Stop when the poisoned labels are no longer predicted on the poisoned samples, or held-out accuracy fell too far."""
+class PoisonRemovalStop(ClassRemovalStop):
+    """The class rule on poisoned samples: ``a_f`` is accuracy under the poisoned labels, and val is required."""
 
     needs_val = True
+    floor_reason = "poison_removed"
 
     def __init__(self, poison_floor: float = 1.0, max_val_drop: float = 5.0):
-        if poison_floor < 0 or max_val_drop is None or max_val_drop < 0:
-            raise ValueError("poison_floor and max_val_drop must be >= 0 (percentage points)")
-        self.poison_floor = poison_floor
-        self.max_val_drop = max_val_drop
-
-    def start(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
-        self._val_start = val_acc
-        if forget_acc <= self.poison_floor:
-            return StopDecision("already_forgotten")
-        return None
-
-    def after_epoch(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
-        if self._val_start - val_acc > self.max_val_drop:
-            return StopDecision("val_drop", keep_previous=True)
-        if forget_acc <= self.poison_floor:
-            return StopDecision("poison_removed")
-        return None
+        super().__init__(poison_floor, max_val_drop)
 
 
 class NoStop:

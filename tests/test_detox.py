@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import batches
+from conftest import batches, play
 from pgu import GramStats, unlearn
 from pgu.bench import BenchConfig, run_bench
 from pgu.cli import main
@@ -48,17 +48,6 @@ def test_depoison_loss_pushes_the_poisoned_label_down_and_sharpens_the_others():
         depoison_loss(torch.zeros(2, 1), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="offset"):
         depoison_loss(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), offset=0)
-
-
-def play(rule, start, epochs):
-    decision = rule.start(*start)
-    if decision:
-        return 0, decision
-    for e, (a_f, a_v) in enumerate(epochs, start=1):
-        decision = rule.after_epoch(a_f, a_v)
-        if decision:
-            return e, decision
-    return None, None
 
 
 def test_poison_rule_stops_when_the_poisoned_labels_are_gone_or_val_fell_too_far():
@@ -278,3 +267,17 @@ def test_a_bench_recorded_before_the_poison_settings_still_resumes():
     assert config.same_bench(old)
     changed = BenchConfig(tier="digits", scenario="random", seeds=(0,), poison_pairs=3)
     assert not changed.same_bench(old)
+
+
+def test_poisoned_samples_under_true_labels_keep_the_trained_images():
+    from pgu.data import ArrayDataset
+    from pgu.poisoning import under_true_labels
+
+    y = torch.arange(4).repeat_interleave(5)
+    data = ArrayDataset(torch.rand(20, 1, 4, 4), y, torch.arange(20).flip(0) + 100)  # ids not in position order
+    poisoned, record = add_backdoor(data, 0.4, 1, size=2, seed=3)
+    view = under_true_labels(poisoned, record)
+    assert torch.equal(view.ids, record.ids)
+    positions = data.positions_of(record.ids)
+    assert torch.equal(view.y, data.y[positions]) and not (view.y == 1).any()  # true labels, none the target
+    assert torch.equal(view.x, poisoned.x[positions]) and not torch.equal(view.x, data.x[positions])  # stamped

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from conftest import play
 from pgu import forget_loss
 from pgu.stopping import ClassRemovalStop, NoStop, SampleRemovalStop, StopDecision
 
@@ -40,18 +41,6 @@ def test_forget_loss_is_finite_when_confident_and_checks_inputs():
         forget_loss(logits, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="entropy_weight"):
         forget_loss(logits, torch.tensor([0]), entropy_weight=-1)
-
-
-def play(rule, start, epochs):
-    """Feed (forget, val) accuracies; return (epoch stopped at, decision) or (None, None)."""
-    decision = rule.start(*start)
-    if decision:
-        return 0, decision
-    for e, (a_f, a_v) in enumerate(epochs, start=1):
-        decision = rule.after_epoch(a_f, a_v)
-        if decision:
-            return e, decision
-    return None, None
 
 
 def test_sample_rule_stops_at_the_crossing_and_keeps_the_closer_epoch():
