@@ -137,6 +137,8 @@ def unlearn(
     bias: str = "frozen",
     class_forget_floor: float = 1.0,
     poison_floor: float = 1.0,
+    poison_patience: int | None = 5,
+    poison_min_drop: float = 0.5,
     max_val_drop: float | None = 5.0,
     inplace: bool = False,
     progress: bool = False,
@@ -165,7 +167,9 @@ def unlearn(
             the request stops with reason ``"budget"`` unless the stopping rule stops it first.
             For a share ``s`` of the training run's compute pass ``int(s * samples_seen)``.
         class_forget_floor: the class-removal rule's floor (percent). poison_floor: the poison rule's
-            floor (percent of poisoned samples still predicted with their poisoned label). max_val_drop: points of held-out
+            floor (percent of poisoned samples still predicted with their poisoned label);
+            poison_patience, poison_min_drop: its plateau (stop once that share fell by less than
+            ``poison_min_drop`` points over ``poison_patience`` epochs; ``None``: no plateau). max_val_drop: points of held-out
             accuracy either rule lets go before it stops and keeps the previous epoch (``None``:
             the authors' sample rule alone; the class rule needs a number).
         inplace: write the result into ``model`` (only when the request succeeds).
@@ -178,6 +182,15 @@ def unlearn(
     if max_val_drop is not None and not max_val_drop >= 0:
         raise ValueError(f"max_val_drop must be >= 0 points, got {max_val_drop}")
     learning_rates = lr_schedule(lr, epochs)
+    # The stopping rule validates its settings before any work is done.
+    if stop == "none":
+        rule_ = NoStop()
+    elif mode == "sample":
+        rule_ = SampleRemovalStop(max_val_drop)
+    elif mode == "poison":
+        rule_ = PoisonRemovalStop(poison_floor, max_val_drop, poison_patience, poison_min_drop)
+    else:
+        rule_ = ClassRemovalStop(class_forget_floor, max_val_drop)
     if not isinstance(stats, GramStats):
         raise TypeError(f"stats must be GramStats (fit on the training set), got {type(stats).__name__}")
     stats.check_model(model)
@@ -228,14 +241,6 @@ def unlearn(
     projector = GradientProjector(work, cgs)
     sgd = torch.optim.SGD(projector.projected_params, lr=learning_rates[0], momentum=momentum, weight_decay=weight_decay)
     optimizer = ProjectedOptimizer(sgd, projector)
-    if stop == "none":
-        rule_ = NoStop()
-    elif mode == "sample":
-        rule_ = SampleRemovalStop(max_val_drop)
-    elif mode == "poison":
-        rule_ = PoisonRemovalStop(poison_floor, max_val_drop)
-    else:
-        rule_ = ClassRemovalStop(class_forget_floor, max_val_drop)
     exclude = forget_classes if mode == "class" else ()
 
     def evaluate():

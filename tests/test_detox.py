@@ -64,6 +64,29 @@ def test_poison_rule_stops_when_the_poisoned_labels_are_gone_or_val_fell_too_far
         PoisonRemovalStop(max_val_drop=None)
 
 
+def test_poison_rule_stops_on_a_plateau_of_the_poisoned_label_share():
+    # a clean model keeps a few percent too: once the share falls by < 0.5 points in 5 epochs, stop here
+    slow = [(40, 95), (10, 95), (5, 95), (4.9, 95), (4.8, 95), (4.7, 95), (4.6, 95), (4.6, 95)]
+    assert play(PoisonRemovalStop(), (80, 95), slow) == (8, StopDecision("poison_plateau"))
+    assert play(PoisonRemovalStop(patience=3), (80, 95), slow) == (6, StopDecision("poison_plateau"))
+    # a drop of exactly min_drop still counts as progress
+    assert play(PoisonRemovalStop(patience=1, min_drop=0.5), (80, 95), [(40, 95), (39.5, 95), (39.1, 95)]) == \
+        (3, StopDecision("poison_plateau"))
+    # a share still above half its start is not a plateau: the logits may be moving under it
+    assert play(PoisonRemovalStop(patience=1), (80, 95), [(80, 95), (80, 95), (40.1, 95), (40.1, 95)]) == (None, None)
+    assert play(PoisonRemovalStop(patience=None), (80, 95), slow) == (None, None)
+    assert play(PoisonRemovalStop(min_drop=0), (80, 95), slow) == (None, None)
+    # the floor and the val guard come first
+    assert play(PoisonRemovalStop(poison_floor=4.6), (80, 95), slow) == (7, StopDecision("poison_removed"))
+    assert play(PoisonRemovalStop(), (80, 95), slow[:-1] + [(4.6, 89)]) == (8, StopDecision("val_drop", True))
+    for bad in (0, -1, 1.5, True, "5"):
+        with pytest.raises(ValueError, match="patience"):
+            PoisonRemovalStop(patience=bad)
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="min_drop"):
+            PoisonRemovalStop(min_drop=bad)
+
+
 def flipped_problem():
     """Three Gaussian blobs in 40 dimensions, 12 samples each; 4 of class 0 are trained as class 1 (a label flip).
 
@@ -78,6 +101,7 @@ def flipped_problem():
     poisoned = y.clone()
     flipped = torch.nonzero(y == 0).flatten()[:4]
     poisoned[flipped] = 1
+    torch.manual_seed(0)  # the same net whatever ran before
     model = nn.Sequential(nn.Linear(40, 64), nn.ReLU(), nn.Linear(64, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     for _ in range(300):
@@ -109,6 +133,16 @@ def test_unlearn_in_poison_mode_removes_the_flipped_labels_with_the_poison_rule(
         unlearn(model, forget, stats, mode="detox", val_loader=forget)
     with pytest.raises(ValueError, match="max_val_drop"):
         unlearn(model, forget, stats, mode="poison", val_loader=forget, max_val_drop=None)
+    # the plateau settings reach the rule, and are checked before any work is done
+    stalled = unlearn(model, forget, stats, mode="poison", threshold=0.95, lr=0.03, epochs=200,
+                      val_loader=batches(xv, yv, size=60), poison_floor=0, poison_patience=1, poison_min_drop=101)
+    shares = [h["forget_acc"] for h in stalled.history]
+    assert stalled.stop_reason == "poison_plateau" and shares[-1] <= shares[0] / 2 < min(shares[:-1])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for bad in ({"poison_patience": 0}, {"poison_min_drop": -1}):
+        with pytest.raises(ValueError, match="patience|min_drop"):
+            unlearn(model, forget, stats, mode="poison", val_loader=forget, inplace=True, **bad)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
 def test_poison_specs_parse_and_dispatch_to_the_generators():
@@ -232,7 +266,7 @@ def test_poison_scenario_end_to_end_on_digits(scenario, tmp_path):
         assert rows["retrain"]["triggered_acc"] > rows["original"]["triggered_acc"]
     details = rows["pgu"]["details"]
     assert details["settings"]["poison_threshold"] == 0.95 and details["settings"]["poison_lr"] == [0.1, 0.05]
-    assert details["stop_reason"] in ("poison_removed", "val_drop", "max_epochs", "budget", "already_forgotten")
+    assert details["stop_reason"] in ("poison_removed", "poison_plateau", "val_drop", "max_epochs", "budget", "already_forgotten")
     assert rows["pgu"]["FA"] < rows["original"]["FA"]  # PGU removed some of the poisoned labels
     report = (tmp_path / "bench" / "results.md").read_text()
     assert "TA gap recovered" in report and ("| ASR |" in report) == (scenario == "poison-backdoor")
