@@ -23,9 +23,10 @@ weights) or None to go on. No rule looks at a retrained model or at test data.
   predicts those labels, so stop once ``a_f <= poison_floor`` (default 1%, as the class rule's
   floor: "~0" that tolerates a few stubborn images), or, once ``a_f`` is at most half its
   starting value, when it has fallen by less than ``min_drop`` points (0.5) over the last
-  ``patience`` epochs (5; reason ``poison_plateau``, keeping the current epoch), or once held-out accuracy has fallen by more than ``max_val_drop``
-  points from the start (the authors' guard, 5 points of test accuracy; here val), keeping the
-  previous epoch (checked first). The authors have no floor and no plateau: they run every epoch
+  ``patience`` epochs (5; reason ``poison_plateau``, keeping the current epoch), or once
+  held-out accuracy has fallen by more than ``max_val_drop`` points from the start (the
+  authors' guard, 5 points of test accuracy; here val), keeping the previous epoch (checked
+  first). The authors have no floor and no plateau: they run every epoch
   the guard allows. The plateau exists because a clean model is not at 0 either: trained without
   the poisoned samples, All-CNN on CIFAR-10 still gives 2.5% of backdoored training images the
   target label, so a 1% floor alone ran PGU to its budget (89 epochs) to take ``a_f`` from

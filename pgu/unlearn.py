@@ -167,11 +167,13 @@ def unlearn(
             the request stops with reason ``"budget"`` unless the stopping rule stops it first.
             For a share ``s`` of the training run's compute pass ``int(s * samples_seen)``.
         class_forget_floor: the class-removal rule's floor (percent). poison_floor: the poison rule's
-            floor (percent of poisoned samples still predicted with their poisoned label);
-            poison_patience, poison_min_drop: its plateau (stop once that share fell by less than
-            ``poison_min_drop`` points over ``poison_patience`` epochs; ``None``: no plateau). max_val_drop: points of held-out
-            accuracy either rule lets go before it stops and keeps the previous epoch (``None``:
-            the authors' sample rule alone; the class rule needs a number).
+            floor (percent of poisoned samples still predicted with their poisoned label).
+            poison_patience, poison_min_drop: its plateau (once that share is at most half its
+            start, stop when it fell by less than ``poison_min_drop`` points over the last
+            ``poison_patience`` epochs; ``poison_patience=None``: no plateau).
+            max_val_drop: points of held-out accuracy either rule lets go before it stops and
+            keeps the previous epoch (``None``: the authors' sample rule alone; the class and
+            poison rules need a number).
         inplace: write the result into ``model`` (only when the request succeeds).
         progress: show a tqdm bar over epochs.
     """
