@@ -26,12 +26,12 @@ weights) or None to go on. No rule looks at a retrained model or at test data.
   ``patience`` epochs (5; reason ``poison_plateau``, keeping the current epoch), or once
   held-out accuracy has fallen by more than ``max_val_drop`` points from the start (the
   authors' guard, 5 points of test accuracy; here val), keeping the previous epoch (checked
-  first). The authors have no floor and no plateau: they run every epoch
-  the guard allows. The plateau exists because a clean model is not at 0 either: trained without
-  the poisoned samples, All-CNN on CIFAR-10 still gives 2.5% of backdoored training images the
-  target label, so a 1% floor alone ran PGU to its budget (89 epochs) to take ``a_f`` from
-  4.2% at epoch 10 to 2.1%. The plateau waits for the first halving because the share is coarse:
-  on a few samples it can sit at 100% for epochs while their logits move, then fall at once.
+  first). The authors have no floor and no plateau: they run every epoch the guard allows.
+  The plateau exists because a clean model is not at 0 either: trained without the poisoned
+  samples, All-CNN on CIFAR-10 still gives 2.5% of backdoored training images the target
+  label, so a 1% floor alone ran PGU to its budget (89 epochs) to take ``a_f`` from 4.2% at
+  epoch 10 to 2.1%. The plateau waits for the first halving because the share is coarse: on a
+  few samples it can sit at 100% for epochs while their logits move, then fall at once.
 * :class:`NoStop`: run every epoch.
 """
 

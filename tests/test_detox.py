@@ -139,10 +139,23 @@ def test_unlearn_in_poison_mode_removes_the_flipped_labels_with_the_poison_rule(
     shares = [h["forget_acc"] for h in stalled.history]
     assert stalled.stop_reason == "poison_plateau" and shares[-1] <= shares[0] / 2 < min(shares[:-1])
     before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    class CountedBatches(list):
+        """The forget batches, counting how many unlearn reads."""
+
+        read = 0
+
+        def __iter__(self):
+            for batch in list.__iter__(self):
+                CountedBatches.read += 1
+                yield batch
+
+    counted = CountedBatches(forget)
     for bad in ({"poison_patience": 0}, {"poison_min_drop": -1}):
         with pytest.raises(ValueError, match="patience|min_drop"):
-            unlearn(model, forget, stats, mode="poison", val_loader=forget, inplace=True, **bad)
+            unlearn(model, counted, stats, mode="poison", val_loader=forget, inplace=True, **bad)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert CountedBatches.read == 0  # refused before the forget pass, not after it
 
 
 def test_poison_specs_parse_and_dispatch_to_the_generators():
