@@ -143,11 +143,13 @@ def test_unlearn_in_poison_mode_removes_the_flipped_labels_with_the_poison_rule(
     class CountedBatches(list):
         """The forget batches, counting how many unlearn reads."""
 
-        read = 0
+        def __init__(self, batches):
+            super().__init__(batches)
+            self.read = 0
 
         def __iter__(self):
             for batch in list.__iter__(self):
-                CountedBatches.read += 1
+                self.read += 1
                 yield batch
 
     counted = CountedBatches(forget)
@@ -155,7 +157,7 @@ def test_unlearn_in_poison_mode_removes_the_flipped_labels_with_the_poison_rule(
         with pytest.raises(ValueError, match="patience|min_drop"):
             unlearn(model, counted, stats, mode="poison", val_loader=forget, inplace=True, **bad)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
-    assert CountedBatches.read == 0  # refused before the forget pass, not after it
+    assert counted.read == 0  # refused before the forget pass, not after it
 
 
 def test_poison_specs_parse_and_dispatch_to_the_generators():
