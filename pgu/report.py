@@ -283,7 +283,8 @@ def _plot_poison(results: dict, path: Path) -> None:
                 if v is not None and v < low:
                     ax.annotate(f"{v:.1f}", (i, low), xytext=(0, 3), textcoords="offset points", ha="center",
                                 fontsize=7, color="black", rotation=90, va="bottom")
-    fig.suptitle(f"{results['config']['tier']}, {results['config']['scenario']} ({len(results['seeds'])} seeds)")
+    n = len(results["seeds"])
+    fig.suptitle(f"{results['config']['tier']}, {results['config']['scenario']} ({n} seed{'' if n == 1 else 's'})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     import matplotlib.pyplot as plt
