@@ -3,7 +3,8 @@
 # on the digits tier (a canary for the methods' device handling, seconds); then `pgu bench` on
 # All-CNN / CIFAR-10 (the authors' 100-epoch recipe; PGU_GPU_TIER names another tier), seed 0, with
 # original, retrain and pgu, one scenario after the other; then every method from each scenario's
-# cached original, in what time is left of TOTAL seconds.
+# cached original, in what time is left of TOTAL seconds. PGU_GPU_CANARY_SECONDS (default 60) limits
+# each canary; 0 skips them (after they passed on the same code).
 # Usage: PGU_DATA_DIR=... bash benchmarks/gpu_bench.sh OUT_DIR [TOTAL_SECONDS] [SCENARIO...]
 # OUT_DIR gets gpu.log (stage, exit status, seconds), logs.tar.gz (every stage's log) and, for each
 # scenario that finished, bench-TIER-SCENARIO-pgu.json / -all.json (the bench's results.json).
@@ -20,7 +21,7 @@ rm -rf "$work" && mkdir -p "$work/logs"
 nvidia-smi -L | tee "$out/gpu.log"
 stage() {  # stage NAME SECONDS COMMAND...
   local name=$1 limit=$2 t0=$SECONDS; shift 2
-  if [ "$limit" -lt 20 ]; then echo "$name: skipped, $limit s left" | tee -a "$out/gpu.log"; return; fi
+  if [ "$limit" -lt 20 ]; then echo "$name: skipped (limit $limit s)" | tee -a "$out/gpu.log"; return; fi
   timeout "$limit" "$@" > "$work/logs/$name.log" 2>&1
   echo "$name: rc $? in $((SECONDS - t0)) s (limit $limit)" | tee -a "$out/gpu.log"
 }
