@@ -27,8 +27,8 @@ stage() {  # stage NAME SECONDS COMMAND...
 }
 bench=(python3 -m pgu bench --tier "$tier" --seeds 0 --device cuda)
 for s in "${scenarios[@]}"; do
-  stage "digits-$s" "${PGU_GPU_CANARY_SECONDS:-60}" python3 -m pgu bench --tier digits --scenario "$s" --methods all --seeds 0 --device cuda \
-    --quiet --out "$work/digits-$s"
+  stage "digits-$s" "${PGU_GPU_CANARY_SECONDS:-60}" python3 -m pgu bench --tier digits --scenario "$s" \
+    --methods all --seeds 0 --device cuda --quiet --out "$work/digits-$s"
 done
 for s in "${scenarios[@]}"; do
   stage "paper-$s-pgu" $((total - SECONDS - 30)) "${bench[@]}" --scenario "$s" --out "$work/$s-pgu"
