@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pgu.bench import TIERS as TIER_RECIPES  # tier name -> recipe name, as `pgu bench` uses them
+from pgu.bench.runner import TIERS as TIER_RECIPES  # tier name -> recipe name, as `pgu bench` uses them
 from pgu.data import ArrayDataset, load_dataset
-from pgu.models import build_model
+from pgu.zoo.models import build_model
 from pgu.provenance import environment
-from pgu.recipes import Recipe, load_recipe
-from pgu.training import _augmentation, _make_optimizer
+from pgu.zoo.recipes import Recipe, load_recipe
+from pgu.zoo.training import _augmentation, _make_optimizer
 
 
 @dataclass

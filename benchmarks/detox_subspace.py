@@ -21,8 +21,8 @@ import torch
 from common import write_results
 from pgu import CoreGradientSpace, GramStats
 from pgu.data import load_dataset
-from pgu.poisoning import poison
-from pgu.runs import load_run
+from pgu.data.poisoning import poison
+from pgu.zoo.runs import load_run
 
 
 def outside_shares(model, stats: GramStats, data, thresholds) -> dict:

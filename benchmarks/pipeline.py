@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from common import tier_setup, write_results
-from pgu.training import resolve_device, synchronize
+from pgu.zoo.training import resolve_device, synchronize
 
 
 def measure(tier: str, batches: int, repeats: int, device, data_dir=None) -> dict:

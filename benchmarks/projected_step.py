@@ -18,9 +18,9 @@ import torch
 
 from common import write_results
 from pgu import CoreGradientSpace, GradientProjector, GramStats, ProjectedOptimizer, forget_loss
-from pgu.models import build_model
+from pgu.zoo.models import build_model
 from pgu.modes import unlearning_mode
-from pgu.training import resolve_device, synchronize
+from pgu.zoo.training import resolve_device, synchronize
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ import torch
 from common import write_results
 from pgu import GramStats, unlearn
 from pgu.data import load_dataset
-from pgu.runs import load_run, save_model
+from pgu.zoo.runs import load_run, save_model
 
 
 def main(argv=None) -> int:

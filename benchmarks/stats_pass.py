@@ -22,7 +22,7 @@ from unittest.mock import patch
 from common import tier_setup, write_results
 from pgu import GramStats
 from pgu.stats import stats_batch_size
-from pgu.training import resolve_device, synchronize
+from pgu.zoo.training import resolve_device, synchronize
 
 
 def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_batch: int = 512,
@@ -62,8 +62,8 @@ def measure(tier: str, samples: int, repeats: int, device, data_dir=None, stats_
     # exactness: against products in float64 on the same model and batch
     x = data.x[:256].to(device)
     fast = GramStats(precision=precision).fit(model, [x])
-    with patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: "unfold"), \
-            patch("pgu.gram_accumulators.upper_blocks_gram", lambda r: r.T @ r):
+    with patch("pgu.gram.accumulators.conv2d_gram_route", lambda *a: "unfold"), \
+            patch("pgu.gram.accumulators.upper_blocks_gram", lambda r: r.T @ r):
         ref = GramStats(precision="float64").fit(model, [x])
     errors = {n: float((fast.gram_[n] - ref.gram_[n]).abs().max() / ref.gram_[n].abs().max()) for n in ref.gram_}
     n = len(data)
@@ -108,12 +108,12 @@ def main(argv=None) -> int:
         pgu.fast_forward.CPU_CHUNK = args.forward_chunk or None
     levers = {"forward_chunk_cpu": pgu.fast_forward.CPU_CHUNK, "stats_batch": args.stats_batch, "precision": args.precision,
               "conv_route": args.conv_route, "triangle": not args.no_triangle}
-    import pgu.gram_accumulators
+    import pgu.gram.accumulators
 
-    cost_model = pgu.gram_accumulators.conv2d_gram_route
+    cost_model = pgu.gram.accumulators.conv2d_gram_route
     route = (lambda *a: cost_model(*a[:6])) if args.conv_route == "cpu-model" else (lambda *a: args.conv_route)
-    with (patch("pgu.gram_accumulators.conv2d_gram_route", route) if args.conv_route != "auto" else _nothing()), \
-            (patch("pgu.gram_accumulators.upper_blocks_gram", lambda r: r.T @ r) if args.no_triangle else _nothing()):
+    with (patch("pgu.gram.accumulators.conv2d_gram_route", route) if args.conv_route != "auto" else _nothing()), \
+            (patch("pgu.gram.accumulators.upper_blocks_gram", lambda r: r.T @ r) if args.no_triangle else _nothing()):
         rows = [measure(t, args.samples, args.repeats, device, args.data_dir, stats_batch=args.stats_batch,
                         precision=args.precision)
                 for t in args.tiers.split(",")]

@@ -13,7 +13,7 @@ from torch.profiler import ProfilerActivity, profile
 from common import tier_setup, write_results
 from pgu import GramStats
 from pgu.stats import stats_batch_size
-from pgu.training import resolve_device, synchronize
+from pgu.zoo.training import resolve_device, synchronize
 
 
 def main(argv=None) -> int:

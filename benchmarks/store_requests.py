@@ -1,7 +1,7 @@
-"""Deletion requests through the model store (pgu.model_store): a sequence of requests, and latency by request size.
+"""Deletion requests through the model store (pgu.store.model_store): a sequence of requests, and latency by request size.
 
 ``sequence``: a store made from a trained run takes ``--requests`` requests in a row, each
-``--per-class`` samples of every class (disjoint, seeded; pgu.bench.sequential_requests), with
+``--per-class`` samples of every class (disjoint, seeded; pgu.bench.runner.sequential_requests), with
 the store's PGU settings. After each: accuracy on the samples the model retains (read here for
 the report only; the store never reads them), on val, and on the request's samples; the phases'
 seconds; and the bookkeeping check, the largest difference between the store's Gram state and
@@ -36,12 +36,12 @@ import torch
 
 from common import write_results
 from pgu import GramStats
-from pgu.bench import sequential_requests
+from pgu.bench.runner import sequential_requests
 from pgu.data import load_dataset
 from pgu.evaluation import accuracy
-from pgu.model_store import ModelStore
-from pgu.recipes import load_recipe
-from pgu.runs import load_model, load_run, save_run
+from pgu.store.model_store import ModelStore
+from pgu.zoo.recipes import load_recipe
+from pgu.zoo.runs import load_model, load_run, save_run
 
 PHASES = ("load", "forget_stats", "subspace", "unlearning", "write", "total")
 

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
-from .data import load_dataset
-from .evaluation import accuracy
-from .provenance import environment
-from .recipes import load_recipe
-from .stats import GramStats
-from .training import TrainConfig, train_model
-from .unlearn import unlearn
+from pgu.data import load_dataset
+from pgu.evaluation import accuracy
+from pgu.provenance import environment
+from pgu.settings import PGUSettings
+from pgu.zoo.recipes import load_recipe
+from pgu.stats import GramStats
+from pgu.zoo.training import TrainConfig, train_model
+from pgu.unlearn import unlearn
 
 __all__ = ["DemoConfig", "run_demo", "format_table"]
 
@@ -33,12 +34,7 @@ class DemoConfig:
     model: str = "digits-cnn"
     train: TrainConfig = field(default_factory=lambda: load_recipe("digits").train)
     random_fraction: float = 0.1
-    # PGU: the authors' All-CNN settings (METHOD.md sections 3, 6)
-    threshold: float = 0.9
-    rule: str = "pgu"
-    lr: tuple[float, float] = (0.1, 0.01)
-    epochs: int = 100
-    batch_size: int = 128
+    pgu: PGUSettings = field(default_factory=PGUSettings)  # the authors' All-CNN settings (docs/method.md sections 3, 6)
     budget_share: float = 0.5  # PGU may process at most this share of the training run's samples
 
 
@@ -84,11 +80,8 @@ def run_demo(out: str | Path | None = None, seed: int = 0, *, progress: bool = T
         forget, retain = splits.train.subset(req["mask"]), splits.train.subset(~req["mask"])
         retrained = train_model(config.model, splits, train_cfg, subset=~req["mask"], progress=progress,
                                 desc=f"retrain without {req['name']}")
-        result = unlearn(
-            model, forget.loader(config.batch_size), stats, val_loader=splits.val.loader(512),
-            threshold=config.threshold, rule=config.rule, lr=config.lr, epochs=config.epochs,
-            mode=req["mode"], max_samples=budget, progress=progress,
-        )
+        result = unlearn(model, forget.loader(config.pgu.batch_size), stats, val_loader=splits.val.loader(512),
+                         mode=req["mode"], settings=config.pgu, max_samples=budget, progress=progress)
         pgu_seconds = result.seconds["total"]
         requests.append({
             "name": req["name"],
@@ -116,7 +109,7 @@ def run_demo(out: str | Path | None = None, seed: int = 0, *, progress: bool = T
     results = {
         "demo": "pgu demo",
         "seed": seed,
-        "config": {**asdict(config), "train": train_cfg.to_dict()},
+        "config": {**asdict(config), "train": train_cfg.to_dict(), "pgu": config.pgu.to_dict()},
         "dataset": {"name": splits.name, "train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
                     **splits.info},
         "original": {"train_seconds": round(original.seconds, 3), "samples_seen": original.samples_seen,

@@ -7,9 +7,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .fast_forward import FastForward
-from .modes import eval_mode
-from .stats import _model_device
+from pgu.fast_forward import FastForward
+from pgu.modes import eval_mode
+from pgu.stats import _model_device
 
 __all__ = ["predict", "accuracy", "split_batch"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .modes import ChannelsLastWeights
+from pgu.modes import ChannelsLastWeights
 
 __all__ = ["FastForward", "CPU_CHUNK"]
 

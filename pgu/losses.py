@@ -1,4 +1,4 @@
-"""The unlearning losses on forget samples: PGU's (METHOD.md section 5; paper Eq. 9) and its depoisoning variant (section 8).
+"""The unlearning losses on forget samples: PGU's (docs/method.md section 5; paper Eq. 9) and its depoisoning variant (section 8).
 
 With ``p = softmax(f_w(x_j))`` and a batch of ``B`` forget samples:
 
@@ -9,7 +9,7 @@ The first term pushes the true-class probability down (``delta``, the offset, ke
 logarithm finite when ``p_y -> 1``); the second keeps the prediction spread rather than
 confidently wrong. Vectorised over the batch (the authors loop per sample).
 
-:func:`depoison_loss` removes poisoned samples (METHOD.md section 8): with ``y~`` the poisoned
+:func:`depoison_loss` removes poisoned samples (docs/method.md section 8): with ``y~`` the poisoned
 label a sample was trained with and ``q`` the softmax over the logits of the other classes,
 
     L = (1/B) sum_j -log(1 - p_{y~_j} + delta)  +  lambda (1/B) sum_j H(q_j)
@@ -22,10 +22,12 @@ spreading it. Source: the authors' ``depoisoning.py`` (loss1 + 0.2 loss2, offset
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["forget_loss", "depoison_loss"]
+__all__ = ["forget_loss", "depoison_loss", "ForgetLoss", "DepoisonLoss", "default_loss"]
 
 
 def forget_loss(logits: torch.Tensor, targets: torch.Tensor, offset: float = 0.05, entropy_weight: float = 0.2) -> torch.Tensor:
@@ -79,3 +81,39 @@ def _check(logits, targets, offset, entropy_weight) -> None:
         raise ValueError(f"offset must be > 0 (it keeps -log(1 - p_y + offset) finite), got {offset}")
     if entropy_weight < 0:
         raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
+
+
+@dataclass(frozen=True)
+class ForgetLoss:
+    """:func:`forget_loss` with its ``delta`` (``offset``, authors' configs 0.05) and ``lambda`` fixed.
+
+    Called as ``loss(logits, targets)``, as :func:`pgu.unlearn` calls any loss it is given.
+    """
+
+    offset: float = 0.05
+    entropy_weight: float = 0.2
+
+    def __post_init__(self):
+        _check(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), self.offset, self.entropy_weight)
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return forget_loss(logits, targets, self.offset, self.entropy_weight)
+
+
+@dataclass(frozen=True)
+class DepoisonLoss:
+    """:func:`depoison_loss` with its ``delta`` (``offset``, the authors' 0.1) and ``lambda`` fixed."""
+
+    offset: float = 0.1
+    entropy_weight: float = 0.2
+
+    def __post_init__(self):
+        _check(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), self.offset, self.entropy_weight)
+
+    def __call__(self, logits: torch.Tensor, poisoned: torch.Tensor) -> torch.Tensor:
+        return depoison_loss(logits, poisoned, self.offset, self.entropy_weight)
+
+
+def default_loss(mode: str):
+    """The loss of a request of ``mode``: :class:`DepoisonLoss` for ``"poison"``, else :class:`ForgetLoss`."""
+    return DepoisonLoss() if mode == "poison" else ForgetLoss()

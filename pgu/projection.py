@@ -1,4 +1,4 @@
-"""Projected updates orthogonal to the Core Gradient Space (METHOD.md section 4).
+"""Projected updates orthogonal to the Core Gradient Space (docs/method.md section 4).
 
 For a covered layer with weight ``W`` viewed as a ``(C_out, d)`` matrix and CGS basis ``M``
 (``d x k``, orthonormal columns), an update ``g`` becomes
@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .stats import NotFittedError, StatsMismatchError
-from .subspace import CoreGradientSpace
+from pgu.stats import NotFittedError, StatsMismatchError
+from pgu.subspace import CoreGradientSpace
 
 __all__ = ["GradientProjector", "ProjectedOptimizer", "projection_residual"]
 
@@ -220,7 +220,7 @@ class ProjectedOptimizer:
 def projection_residual(before: nn.Module, after: nn.Module, cgs: CoreGradientSpace) -> dict[str, float]:
     """``{layer: ||dW M|| / max(||dW||, tiny)}``: how far a weight change leaks into the CGS.
 
-    0 means the change is exactly orthogonal (the invariant of METHOD.md section 4).
+    0 means the change is exactly orthogonal (the invariant of docs/method.md section 4).
     """
     b, a = dict(before.named_modules()), dict(after.named_modules())
     out = {}

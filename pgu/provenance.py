@@ -7,6 +7,12 @@ import platform
 import subprocess
 from pathlib import Path
 
+import numpy
+import sklearn
+import torch
+
+from pgu import __version__
+
 __all__ = ["environment", "git_commit"]
 
 
@@ -36,12 +42,6 @@ def _cpu_model() -> str:
 
 def environment(device: str | None = None) -> dict:
     """Versions, machine and code commit, as a JSON-able dict."""
-    import numpy
-    import sklearn
-    import torch
-
-    from . import __version__
-
     info = {
         "pgu": __version__,
         "commit": git_commit(),

@@ -1,19 +1,19 @@
 """Additive layer-input statistics: the uncentred Gram matrices PGU caches once per model.
 
-For every covered layer ``l`` and a set of samples ``S`` (METHOD.md section 2):
+For every covered layer ``l`` and a set of samples ``S`` (docs/method.md section 2):
 
     G_l(S) = R_l(S) R_l(S)^T = sum over rows x of x x^T          (d x d, uncentred)
 
-where the rows are those of :mod:`pgu.layers` (Linear: input vectors; Conv2d: patches in the
+where the rows are those of :mod:`pgu.gram.layers` (Linear: input vectors; Conv2d: patches in the
 order of ``weight.reshape(C_out, -1)``). Each batch's products are taken in the input's dtype
 (``precision="auto"``; float64 with ``precision="float64"``) and accumulated across batches in
-float64 (:mod:`pgu.gram_accumulators`; rows are kept only in a bounded buffer per Linear layer). A layer called several times in one forward pass (weight tying)
+float64 (:mod:`pgu.gram.accumulators`; rows are kept only in a bounded buffer per Linear layer). A layer called several times in one forward pass (weight tying)
 contributes the rows of every call, since its weight multiplies all of them. Beside ``G`` the object keeps, per layer, the row count and the
 row sum ``s = sum x`` (so the Gram of inputs augmented with a constant 1, which a projected
 bias needs, is ``[[G, s], [s^T, n_rows]]``), and the number of samples seen.
 
 Statistics add: ``G(A u B) = G(A) + G(B)`` when taken with the same weights and
-preprocessing, hence ``G(D_r) = G(D) - G(D_f)`` (METHOD.md section 2 and 7). ``a + b`` and
+preprocessing, hence ``G(D_r) = G(D) - G(D_f)`` (docs/method.md section 2 and 7). ``a + b`` and
 ``a - b`` implement exactly that and refuse statistics of different layers or shapes. The
 pass puts the model in eval mode (BatchNorm running statistics, dropout off) and restores
 every module's mode afterwards; hooks are removed even when the pass fails.
@@ -31,9 +31,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
-from .fast_forward import FastForward
-from .modes import eval_mode
+from pgu.gram.layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
+from pgu.fast_forward import FastForward
+from pgu.modes import eval_mode
 
 __all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs", "stats_batch_size", "STATS_BATCH_SIZE"]
 
@@ -387,7 +387,7 @@ def _describe(info: dict) -> str:
 class _Accumulator:
     """One statistics pass: installs forward pre-hooks on entry, removes them on exit.
 
-    Each covered layer feeds its inputs to an accumulator of :mod:`pgu.gram_accumulators`
+    Each covered layer feeds its inputs to an accumulator of :mod:`pgu.gram.accumulators`
     (one per input dtype); :meth:`finalize` collects their float64 results. Batches are
     forwarded through :class:`~pgu.fast_forward.FastForward` (on a CPU: channels-last, in
     chunks; same statistics, less time).

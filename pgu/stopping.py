@@ -1,4 +1,4 @@
-"""When projected unlearning stops (METHOD.md section 6).
+"""When projected unlearning stops (docs/method.md section 6).
 
 Accuracies are percentages. Each rule sees the forget accuracy ``a_f`` and held-out
 accuracy ``a_v`` before the first step (``start``) and after every epoch (``after_epoch``)
@@ -18,7 +18,7 @@ weights) or None to go on. No rule looks at a retrained model or at test data.
   fallen by more than ``max_val_drop`` points from the start (then the previous epoch, the last
   within the allowance, is kept; this check comes first when both happen in one epoch).
   ``forget_floor`` defaults to 1%: "~0" that tolerates one or two stubborn images.
-* :class:`PoisonRemovalStop` (``mode="poison"``, METHOD.md section 8): ``a_f`` is the accuracy
+* :class:`PoisonRemovalStop` (``mode="poison"``, docs/method.md section 8): ``a_f`` is the accuracy
   on the poisoned samples under their poisoned labels. A model trained without them rarely
   predicts those labels, so stop once ``a_f <= poison_floor`` (default 1%, as the class rule's
   floor: "~0" that tolerates a few stubborn images), or, once ``a_f`` is at most half its
@@ -38,8 +38,10 @@ weights) or None to go on. No rule looks at a retrained model or at test data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["StopDecision", "SampleRemovalStop", "ClassRemovalStop", "PoisonRemovalStop", "NoStop", "STOP_REASONS"]
+__all__ = ["StopDecision", "StoppingRule", "SampleRemovalStop", "ClassRemovalStop", "PoisonRemovalStop", "NoStop",
+           "STOP_REASONS", "default_rule"]
 
 STOP_REASONS = {
     "already_forgotten": "forget accuracy was already at or below held-out accuracy; nothing to do",
@@ -55,8 +57,37 @@ STOP_REASONS = {
 
 @dataclass(frozen=True)
 class StopDecision:
+    """Why a request stops (a key of :data:`STOP_REASONS`) and whether the previous epoch's weights are kept."""
+
     reason: str
     keep_previous: bool = False
+
+
+class StoppingRule(Protocol):
+    """What :func:`pgu.unlearn` asks of a rule: ``needs_val`` (it reads held-out accuracy), and
+    ``start`` / ``after_epoch`` answering a :class:`StopDecision` or None to go on."""
+
+    needs_val: bool
+
+    def start(self, forget_acc: float, val_acc: float | None) -> StopDecision | None: ...
+
+    def after_epoch(self, forget_acc: float, val_acc: float | None) -> StopDecision | None: ...
+
+
+def default_rule(mode: str, max_val_drop: float | None = 5.0) -> StoppingRule:
+    """The rule of a request of ``mode`` with every other setting at its default.
+
+    ``max_val_drop``: points of held-out accuracy the rule lets go (``None``: the authors' sample
+    rule alone; the class and poison rules need a number)."""
+    if mode == "sample":
+        return SampleRemovalStop(max_val_drop)
+    if max_val_drop is None:
+        raise ValueError(f"the {mode}-removal rule needs max_val_drop (points of held-out accuracy it may lose)")
+    if mode == "class":
+        return ClassRemovalStop(max_val_drop=max_val_drop)
+    if mode == "poison":
+        return PoisonRemovalStop(max_val_drop=max_val_drop)
+    raise ValueError(f"mode must be 'sample', 'class' or 'poison', got {mode!r}")
 
 
 class SampleRemovalStop:
@@ -65,7 +96,7 @@ class SampleRemovalStop:
     needs_val = True
 
     def __init__(self, max_val_drop: float | None = 5.0):
-        if max_val_drop is not None and max_val_drop < 0:
+        if max_val_drop is not None and not max_val_drop >= 0:
             raise ValueError("max_val_drop must be >= 0 (percentage points), or None for the authors' rule alone")
         self.max_val_drop = max_val_drop
 

@@ -1,4 +1,4 @@
-"""The Core Gradient Space: the input directions the retained data relies on (METHOD.md section 3).
+"""The Core Gradient Space: the input directions the retained data relies on (docs/method.md section 3).
 
 For each layer the retain Gram is eigendecomposed, ``G_l(D_r) = U diag(lambda) U^T`` (``eigh``
 in float64, eigenvalues sorted descending, rounding negatives clamped to 0), and the first
@@ -21,16 +21,15 @@ Gram is zero has nothing to protect (``k = 0``) unless ``gamma = 1``.
 
 from __future__ import annotations
 
-import numbers
 from typing import Mapping
 
 import torch
 
-from .stats import GramStats, NotFittedError
+from pgu.settings import RULES, check_threshold
+from pgu.stats import GramStats, NotFittedError
 
 __all__ = ["CoreGradientSpace", "select_rank", "RULES"]
 
-RULES = ("pgu", "energy")
 _SLACK = 1e-12
 
 
@@ -58,12 +57,7 @@ def select_rank(eigenvalues: torch.Tensor, threshold: float, rule: str = "pgu") 
 
 
 def _check_threshold(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"threshold for {name} must be a number in [0, 1], got {value!r}")
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"threshold for {name} must lie in [0, 1], got {value}")
-    return value
+    return check_threshold(value, f"threshold for {name}")
 
 
 class CoreGradientSpace:

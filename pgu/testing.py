@@ -2,7 +2,7 @@
 
 ``explicit_rows`` builds the rows a layer multiplies its weight with by looping over output
 positions and reading each input patch element by element; ``explicit_gram`` sums ``x x^T``
-over those rows in float64. They mirror :mod:`pgu.layers` and :mod:`pgu.stats` without
+over those rows in float64. They mirror :mod:`pgu.gram.layers` and :mod:`pgu.stats` without
 sharing any code with them.
 """
 

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from pgu.bench import BenchConfig, run_bench
+from pgu.bench.config import BenchConfig
+from pgu.bench.runner import run_bench
 from pgu.cli import main
-from pgu.report import format_table, summarize
+from pgu.bench.report import format_table, summarize
 
 METRICS = ["FA", "RA", "VA", "TA", "UA", "MIA", "loss_MIA", "avg_gap", "activation_distance", "js_divergence",
            "seconds", "speedup"]
@@ -34,11 +35,11 @@ def test_bench_scores_every_method_and_resumes_finished_seeds(tmp_path, monkeypa
     assert json.loads((out / "results.json").read_text())["config"]["scenario"] == "class"
 
     # a second run with one more seed trains only that seed's models
-    import pgu.bench
+    import pgu.bench.seed
 
     calls = []
-    real = pgu.bench.train_model
-    monkeypatch.setattr(pgu.bench, "train_model", lambda *a, **k: calls.append(k.get("desc")) or real(*a, **k))
+    real = pgu.bench.seed.train_model
+    monkeypatch.setattr(pgu.bench.seed, "train_model", lambda *a, **k: calls.append(k.get("desc")) or real(*a, **k))
     more = run_bench(BenchConfig(tier="digits", scenario="class", seeds=(0, 1), forget_class=3), out, progress=False)
     assert [s["seed"] for s in more["seeds"]] == [0, 1]
     assert len(calls) == 2 and all("seed 1" in c for c in calls)
@@ -115,9 +116,9 @@ def test_cli_bench_reports_bad_input_and_exits_nonzero(tmp_path, capsys):
 
 
 def test_evaluate_scores_a_model_against_a_reference_run(tmp_path, capsys):
-    from pgu.evaluate import evaluate_against_reference
-    from pgu.recipes import load_recipe
-    from pgu.workflow import train_run
+    from pgu.bench.scoring import evaluate_against_reference
+    from pgu.zoo.recipes import load_recipe
+    from pgu.zoo.workflow import train_run
 
     recipe = load_recipe("digits").with_overrides(epochs=3)
     train_run(recipe, tmp_path / "original", stats=False, progress=False)
@@ -154,7 +155,7 @@ def test_sequential_bench_scores_every_request_against_a_cumulative_retrain(tmp_
 def test_sequential_requests_are_disjoint_balanced_and_refuse_too_many():
     import torch
 
-    from pgu.bench import sequential_requests
+    from pgu.bench.runner import sequential_requests
 
     y = torch.tensor([0] * 12 + [1] * 9)
     ids = torch.arange(100, 121)
@@ -186,13 +187,13 @@ def test_challenge_score_from_small_groups(tmp_path):
 
 
 def test_pgu_settings_come_from_the_tier_and_class_removal_may_have_its_own_rates():
-    from pgu.bench import TIER_PGU_SETTINGS, PGUSettings
+    from pgu.settings import TIER_OVERRIDES, PGUSettings
 
     authors = PGUSettings()
     assert BenchConfig(tier="digits", scenario="class").pgu == authors
     assert authors.lr_for("class") == authors.lr_for("sample") == (0.1, 0.01)
     mnist = BenchConfig(tier="mnist", scenario="class", settings="published").pgu  # no selected rate on top
-    assert mnist == TIER_PGU_SETTINGS["mnist"]
+    assert mnist == PGUSettings(**TIER_OVERRIDES["mnist"])
     assert mnist.lr_for("sample") == (0.1, 0.01) and mnist.lr_for("class") == tuple(mnist.class_lr) != (0.1, 0.01)
     given = PGUSettings(lr=(0.3, 0.03))
     assert BenchConfig(tier="mnist", scenario="class", pgu=given).pgu is given  # an explicit choice wins
@@ -211,7 +212,7 @@ def test_cli_bench_refuses_a_malformed_learning_rate(tmp_path, capsys):
 
 
 def test_cli_bench_passes_learning_rates_to_the_config(tmp_path, monkeypatch):
-    import pgu.bench
+    import pgu.cli.bench
 
     seen = []
 
@@ -219,7 +220,7 @@ def test_cli_bench_passes_learning_rates_to_the_config(tmp_path, monkeypatch):
         seen.append(config)
         raise ValueError("stop here")
 
-    monkeypatch.setattr(pgu.bench, "run_bench", fake_run_bench)
+    monkeypatch.setattr(pgu.cli.bench, "run_bench", fake_run_bench)
     base = ["bench", "--tier", "mnist", "--scenario", "class", "--out", str(tmp_path / "b"), "--quiet"]
     assert main(base) == 1
     assert main(base + ["--pgu-lr", "0.2,0.02"]) == 1
@@ -230,7 +231,7 @@ def test_cli_bench_passes_learning_rates_to_the_config(tmp_path, monkeypatch):
 
 
 def test_bench_runs_baselines_and_gives_retain_data_only_to_methods_that_need_it(tmp_path, monkeypatch):
-    import pgu.methods.base as base
+    import pgu.bench.methods.base as base
 
     seen = {}
     real = dict(base._REGISTRY)

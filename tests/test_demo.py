@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from pgu.demo import DemoConfig, format_table, run_demo
-from pgu.training import TrainConfig
+from pgu.zoo.training import TrainConfig
 
 
 def test_run_demo_writes_results_with_every_method_and_request(tmp_path):

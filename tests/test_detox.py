@@ -1,4 +1,4 @@
-"""Detoxification (METHOD.md section 8): the depoisoning loss and rule, poisoned runs, and the poison bench scenarios."""
+"""Detoxification (docs/method.md section 8): the depoisoning loss and rule, poisoned runs, and the poison bench scenarios."""
 
 import json
 import math
@@ -9,11 +9,12 @@ from torch import nn
 
 from conftest import batches, play
 from pgu import GramStats, unlearn
-from pgu.bench import BenchConfig, run_bench
+from pgu.bench.config import BenchConfig
+from pgu.bench.runner import run_bench
 from pgu.cli import main
 from pgu.losses import depoison_loss
-from pgu.poisoning import add_backdoor, flip_labels, parse_poison_spec, poison, stamp_trigger
-from pgu.scoring import score_poisoning
+from pgu.data.poisoning import add_backdoor, flip_labels, parse_poison_spec, poison, stamp_trigger
+from pgu.bench.scoring import score_poisoning
 from pgu.stopping import PoisonRemovalStop, StopDecision
 
 
@@ -132,10 +133,10 @@ def test_unlearn_in_poison_mode_removes_the_flipped_labels_with_the_poison_rule(
     with pytest.raises(ValueError, match="mode must be"):
         unlearn(model, forget, stats, mode="detox", val_loader=forget)
     with pytest.raises(ValueError, match="max_val_drop"):
-        unlearn(model, forget, stats, mode="poison", val_loader=forget, max_val_drop=None)
+        unlearn(model, forget, stats, mode="poison", val_loader=forget, stop=PoisonRemovalStop(max_val_drop=None))
     # the plateau settings reach the rule, and are checked before any work is done
     stalled = unlearn(model, forget, stats, mode="poison", threshold=0.95, lr=0.03, epochs=200,
-                      val_loader=batches(xv, yv, size=60), poison_floor=0, poison_patience=1, poison_min_drop=101)
+                      val_loader=batches(xv, yv, size=60), stop=PoisonRemovalStop(poison_floor=0, patience=1, min_drop=101))
     shares = [h["forget_acc"] for h in stalled.history]
     assert stalled.stop_reason == "poison_plateau" and shares[-1] <= shares[0] / 2 < min(shares[:-1])
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -153,9 +154,9 @@ def test_unlearn_in_poison_mode_removes_the_flipped_labels_with_the_poison_rule(
                 yield batch
 
     counted = CountedBatches(forget)
-    for bad in ({"poison_patience": 0}, {"poison_min_drop": -1}):
+    for bad in ({"patience": 0}, {"min_drop": -1}):
         with pytest.raises(ValueError, match="patience|min_drop"):
-            unlearn(model, counted, stats, mode="poison", val_loader=forget, inplace=True, **bad)
+            unlearn(model, counted, stats, mode="poison", val_loader=forget, inplace=True, stop=PoisonRemovalStop(**bad))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert counted.read == 0  # refused before the forget pass, not after it
 
@@ -216,7 +217,7 @@ def test_score_poisoning_counts_triggered_test_images_of_other_classes_and_true_
 
 def test_train_records_the_poisoning_and_trains_a_clean_reference_without_it(tmp_path, capsys):
     from pgu.data import load_dataset
-    from pgu.runs import load_run
+    from pgu.zoo.runs import load_run
 
     assert main(["train", "--dataset", "digits", "--epochs", "2", "--poison", "flip:10:2", "--quiet",
                  "--out", str(tmp_path / "poisoned")]) == 0
@@ -272,7 +273,13 @@ def test_poison_scenario_end_to_end_on_digits(scenario, tmp_path):
     for name, row in rows.items():
         assert 0 <= row["poisoned_true_acc"] <= 100 and 0 <= row["TA"] <= 100, name
         assert ("ASR" in row) == ("triggered_acc" in row) == (scenario == "poison-backdoor")
-    assert rows["original"]["TA_recovered"] == 0 and rows["retrain"]["TA_recovered"] in (1, None)
+    # the share of the test-accuracy gap recovered is defined only when the gap is at least 0.1 points
+    gap = rows["retrain"]["TA"] - rows["original"]["TA"]
+    defined = abs(gap) >= 0.1
+    assert all((row["TA_recovered"] is not None) == defined for row in rows.values())
+    if defined:
+        assert rows["original"]["TA_recovered"] == 0 and rows["retrain"]["TA_recovered"] == pytest.approx(1)
+        assert rows["pgu"]["TA_recovered"] == pytest.approx((rows["pgu"]["TA"] - rows["original"]["TA"]) / gap)
     # the poisoned original fits its poisoned labels; the clean model does not, and predicts the true ones
     assert rows["original"]["FA"] > rows["retrain"]["FA"] + 30 and rows["retrain"]["FA"] < 20
     assert rows["retrain"]["poisoned_true_acc"] > rows["original"]["poisoned_true_acc"]
@@ -301,7 +308,7 @@ def test_poison_bench_refuses_what_it_cannot_run(tmp_path, capsys):
     assert main(base + ["--scenario", "poison-backdoor", "--poison-fraction", "1.5"]) == 1
     assert "poison_fraction" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
-    from pgu.selection import run_selection
+    from pgu.bench.selection import run_selection
 
     with pytest.raises(ValueError, match="held-out proxy"):
         run_selection("digits", "poison-flip", 100, ("pgu",), tmp_path / "s")
@@ -320,7 +327,7 @@ def test_a_bench_recorded_before_the_poison_settings_still_resumes():
 
 def test_poisoned_samples_under_true_labels_keep_the_trained_images():
     from pgu.data import ArrayDataset
-    from pgu.poisoning import under_true_labels
+    from pgu.data.poisoning import under_true_labels
 
     y = torch.arange(4).repeat_interleave(5)
     data = ArrayDataset(torch.rand(20, 1, 4, 4), y, torch.arange(20).flip(0) + 100)  # ids not in position order

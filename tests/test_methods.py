@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from pgu import GramStats
 from pgu.data import load_dataset
-from pgu.methods import MethodContext, get_method, method_names, method_settings, run_method
-from pgu.recipes import load_recipe
-from pgu.training import train_model
+from pgu.bench.methods import MethodContext, get_method, method_names, method_settings, run_method
+from pgu.zoo.recipes import load_recipe
+from pgu.zoo.training import train_model
 
 EXPECTED = {"finetune", "neggrad", "neggrad+", "random-label", "boundary-shrink", "scrub", "ssd", "salun",
             "l1-sparse", "pgu", "pgu-energy"}
@@ -125,7 +125,7 @@ def test_run_method_refuses_unknown_settings_and_missing_retain_data(digits_task
 
 
 def test_random_wrong_labels_are_wrong_and_cover_every_other_class():
-    from pgu.methods.gradient import random_wrong_labels
+    from pgu.bench.methods.gradient import random_wrong_labels
 
     y = torch.arange(5).repeat(400)
     wrong = random_wrong_labels(y, 5, torch.Generator().manual_seed(0))
@@ -135,7 +135,7 @@ def test_random_wrong_labels_are_wrong_and_cover_every_other_class():
 
 
 def test_distill_kl_is_zero_for_equal_outputs_and_matches_the_definition():
-    from pgu.methods.scrub import distill_kl
+    from pgu.bench.methods.scrub import distill_kl
 
     s, t = torch.randn(6, 4), torch.randn(6, 4)
     assert float(distill_kl(t, t, 4.0)) == pytest.approx(0, abs=1e-6)
@@ -145,7 +145,7 @@ def test_distill_kl_is_zero_for_equal_outputs_and_matches_the_definition():
 
 
 def test_ssd_dampens_exactly_the_selected_weights():
-    from pgu.methods.ssd import dampen_
+    from pgu.bench.methods.ssd import dampen_
 
     p = torch.tensor([1.0, 2.0, 3.0, 4.0])
     i_f = torch.tensor([5.0, 0.5, 30.0, 0.0])
@@ -156,8 +156,8 @@ def test_ssd_dampens_exactly_the_selected_weights():
 
 
 def test_salun_mask_keeps_the_share_and_masked_weights_stay_fixed(digits_task):
-    from pgu.methods.base import Budget
-    from pgu.methods.salun import saliency_mask
+    from pgu.bench.methods.base import Budget
+    from pgu.bench.methods.salun import saliency_mask
 
     splits, model, stats, forget, retain = digits_task
     import copy
@@ -176,7 +176,7 @@ def test_salun_mask_keeps_the_share_and_masked_weights_stay_fixed(digits_task):
 
 
 def test_boundary_shrink_labels_come_from_the_perturbed_images(digits_task):
-    from pgu.methods.boundary_shrink import fgsm_neighbour_labels
+    from pgu.bench.methods.boundary_shrink import fgsm_neighbour_labels
 
     splits, model, _, forget, _ = digits_task
     x, y = forget.x[:64], forget.y[:64]
@@ -190,7 +190,7 @@ def test_ssd_data_batches_mix_forget_samples_in_their_share():
     """I_D's batches hold D_f in its share of D, as a shuffled loader of D would (whole forget batches
     would make I_f > alpha I_D impossible whenever D_f is at least 1/alpha of D)."""
     from pgu.data.base import ArrayDataset
-    from pgu.methods.ssd import mixed_batches
+    from pgu.bench.methods.ssd import mixed_batches
 
     retain = ArrayDataset(torch.zeros(900, 2), torch.zeros(900, dtype=torch.long), torch.arange(900))
     ids = torch.arange(900, 1000)
@@ -206,7 +206,7 @@ def test_ssd_data_batches_mix_forget_samples_in_their_share():
 @pytest.mark.parametrize("name, passes", [("neggrad", 5), ("boundary-shrink", 10)])
 def test_forget_only_methods_keep_the_authors_passes_over_the_forget_set(name, passes):
     """settings.toml: a forget-only method's epochs are passes over D_f and do not scale with the training length."""
-    from pgu.methods.base import epochs_for
+    from pgu.bench.methods.base import epochs_for
 
     settings, _ = method_settings(name)
     assert "epochs_share" not in settings

@@ -1,4 +1,4 @@
-"""pgu.metrics against hand-worked numbers (docs/PROTOCOL.md, section "Metrics")."""
+"""pgu.bench.metrics against hand-worked numbers (docs/protocol.md, section "Metrics")."""
 
 from __future__ import annotations
 
@@ -9,22 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pgu.metrics import (
-    accuracy,
-    activation_distance,
-    avg_gap,
-    challenge_score,
-    forgetting_quality,
-    gap_closed,
-    forget_progress,
-    js_divergence,
-    logit_scaled_confidence,
-    loss_mia,
-    mia_efficacy,
-    per_example_epsilon,
-    prediction_entropy,
-    true_class_probability,
-    unlearning_accuracy,
+from pgu.bench.challenge import challenge_score, forgetting_quality, logit_scaled_confidence, per_example_epsilon
+from pgu.bench.metrics import (
+    activation_distance, avg_gap, forget_progress, gap_closed, js_divergence, loss_mia, mia_efficacy,
+    prediction_entropy, top1_accuracy, true_class_probability, unlearning_accuracy,
 )
 
 DELTA = 1e-5
@@ -35,26 +23,26 @@ DELTA = 1e-5
 
 def test_accuracy_from_labels_scores_and_tensors():
     # 3 of 4 predictions right -> 75 %.
-    assert accuracy([0, 1, 1, 1], [0, 1, 2, 1]) == pytest.approx(75.0)
+    assert top1_accuracy([0, 1, 1, 1], [0, 1, 2, 1]) == pytest.approx(75.0)
     # Scores: argmax of the rows is [1, 0, 2]; labels [1, 1, 2] -> 2 of 3 right.
     scores = torch.tensor([[0.1, 2.0, 0.0], [3.0, 1.0, 0.0], [0.0, 0.0, 5.0]])
-    assert accuracy(scores, torch.tensor([1, 1, 2])) == pytest.approx(200.0 / 3.0)
-    assert accuracy(np.array([2, 2]), np.array([2.0, 2.0])) == 100.0
+    assert top1_accuracy(scores, torch.tensor([1, 1, 2])) == pytest.approx(200.0 / 3.0)
+    assert top1_accuracy(np.array([2, 2]), np.array([2.0, 2.0])) == 100.0
 
 
 def test_accuracy_rejects_bad_inputs():
     with pytest.raises(ValueError, match="one label per sample"):
-        accuracy([0, 1, 1], [0, 1])
+        top1_accuracy([0, 1, 1], [0, 1])
     with pytest.raises(ValueError, match="empty"):
-        accuracy([], [])
+        top1_accuracy([], [])
     with pytest.raises(ValueError, match="integer class indices"):
-        accuracy([0.5, 1.0], [0, 1])
+        top1_accuracy([0.5, 1.0], [0, 1])
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        accuracy(np.eye(3), [0, 1, 3])
+        top1_accuracy(np.eye(3), [0, 1, 3])
     with pytest.raises(ValueError, match=">= 0"):
-        accuracy([-1, 0], [0, 0])
+        top1_accuracy([-1, 0], [0, 0])
     with pytest.raises(ValueError, match="shape"):
-        accuracy(np.zeros((2, 2, 2)), [0, 1])
+        top1_accuracy(np.zeros((2, 2, 2)), [0, 1])
 
 
 def test_unlearning_accuracy_is_100_minus_forget_accuracy():

@@ -1,4 +1,4 @@
-"""The model store (pgu.model_store, pgu.ledger, pgu.sample_files): requests over a model's life.
+"""The model store (pgu.store.model_store, pgu.store.ledger, pgu.store.sample_files): requests over a model's life.
 
 Every refusal is checked to leave the store byte for byte as it was; bookkeeping is checked
 against an independent sum of forget passes; crash safety by killing real ``pgu forget``
@@ -25,10 +25,10 @@ import torch
 from pgu import GramStats
 from pgu.cli import main
 from pgu.data import load_dataset
-from pgu.model_store import ModelStore, RequestRefused, StoreError
-from pgu.recipes import load_recipe
-from pgu.sample_files import read_samples, sample_digests, write_samples
-from pgu.workflow import train_run
+from pgu.store.model_store import ModelStore, RequestRefused, StoreError
+from pgu.zoo.recipes import load_recipe
+from pgu.store.sample_files import read_samples, sample_digests, write_samples
+from pgu.zoo.workflow import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,8 +156,9 @@ def test_bad_requests_are_refused_and_change_nothing(store, digits_run, tmp_path
 
 
 def test_a_loss_that_turns_non_finite_is_rolled_back(store, digits_run, monkeypatch):
-    unlearn_module = importlib.import_module("pgu.unlearn")  # `pgu.unlearn` is also the function
-    real = unlearn_module.forget_loss
+    import pgu.losses
+
+    real = pgu.losses.forget_loss
     calls = []
 
     def turns_nan(*a, **k):  # finite at first, then NaN in the third batch of updates
@@ -165,7 +166,7 @@ def test_a_loss_that_turns_non_finite_is_rolled_back(store, digits_run, monkeypa
         loss = real(*a, **k)
         return loss * float("nan") if len(calls) > 3 else loss
 
-    monkeypatch.setattr(unlearn_module, "forget_loss", turns_nan)
+    monkeypatch.setattr(pgu.losses, "forget_loss", turns_nan)  # ForgetLoss, the default loss, calls it
     _refused(store, digits_run, "diverged", ids=ids_of(digits_run["train"], 300))
     assert len(calls) > 3
     assert store.verify()["ok"]
@@ -240,24 +241,24 @@ def test_a_request_reads_only_the_forget_and_val_samples(store, digits_run, tmp_
     """No dataset is loaded and PGU is given exactly the requested samples."""
     import pgu.data
     import pgu.data.registry
-
-    unlearn_module = importlib.import_module("pgu.unlearn")
+    import pgu.store.model_store as store_module
 
     def no_dataset(*a, **k):
         raise AssertionError("the request loaded a dataset: it must read only the files given")
 
     monkeypatch.setattr(pgu.data.registry, "load_dataset", no_dataset)
     monkeypatch.setattr(pgu.data, "load_dataset", no_dataset)
+    monkeypatch.setattr(store_module, "load_dataset", no_dataset)
     monkeypatch.setenv("PGU_DATA_DIR", str(tmp_path / "nothing-here"))
     seen = {}
-    real = unlearn_module.unlearn
+    real = store_module.unlearn
 
     def spy(model, forget_loader, stats, **kw):
         seen["ids"] = forget_loader.n_samples
         seen["x"] = forget_loader.x.clone()
         return real(model, forget_loader, stats, **kw)
 
-    monkeypatch.setattr(unlearn_module, "unlearn", spy)
+    monkeypatch.setattr(store_module, "unlearn", spy)
     wanted = digits_run["train"].subset(torch.arange(40, 52))
     write_samples(tmp_path / "forget.npz", wanted.ids, wanted.x, wanted.y)
     forget(store, digits_run, wanted.ids.tolist(), samples=tmp_path / "forget.npz")
@@ -268,7 +269,7 @@ def test_a_request_reads_only_the_forget_and_val_samples(store, digits_run, tmp_
 
 
 def test_the_gram_state_is_g_of_d_minus_every_forget_pass(store, digits_run):
-    """METHOD.md section 7: G^(t) = G(D) - sum_t G_{w_{t-1}}(D_f^(t)), each pass with the weights before it."""
+    """docs/method.md section 7: G^(t) = G(D) - sum_t G_{w_{t-1}}(D_f^(t)), each pass with the weights before it."""
     train = digits_run["train"]
     _, expected, _ = store.load()
     batch = store.info()["pgu"]["batch_size"]
@@ -290,14 +291,14 @@ def test_the_gram_state_is_g_of_d_minus_every_forget_pass(store, digits_run):
 
 
 def test_an_interrupted_commit_leaves_the_old_version_and_the_next_request_cleans_up(store, digits_run, monkeypatch):
-    import pgu.ledger
+    import pgu.store.ledger
 
     before = snapshot(store.path)
 
     def crash(*a, **k):
         raise KeyboardInterrupt("killed between writing the files and the ledger")
 
-    monkeypatch.setattr(pgu.ledger.Ledger, "commit_request", crash)
+    monkeypatch.setattr(pgu.store.ledger.Ledger, "commit_request", crash)
     with pytest.raises(KeyboardInterrupt):
         forget(store, digits_run, ids_of(digits_run["train"], 5))
     report = store.verify()
@@ -411,7 +412,7 @@ def test_twenty_requests_on_mnist_keep_exact_bookkeeping_and_retained_accuracy(t
     G(D) minus the forget passes, and accuracy on the retained images within 2 points of its start."""
     if not os.environ.get("PGU_DATA_DIR"):
         pytest.skip("PGU_DATA_DIR is not set")
-    from pgu.bench import sequential_requests
+    from pgu.bench.runner import sequential_requests
     from pgu.evaluation import accuracy
 
     run = train_run(load_recipe("mnist"), tmp_path / "run", progress=False, device="cpu")

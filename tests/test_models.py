@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import pgu
-from pgu.models import available_models, build_model
+from pgu.zoo.models import available_models, build_model
 
 # name -> (num_classes, in_channels, usual input size)
 CASES = {

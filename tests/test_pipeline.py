@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pgu.data import TensorLoader, available_datasets, load_dataset, per_class_split
-from pgu.models import available_models, build_model
-from pgu.training import TrainConfig, train_model
+from pgu.zoo.models import available_models, build_model
+from pgu.zoo.training import TrainConfig, train_model
 
 
 def test_digits_splits_are_disjoint_stratified_and_normalised():

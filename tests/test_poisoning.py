@@ -1,10 +1,10 @@
-"""Poisoning generators (pgu.poisoning): exact labels and pixels under a seed, and the attack success rate."""
+"""Poisoning generators (pgu.data.poisoning): exact labels and pixels under a seed, and the attack success rate."""
 
 import pytest
 import torch
 
 from pgu.data import ArrayDataset
-from pgu.poisoning import add_backdoor, attack_success_rate, flip_labels, stamp_trigger, trigger_values
+from pgu.data.poisoning import add_backdoor, attack_success_rate, flip_labels, stamp_trigger, trigger_values
 
 
 def toy(n_per_class=20, classes=10, shape=(2, 6, 6)):

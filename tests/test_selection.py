@@ -1,4 +1,4 @@
-"""Val-only selection (pgu.selection): the ladder, the held-out target, the choice, the file, and the bench using it."""
+"""Val-only selection (pgu.bench.selection): the ladder, the held-out target, the choice, the file, and the bench using it."""
 
 import json
 import math
@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from pgu.bench import BenchConfig, PGUSettings, _method_settings
-from pgu.methods import method_names, method_scale, method_settings
-from pgu.selection import (LADDER, choose_factor, heldout_target, load_selected, proxy_gap, run_selection,
-                           scaled_settings, selected_toml)
+from pgu.bench.config import BenchConfig
+from pgu.bench.seed import SeedRun, bench_settings
+from pgu.settings import PGUSettings
+from pgu.bench.methods import method_names, method_scale, method_settings
+from pgu.bench.selection import (
+    LADDER, choose_factor, heldout_target, load_selected, proxy_gap, run_selection, scaled_settings, selected_toml,
+)
 
 
 def test_every_method_names_what_selection_varies():
@@ -82,7 +85,7 @@ def test_choose_factor_refuses_forgetting_bought_with_val_accuracy():
 
 
 def test_choose_all_recomputes_every_choice_from_the_recorded_trials():
-    from pgu.selection import choose_all
+    from pgu.bench.selection import choose_all
 
     selection = {"original": {"VA": 99.4}, "margin": 0.1, "max_val_drop": 5.0, "methods": {
         "neggrad": {"trials": [{"factor": 1.0, "proxy_gap": 49.9, "VA": 99.4, "changed": {"lr": 1e-4}},
@@ -138,13 +141,13 @@ def test_bench_applies_selected_settings_and_records_them(tmp_path):
     chosen = BenchConfig(tier="digits", scenario="random", methods=("original", "retrain", "neggrad", "pgu"),
                          settings=str(path))
     chosen.validate()
-    assert _method_settings("neggrad", chosen)["lr"] == 1e-3
-    assert chosen.pgu.lr == (0.01, 0.001) and _method_settings("pgu", chosen)["lr"] == [0.01, 0.001]
-    assert _method_settings("pgu-energy", chosen)["lr"] == [0.3, 0.03]
-    assert _method_settings("finetune", chosen)["lr"] == method_settings("finetune")[0]["lr"]  # not selected: published
+    assert bench_settings("neggrad", chosen)["lr"] == 1e-3
+    assert chosen.pgu.lr == (0.01, 0.001) and bench_settings("pgu", chosen)["lr"] == [0.01, 0.001]
+    assert bench_settings("pgu-energy", chosen)["lr"] == [0.3, 0.03]
+    assert bench_settings("finetune", chosen)["lr"] == method_settings("finetune")[0]["lr"]  # not selected: published
     assert chosen.to_dict()["selected"]["neggrad"] == {"factor": 10.0, "lr": 1e-3}
     published = BenchConfig(tier="digits", scenario="random", settings="published")
-    assert _method_settings("neggrad", published)["lr"] == method_settings("neggrad")[0]["lr"]
+    assert bench_settings("neggrad", published)["lr"] == method_settings("neggrad")[0]["lr"]
     assert published.pgu == PGUSettings() and published.to_dict()["selected"] == {}
     assert not published.same_bench(chosen.to_dict() | {"methods": list(published.methods)})
     explicit = BenchConfig(tier="digits", scenario="random", settings=str(path), pgu=PGUSettings(lr=(0.2, 0.02)))
@@ -157,7 +160,7 @@ def test_bench_applies_selected_settings_and_records_them(tmp_path):
 
 
 def test_shipped_selected_files_are_valid():
-    from pgu.selection import SELECTED_DIR
+    from pgu.bench.selection import SELECTED_DIR
 
     shipped = sorted(SELECTED_DIR.glob("*.toml"))
     assert [p.name for p in shipped] == ["mnist-class.toml", "mnist-sample.toml"]
@@ -224,18 +227,16 @@ def test_cli_select_refuses_references(capsys):
 
 
 def test_a_diverging_trial_is_recorded_as_failed_not_fatal(tmp_path, monkeypatch):
-    import pgu.bench
+    real = SeedRun.run_method
 
-    real = pgu.bench._run_method
-
-    def diverge_at_ten(name, *args, settings, **kwargs):
-        run = real(name, *args, settings=settings, **kwargs)
+    def diverge_at_ten(self, name, *args, settings, **kwargs):
+        run = real(self, name, *args, settings=settings, **kwargs)
         if settings["lr"] > method_settings(name)[0]["lr"] * 5:  # the x10 trial's weights become NaN
             with torch.no_grad():
                 next(run["model"].parameters()).fill_(float("nan"))
         return run
 
-    monkeypatch.setattr(pgu.bench, "_run_method", diverge_at_ten)
+    monkeypatch.setattr(SeedRun, "run_method", diverge_at_ten)
     selection = run_selection("digits", "random", 100, ("neggrad",), tmp_path, ladder=(1.0, 10.0), progress=False)
     published, diverged = selection["methods"]["neggrad"]["trials"]
     assert diverged["proxy_gap"] is None and "non-finite" in diverged["error"]
@@ -243,17 +244,15 @@ def test_a_diverging_trial_is_recorded_as_failed_not_fatal(tmp_path, monkeypatch
 
 
 def test_a_wider_ladder_reruns_only_the_new_factors(tmp_path, monkeypatch):
-    import pgu.bench
-
     first = run_selection("digits", "random", 100, ("neggrad",), tmp_path, ladder=(1.0, 10.0), progress=False)
     calls = []
-    real = pgu.bench._run_method
+    real = SeedRun.run_method
 
-    def counted(name, *args, settings, **kwargs):
+    def counted(self, name, *args, settings, **kwargs):
         calls.append(settings["lr"])
-        return real(name, *args, settings=settings, **kwargs)
+        return real(self, name, *args, settings=settings, **kwargs)
 
-    monkeypatch.setattr(pgu.bench, "_run_method", counted)
+    monkeypatch.setattr(SeedRun, "run_method", counted)
     second = run_selection("digits", "random", 100, ("neggrad",), tmp_path, ladder=(0.1, 1.0, 10.0), progress=False)
     assert calls == [pytest.approx(1e-5)]  # only the new factor ran
     old, new = first["methods"]["neggrad"]["trials"], second["methods"]["neggrad"]["trials"]

@@ -6,7 +6,7 @@ from torch import nn
 
 from conftest import batches
 from pgu import GramStats, NotFittedError, StatsMismatchError, UnsupportedLayerError
-from pgu.layers import adapter_for
+from pgu.gram.layers import adapter_for
 from pgu.testing import explicit_gram, explicit_rows
 
 
@@ -51,7 +51,7 @@ def test_every_conv_gram_route_matches_the_explicit_loop(case, route):
     if route == "offsets" and layer.stride != (1, 1):
         pytest.skip("the offset route is for stride 1")
     x = torch.randn(3, layer.in_channels, 7, 8, dtype=torch.float64)
-    with patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: route):
+    with patch("pgu.gram.accumulators.conv2d_gram_route", lambda *a: route):
         stats = GramStats().fit(layer, batches(x, size=2))
     torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(stats.row_sum_[""], explicit_rows(layer, x).sum(0))
@@ -301,8 +301,8 @@ OFFSET_CASES = [
 
 def _offset_route(layer, x, **kwargs):
     """The offset route as the layer adapter calls it (implicit zero padding, else the padded map)."""
-    from pgu.conv_gram import offset_patch_gram
-    from pgu.conv2d_geometry import conv2d_explicit_padding, conv2d_padded
+    from pgu.gram.conv_gram import offset_patch_gram
+    from pgu.gram.conv2d_geometry import conv2d_explicit_padding, conv2d_padded
 
     if layer.padding_mode == "zeros":
         xm, pads = x, conv2d_explicit_padding(layer)
@@ -328,7 +328,7 @@ def test_offset_route_on_a_map_smaller_than_the_kernel():
 
 def test_wide_convs_take_the_offset_route_and_stay_exact():
     """Through GramStats, with enough channels that the adapter picks the offset route itself."""
-    from pgu.gram_accumulators import conv2d_gram_route
+    from pgu.gram.accumulators import conv2d_gram_route
 
     one = (1, 1)
     assert conv2d_gram_route(32, (5, 5), one, one, (14, 14), (2, 2, 2, 2)) == "offsets"  # LeNet's second conv
@@ -348,7 +348,7 @@ def test_wide_convs_take_the_offset_route_and_stay_exact():
 
 @pytest.mark.parametrize("d", [5, 383, 800, 1001])
 def test_upper_triangle_product_is_the_full_product_and_exactly_symmetric(d):
-    from pgu.triangle import upper_blocks_gram
+    from pgu.gram.triangle import upper_blocks_gram
 
     rows = torch.randn(40, d)
     gram = upper_blocks_gram(rows, min_block=100)
@@ -363,7 +363,7 @@ def test_routes_and_float32_products_agree_with_the_float64_oracle():
                           nn.Flatten(), nn.Linear(16 * 8 * 8, 800), nn.ReLU(), nn.Linear(800, 3))
     x = torch.randn(16, 1, 8, 8)
     fast = GramStats().fit(model, [x])
-    with patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: "unfold"), patch("pgu.gram_accumulators.upper_blocks_gram", lambda r: r.T @ r):
+    with patch("pgu.gram.accumulators.conv2d_gram_route", lambda *a: "unfold"), patch("pgu.gram.accumulators.upper_blocks_gram", lambda r: r.T @ r):
         slow = GramStats(precision="float64").fit(model, [x])
     for n in slow.layer_names:
         torch.testing.assert_close(fast.gram_[n], slow.gram_[n], rtol=1e-5, atol=1e-5 * float(slow.gram_[n].abs().max()))
@@ -391,7 +391,7 @@ def test_float32_storage_halves_the_file_and_loads_as_float64(tmp_path):
 @pytest.mark.parametrize("sizes", [[3, 7, 12, 1], [5, 5], [20], [2]], ids=str)
 def test_rows_accumulator_buffers_and_flushes_exactly(sizes):
     """Rows copied into a small buffer, flushed when full, big batches multiplied directly: same as one product."""
-    from pgu.gram_accumulators import RowsGramAccumulator
+    from pgu.gram.accumulators import RowsGramAccumulator
 
     x = torch.randn(sum(sizes), 6, dtype=torch.float64)
     acc = RowsGramAccumulator(lambda b: b, torch.float64, flush_rows=5)
@@ -410,7 +410,7 @@ def test_rows_accumulator_buffers_and_flushes_exactly(sizes):
 
 def test_rows_accumulator_copies_rows_it_keeps():
     """A buffered batch modified in place afterwards (as a later in-place op could) does not change the result."""
-    from pgu.gram_accumulators import RowsGramAccumulator
+    from pgu.gram.accumulators import RowsGramAccumulator
 
     x = torch.randn(3, 4, dtype=torch.float64)
     expected = x.T @ x
@@ -526,12 +526,12 @@ def test_unfold_route_in_pieces_is_exact(monkeypatch):
     """The unfold route split into one-image pieces (as large batches are) against the per-patch loop."""
     from unittest.mock import patch
 
-    import pgu.gram_accumulators
+    import pgu.gram.accumulators
 
-    monkeypatch.setattr(pgu.gram_accumulators, "UNFOLD_ELEMENTS", 1)
+    monkeypatch.setattr(pgu.gram.accumulators, "UNFOLD_ELEMENTS", 1)
     layer = nn.Conv2d(**CONV_CASES["stride2_pad1"]).double()
     x = torch.randn(5, layer.in_channels, 7, 8, dtype=torch.float64)
-    with patch("pgu.gram_accumulators.conv2d_gram_route", lambda *a: "unfold"):
+    with patch("pgu.gram.accumulators.conv2d_gram_route", lambda *a: "unfold"):
         stats = GramStats().fit(layer, [x])
     torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x), rtol=1e-12, atol=1e-12)
 
@@ -540,9 +540,9 @@ def test_offset_route_in_one_image_chunks_through_the_pass_is_exact(monkeypatch)
     """GramStats' tap-offset route, its chunk size taken from the device's piece size (here one image), against the loop."""
     from unittest.mock import patch
 
-    import pgu.gram_accumulators
+    import pgu.gram.accumulators
 
-    monkeypatch.setattr(pgu.gram_accumulators, "OFFSET_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(pgu.gram.accumulators, "OFFSET_CHUNK_ELEMENTS", 1)
     layer = nn.Conv2d(16, 4, 3, padding=1).double()
     x = torch.randn(3, 16, 6, 5, dtype=torch.float64)
     routes = []
@@ -551,7 +551,7 @@ def test_offset_route_in_one_image_chunks_through_the_pass_is_exact(monkeypatch)
         routes.append("offsets")
         return "offsets"
 
-    with patch("pgu.gram_accumulators.conv2d_gram_route", offsets):
+    with patch("pgu.gram.accumulators.conv2d_gram_route", offsets):
         stats = GramStats().fit(layer, [x])
     assert routes == ["offsets"]
     torch.testing.assert_close(stats.gram_[""], explicit_gram(layer, x), rtol=1e-12, atol=1e-12)
@@ -559,7 +559,7 @@ def test_offset_route_in_one_image_chunks_through_the_pass_is_exact(monkeypatch)
 
 def test_piece_sizes_and_stats_batches_follow_the_device():
     """CPU passes work in cache-sized pieces and batches of 512; a GPU in large ones (its launches dominate otherwise)."""
-    from pgu.gram_accumulators import GPU_PIECE_ELEMENTS, OFFSET_CHUNK_ELEMENTS, UNFOLD_ELEMENTS, piece_elements
+    from pgu.gram.accumulators import GPU_PIECE_ELEMENTS, OFFSET_CHUNK_ELEMENTS, UNFOLD_ELEMENTS, piece_elements
     from pgu.stats import stats_batch_size
 
     assert piece_elements(torch.device("cpu"), "unfold") == UNFOLD_ELEMENTS
@@ -571,7 +571,7 @@ def test_piece_sizes_and_stats_batches_follow_the_device():
 
 def test_gpu_route_unfolds_narrow_convs_and_keeps_the_cost_model_for_wide_ones():
     """A GPU unfolds convs below GPU_OFFSET_MIN_CHANNELS (one large product) and routes wider ones as a CPU does."""
-    from pgu.gram_accumulators import GPU_OFFSET_MIN_CHANNELS, conv2d_gram_route
+    from pgu.gram.accumulators import GPU_OFFSET_MIN_CHANNELS, conv2d_gram_route
 
     geometry = ((3, 3), (1, 1), (1, 1), (16, 16), (1, 1, 1, 1))
     narrow, wide = GPU_OFFSET_MIN_CHANNELS // 2, GPU_OFFSET_MIN_CHANNELS * 2

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from pgu.data import load_dataset
-from pgu.forget_sets import resolve_forget_spec
-from pgu.recipes import available_recipes, find_recipe, load_recipe
-from pgu.runs import load_model, load_run
+from pgu.data.forget_sets import resolve_forget_spec
+from pgu.zoo.recipes import available_recipes, find_recipe, load_recipe
+from pgu.zoo.runs import load_model, load_run
 from pgu.stats import GramStats
-from pgu.training import TrainConfig, _epoch_lr
-from pgu.workflow import train_run
+from pgu.zoo.training import TrainConfig, _epoch_lr
+from pgu.zoo.workflow import train_run
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def digits():
 
 def test_every_recipe_loads_and_names_a_registered_dataset_and_model():
     from pgu.data import available_datasets
-    from pgu.models import available_models
+    from pgu.zoo.models import available_models
 
     names = available_recipes()
     assert {"digits", "mnist", "fashion", "cifar10-cpu", "allcnn-cifar10", "smallvgg-cifar10",
@@ -153,7 +153,7 @@ def test_lenet_learns_real_mnist_in_one_epoch(tmp_path):
 def test_each_recipe_runs_its_code_path_on_small_synthetic_data(name):
     """The paper recipes (exponential schedule, Adam, crop + flip, channels-last) run unchanged on any device."""
     from pgu.data import ArrayDataset, DataSplits
-    from pgu.training import train_model
+    from pgu.zoo.training import train_model
 
     recipe = load_recipe(name)
     shape = {"cifar10": (3, 32, 32), "tinyimagenet": (3, 64, 64), "mnist": (1, 28, 28), "fashion": (1, 28, 28)}[recipe.dataset]

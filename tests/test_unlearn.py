@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from conftest import batches
-from pgu import GramStats, StatsMismatchError, unlearn
+from pgu import ForgetLoss, GramStats, SampleRemovalStop, StatsMismatchError, unlearn
+from pgu.stopping import default_rule
 
 
 def low_rank_problem(d=20, rank=5, n_retain=200, n_forget=40):
@@ -147,9 +148,13 @@ def test_bad_inputs_raise_clear_errors_and_change_nothing():
     with pytest.raises(ValueError, match="part of the set"):
         unlearn(model, batches(torch.cat([x] * 2), torch.cat([y] * 2)), stats, stop="none")
     for kwargs in [dict(epochs=0), dict(lr=-1), dict(lr=(0.1,)), dict(momentum=1.0), dict(mode="rows"),
-                   dict(stop="never"), dict(max_samples=0), dict(threshold=2.0), dict(offset=0)]:
+                   dict(stop="never"), dict(max_samples=0), dict(threshold=2.0)]:
         with pytest.raises(ValueError):
             unlearn(model, forget, stats, stop=kwargs.pop("stop", "none"), **kwargs)
+    with pytest.raises(ValueError):
+        unlearn(model, forget, stats, stop="none", loss=ForgetLoss(offset=0))
+    with pytest.raises(TypeError, match="loss=pgu.losses.ForgetLoss"):  # the loss's settings travel in the loss
+        unlearn(model, forget, stats, stop="none", offset=0.1)
     with pytest.raises(FloatingPointError, match="left unchanged"):
         unlearn(model, forget, stats, stop="none", lr=1e30, inplace=True)
     with pytest.raises(ValueError, match="one-shot iterator"):
@@ -180,7 +185,8 @@ def overshooting_request():
 def test_sample_rule_restores_the_previous_epoch_when_it_was_closer():
     model, stats, forget, val = overshooting_request()
     # the authors' crossing rule alone (this overshoot also costs more than the held-out guard allows)
-    result = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5, max_val_drop=None)
+    result = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5,
+                     stop=SampleRemovalStop(max_val_drop=None))
     first = result.history[1]
     assert result.stop_reason == "crossed" and result.epochs == 1 and first["forget_acc"] < first["val_acc"]
     start_gap = abs(result.history[0]["val_acc"] - result.history[0]["forget_acc"])
@@ -192,7 +198,7 @@ def test_sample_rule_restores_the_previous_epoch_when_it_was_closer():
 def test_the_stopping_rule_takes_precedence_over_the_budget_in_a_partial_epoch():
     model, stats, forget, val = overshooting_request()
     result = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5, max_samples=30,
-                     max_val_drop=None)
+                     stop=SampleRemovalStop(max_val_drop=None))
     assert result.samples_processed == 24 and result.epochs == 1
     assert result.stop_reason == "crossed"
     guarded = unlearn(model, forget, stats, val_loader=val, lr=(3.0, 3.0), threshold=0.5, max_samples=30)
@@ -239,10 +245,12 @@ def test_held_out_guard_settings_are_checked_before_any_work():
     forget = batches(x[y == 0], y[y == 0], size=32)
     before = [p.clone() for p in model.parameters()]
     with pytest.raises(ValueError, match="class-removal rule needs max_val_drop"):
-        unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), mode="class", max_val_drop=None)
+        unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), mode="class",
+                stop=default_rule("class", max_val_drop=None))
     with pytest.raises(ValueError, match="max_val_drop must be >= 0"):
-        unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), max_val_drop=-1.0)
+        unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), stop=SampleRemovalStop(max_val_drop=-1.0))
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
     # the authors' sample rule alone is still available
-    result = unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), max_val_drop=None, epochs=2)
+    result = unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), epochs=2,
+                     stop=SampleRemovalStop(max_val_drop=None))
     assert result.stop_reason in ("crossed", "already_forgotten", "max_epochs")

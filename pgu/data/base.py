@@ -118,7 +118,7 @@ class DataSplits:
     """A dataset's splits: ``train``, and held-out data split per class into ``val`` and ``test``.
 
     ``val`` is what methods may use for their own stopping and selection; ``test`` is reported
-    only (PROTOCOL.md, Splits). ``extra`` holds further named sets a dataset offers beside the
+    only (docs/protocol.md, Splits). ``extra`` holds further named sets a dataset offers beside the
     splits, e.g. CIFAR-10's lossless test set as ``extra["test_png"]``.
     """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import ArrayDataset, DataSplits, per_class_split
+from pgu.data.base import ArrayDataset, DataSplits, per_class_split
 
 __all__ = ["channel_stats", "normalise_uint8", "official_splits", "decode_image_buffers", "decode_image_files",
            "check_labels", "read_npz"]

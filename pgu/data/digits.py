@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import ArrayDataset, DataSplits, per_class_split
-from .registry import register_dataset
+from pgu.data.base import ArrayDataset, DataSplits, per_class_split
+from pgu.data.registry import register_dataset
 
 
 @register_dataset("digits")

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataSplits
-from .common import check_labels, official_splits, read_npz
-from .idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_idx
-from .registry import DatasetNotFoundError, register_dataset
+from pgu.data.base import DataSplits
+from pgu.data.common import check_labels, official_splits, read_npz
+from pgu.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_idx
+from pgu.data.registry import DatasetNotFoundError, register_dataset
 
 __all__ = ["IDX_NAMES", "FASHION_SYSTEM_DIR", "find_idx_files", "read_idx_set", "read_mnist_npz",
            "load_mnist_splits", "load_fashion_splits"]

@@ -3,7 +3,7 @@
 :func:`read_opcodes` walks the bytes and yields ``(name, argument, position)`` per opcode, with
 the argument decoded as the format defines it (numbers, text, bytes, ``"module name"`` for a
 ``GLOBAL``). It builds no object, imports nothing and calls nothing: what the opcodes mean is
-up to the caller (:class:`pgu.data.cifar10.RestrictedUnpickler` rebuilds plain values from
+up to the caller (:class:`pgu.data.restricted_pickle.RestrictedUnpickler` rebuilds plain values from
 them and refuses everything else). Opcodes a caller can only refuse (``INST``, ``PERSID``,
 ``EXT1/2/4``) are yielded with ``None`` and end the stream. Truncated input, unknown opcodes
 and malformed arguments raise ``ValueError``. Python 2 strings (``STRING``, ``BINSTRING``,

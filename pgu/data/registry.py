@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .base import DataSplits
+from pgu.data.base import DataSplits
 
 __all__ = ["register_dataset", "load_dataset", "available_datasets", "resolve_data_dir", "DatasetNotFoundError"]
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataSplits
-from .cache import cached_arrays, source_key
-from .common import decode_image_files, official_splits
-from .registry import DatasetNotFoundError, register_dataset
+from pgu.data.base import DataSplits
+from pgu.data.cache import cached_arrays, source_key
+from pgu.data.common import decode_image_files, official_splits
+from pgu.data.registry import DatasetNotFoundError, register_dataset
 
 __all__ = ["TinyImageNetLayout", "scan_tinyimagenet", "load_tinyimagenet_splits"]
 

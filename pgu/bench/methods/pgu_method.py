@@ -1,0 +1,45 @@
+"""PGU behind the common interface: ``pgu`` (the authors' k rule) and ``pgu-energy`` (the GPM rule).
+
+Both call :func:`pgu.unlearn` with the request's statistics (``context.stats``), its val
+loader for the stopping rule and its mode; data-free. ``settings`` is a
+:class:`pgu.PGUSettings` as a dict (:meth:`~pgu.PGUSettings.to_dict`); the rate and
+threshold of the request's mode come from :meth:`pgu.PGUSettings.for_mode`, so poisoned
+samples (docs/method.md section 8) run at the authors' depoisoning values. ``extras["retain_stats"]``
+holds the statistics of what the model retains afterwards, for the next request.
+"""
+
+from __future__ import annotations
+
+from pgu.bench.methods.base import MethodContext, MethodInfo, MethodResult, register
+from pgu.settings import PGUSettings
+from pgu.unlearn import unlearn
+
+__all__ = ["run_pgu", "PGU_VARIANTS"]
+
+PGU_VARIANTS = ("pgu", "pgu-energy")
+"""The methods whose settings are a :class:`pgu.PGUSettings` (``settings.toml`` holds what a variant changes)."""
+
+
+def run_pgu(model, forget_loader, retain_loader, settings: dict, context: MethodContext) -> MethodResult:
+    if context.stats is None:
+        raise ValueError("pgu needs the Gram statistics of the data the model retains (context.stats): take them "
+                         "once with GramStats().fit(model, train_loader)")
+    result = unlearn(model, forget_loader, context.stats, val_loader=context.val_loader, mode=context.forget_mode,
+                     settings=PGUSettings.from_dict(settings), max_samples=context.max_samples,
+                     progress=context.progress)
+    details = {"stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
+               "samples_processed": result.samples_processed, "hit_budget": result.stop_reason == "budget",
+               "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "history": result.history,
+               "ranks": result.cgs.summary(),
+               "forget_outside_cgs": {k: None if v is None else round(v, 6) for k, v in result.forget_outside_cgs.items()}}
+    return MethodResult(result.model, result.samples_processed, result.stop_reason == "budget", details,
+                        extras={"retain_stats": result.retain_stats})
+
+
+register(MethodInfo("pgu", data_free=True,
+                    summary="projected-gradient unlearning: forget-set updates orthogonal to the retained inputs' space",
+                    reference="Hoang et al. WACV 2024, 'Learn to Unlearn for Deep Neural Networks: Minimizing "
+                              "Unlearning Interference with Gradient Projection'"))(run_pgu)
+register(MethodInfo("pgu-energy", data_free=True,
+                    summary="PGU with the GPM energy rule for the subspace size",
+                    reference="Hoang et al. WACV 2024; the k rule of GPM, Saha et al. ICLR 2021 (Eq. 5)"))(run_pgu)

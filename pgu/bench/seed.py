@@ -1,0 +1,209 @@
+"""One seed of a bench: its context, the original model, each method's request, and the scoring.
+
+:class:`SeedRun` holds what every step of a seed needs (the config, recipe, data, seed,
+device, cache, the original model and its statistics, the budget), so the steps take a
+context instead of positional lists. :mod:`pgu.bench.runner` (``pgu bench``) and
+:mod:`pgu.bench.selection` (``pgu select``) both build one.
+
+No method sees the retrained model, the test split, or (PGU) the retain data; PGU's stopping
+rule reads the val split only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pgu.bench.config import REFERENCES, BenchConfig
+from pgu.bench.methods import PGU_VARIANTS, MethodContext, get_method, method_settings
+from pgu.bench.scoring import score_against_reference, score_model
+from pgu.data import DataSplits
+from pgu.stats import GramStats, stats_batch_size
+from pgu.zoo.recipes import Recipe
+from pgu.zoo.runs import ModelSpec, load_model, save_model
+from pgu.zoo.training import TrainConfig, synchronize, train_model
+
+__all__ = ["SeedRun", "published_settings", "bench_settings", "forget_record"]
+
+
+def published_settings(name: str, config: BenchConfig) -> dict:
+    """A method's settings: ``settings.toml``'s; PGU's variants take the bench's :class:`pgu.PGUSettings`."""
+    settings, _ = method_settings(name, pgu=config.pgu if name in PGU_VARIANTS else None)
+    return settings
+
+
+def bench_settings(name: str, config: BenchConfig) -> dict:
+    """A method's settings in this bench: :func:`published_settings`, then the selected values (``config.settings``).
+
+    ``pgu``'s selected rates are already in ``config.pgu``."""
+    settings = published_settings(name, config)
+    if name != "pgu":
+        settings.update(config.selected().get(name, {}).get("values", {}))
+    return settings
+
+
+def forget_record(ids: torch.Tensor) -> dict:
+    """How a results file records a forget set: its size, the SHA-256 of its ids, and the ids (up to 5,000)."""
+    return {"n_forget": int(ids.numel()), "forget_ids_sha256": hashlib.sha256(ids.numpy().tobytes()).hexdigest(),
+            "forget_ids": ids.tolist() if ids.numel() <= 5000 else None}
+
+
+@dataclass
+class SeedRun:
+    """Everything one seed's steps share. :meth:`train_original` fills the original, its statistics and the budget."""
+
+    config: BenchConfig
+    recipe: Recipe
+    splits: DataSplits
+    seed: int
+    device: torch.device
+    cache: Path
+    progress: bool = False
+    original: nn.Module | None = None
+    stats: GramStats | None = None
+    original_info: dict = field(default_factory=dict)
+    budget: int = 0
+
+    @property
+    def train_cfg(self) -> TrainConfig:
+        """The tier's recipe at this seed."""
+        return replace(self.recipe.train, seed=self.seed)
+
+    def with_splits(self, splits: DataSplits) -> "SeedRun":
+        """The same seed on other data (a poisoned copy of the training set)."""
+        return replace(self, splits=splits)
+
+    # -- the original model ---------------------------------------------------------------
+
+    def train_original(self, poisoning: dict | None = None) -> None:
+        """The seed's original model and its Gram statistics, from the cache when the full config matches.
+
+        ``poisoning``: the summary of the poisoning ``splits.train`` carries (part of the cache key)."""
+        recipe, train_cfg, splits = self.recipe, self.train_cfg, self.splits
+        keyed = {"recipe": recipe.to_dict() | {"train": train_cfg.to_dict()}, "dataset": splits.name,
+                 "train": len(splits.train), "info": splits.info}
+        if poisoning is not None:
+            keyed["poisoning"] = poisoning
+        key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        folder = self.cache / f"original-{key}"
+        if (folder / "info.json").is_file():
+            info = json.loads((folder / "info.json").read_text())
+            model, _ = load_model(folder / "model.safetensors", device=self.device)
+            self._set_original(model, GramStats.load(folder / "stats.safetensors"), info | {"cached": True})
+            return
+        trained = train_model(recipe.model, splits, train_cfg, device=self.device, progress=self.progress,
+                              desc=f"seed {train_cfg.seed}: train original" + (" on poisoned data" if poisoning else ""))
+        start = time.perf_counter()
+        stats = GramStats().fit(trained.model, splits.train.loader(stats_batch_size(self.device), device=self.device),
+                                progress=self.progress, desc="Gram statistics of D")
+        stats_seconds = time.perf_counter() - start
+        info = {"train_seconds": round(trained.seconds, 4), "samples_seen": trained.samples_seen,
+                "stats_seconds": round(stats_seconds, 4), "stats_bytes": sum(stats.nbytes.values()), "cache_key": key}
+        spec = ModelSpec(recipe.model, splits.num_classes, splits.input_shape[0], train_cfg.width,
+                         splits.input_shape[-1])
+        tmp = self.cache / f".original-{key}.tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        save_model(tmp / "model.safetensors", trained.model, spec)
+        stats.save(tmp / "stats.safetensors")
+        (tmp / "info.json").write_text(json.dumps(info, indent=2))
+        if folder.exists():  # a concurrent bench finished first: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, folder)
+        self._set_original(trained.model, stats, info | {"cached": False})
+
+    def _set_original(self, model: nn.Module, stats: GramStats, info: dict) -> None:
+        self.original, self.stats, self.original_info = model, stats, info
+        self.budget = int(self.config.budget_share * info["samples_seen"])
+
+    # -- one request by one method --------------------------------------------------------
+
+    def run_method(self, name: str, mask: torch.Tensor, mode: str, *, model: nn.Module | None = None,
+                   stats: GramStats | None = None, settings: dict | None = None) -> dict:
+        """One request by method ``name``, timed, as the bench records it (the model, seconds and what it reports).
+
+        The method gets the forget set (``mask`` of the training set), the retain set only when
+        it is not data-free (PGU gets the retain statistics instead), the val split, and the
+        budget in sample passes. ``model`` / ``stats``: the model the request starts from and
+        its retain statistics (default: the original's); ``settings``: default the bench's
+        (:func:`bench_settings`).
+        """
+        info, run = get_method(name)
+        if settings is None:
+            settings = bench_settings(name, self.config)
+        splits, device = self.splits, self.device
+        forget_loader = splits.train.subset(mask).loader(int(settings["batch_size"]), device=device)
+        retain_loader = None
+        if not info.data_free:
+            batch = int(settings.get("retain_batch_size", settings["batch_size"]))
+            retain_loader = splits.train.subset(~mask).loader(batch, shuffle=True, seed=self.seed, device=device)
+        mean, std = _pixel_scale(splits.info)
+        context = MethodContext(num_classes=splits.num_classes, train_epochs=self.train_cfg.epochs,
+                                max_samples=self.budget, forget_mode=mode, val_loader=splits.val.loader(512, device=device),
+                                stats=self.stats if stats is None else stats, seed=self.seed, pixel_mean=mean,
+                                pixel_std=std, progress=self.progress)
+        synchronize(device)
+        start = time.perf_counter()
+        result = run(self.original if model is None else model, forget_loader, retain_loader, settings, context)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+        details = {"samples_processed": result.samples_processed, "hit_budget": result.hit_budget, **result.details,
+                   "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+        out = {"model": result.model, "seconds": seconds, "data_free": info.data_free, "details": details}
+        if "retain_stats" in result.extras:
+            out["retain_stats"] = result.extras["retain_stats"]
+        return out
+
+    def run_methods(self, mask: torch.Tensor, mode: str) -> dict:
+        """Every method of the bench (the references aside) on one request from the original."""
+        return {name: self.run_method(name, mask, mode) for name in self.config.methods if name not in REFERENCES}
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def score_request(self, mask: torch.Tensor, classes, method_runs: dict, desc: str, extra_scores=None) -> dict:
+        """Retrain without ``mask``, then score original, retrain and the methods' models on that forget set.
+
+        ``extra_scores(model) -> dict``: more metrics of each model, added to its row."""
+        splits = self.splits
+        retrained = train_model(self.recipe.model, splits, self.train_cfg, subset=~mask, device=self.device,
+                                progress=self.progress, desc=desc)
+        runs = {"original": {"model": self.original, "seconds": 0.0, "data_free": True, "details": {}},
+                "retrain": {"model": retrained.model, "seconds": retrained.seconds, "data_free": False,
+                            "details": {"samples_seen": retrained.samples_seen}}}
+        for name, run in method_runs.items():
+            runs[name] = {k: v for k, v in run.items() if k != "retain_stats"}
+        sets = {"forget": splits.train.subset(mask), "retain": splits.train.subset(~mask), "val": splits.val,
+                "test": splits.test}
+        scores = {name: score_model(run["model"], sets, classes=classes, seed=self.seed) for name, run in runs.items()}
+        methods = {}
+        for name, run in runs.items():
+            row = {k: v for k, v in scores[name].items() if not k.startswith("_")}
+            row.update(score_against_reference(scores[name], scores["retrain"]))
+            if extra_scores is not None:
+                row.update(extra_scores(run["model"]))
+            row["seconds"] = round(run["seconds"], 4)
+            row["speedup"] = (round(runs["retrain"]["seconds"] / run["seconds"], 3)
+                              if name not in REFERENCES and run["seconds"] > 0 else None)
+            row["needs_retain_data"] = not run["data_free"]
+            row["details"] = run["details"]
+            methods[name] = row
+        return {"methods": methods,
+                "entropy_histograms": {name: scores[name]["_forget_entropy_histogram"] for name in runs}}
+
+
+def _pixel_scale(info: dict):
+    """``(mean, std)`` of the dataset's pixel normalisation (``None`` when it records none)."""
+    norm = info.get("normalise")
+    if isinstance(norm, dict) and "mean" in norm and "std" in norm:
+        return tuple(norm["mean"]), tuple(norm["std"])
+    if isinstance(norm, (list, tuple)) and len(norm) == 2:
+        return (float(norm[0]),), (float(norm[1]),)
+    return None, None
