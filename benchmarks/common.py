@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pgu.bench.runner import TIERS as TIER_RECIPES  # tier name -> recipe name, as `pgu bench` uses them
+from pgu.bench.config import TIERS as TIER_RECIPES  # tier name -> recipe name, as `pgu bench` uses them
 from pgu.data import ArrayDataset, load_dataset
-from pgu.zoo.models import build_model
 from pgu.provenance import environment
+from pgu.zoo.models import build_model
 from pgu.zoo.recipes import Recipe, load_recipe
 from pgu.zoo.training import _augmentation, _make_optimizer
 

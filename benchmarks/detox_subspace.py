@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import torch
 
+import torch
 from common import write_results
+
 from pgu import CoreGradientSpace, GramStats
 from pgu.data import load_dataset
 from pgu.data.poisoning import poison

@@ -15,10 +15,9 @@ import argparse
 import statistics
 import time
 
-import torch
 import torch.nn.functional as F
-
 from common import tier_setup, write_results
+
 from pgu.zoo.training import resolve_device, synchronize
 
 

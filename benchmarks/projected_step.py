@@ -15,11 +15,11 @@ import statistics
 import time
 
 import torch
-
 from common import write_results
+
 from pgu import CoreGradientSpace, GradientProjector, GramStats, ProjectedOptimizer, forget_loss
-from pgu.zoo.models import build_model
 from pgu.modes import unlearning_mode
+from pgu.zoo.models import build_model
 from pgu.zoo.training import resolve_device, synchronize
 
 

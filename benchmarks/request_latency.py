@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import write_results
+
 from pgu import GramStats, unlearn
 from pgu.data import load_dataset
 from pgu.zoo.runs import load_run, save_model

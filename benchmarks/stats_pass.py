@@ -2,7 +2,8 @@
 
 For each tier's recipe: train-epoch images/s (forward + backward + step, the recipe's batch
 and augmentation) against statistics-pass images/s (eval-mode forward with the hooks) over the
-same ``--samples`` training images, epochs and passes alternating, medians over repeats; the ratio statistics/epoch (median of the pairs) is in
+same ``--samples`` training images, epochs and passes alternating, medians over repeats; the ratio
+statistics/epoch (median of the pairs) is in
 epochs' worth (PROTOCOL: the pass over D should cost at most one epoch). Also per-layer seconds
 of the pass and its largest relative error against a float64 reference on one batch.
 
@@ -14,12 +15,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-
-import torch
-import torch.nn.functional as F
 from unittest.mock import patch
 
+import torch.nn.functional as F
 from common import tier_setup, write_results
+
 from pgu import GramStats
 from pgu.stats import stats_batch_size
 from pgu.zoo.training import resolve_device, synchronize
@@ -94,10 +94,13 @@ def main(argv=None) -> int:
     parser.add_argument("--label", default="current", help="name of this measurement (e.g. the lever tried)")
     parser.add_argument("--precision", default="auto", choices=["auto", "float64"], help="GramStats precision")
     parser.add_argument("--conv-route", default="auto", choices=["auto", "unfold", "rows", "cpu-model"],
-                        help="force one Conv2d route (auto: the library's choice; cpu-model: the CPU cost model on any device)")
+                        help="force one Conv2d route (auto: the library's choice; cpu-model: the CPU cost model on "
+                             "any device)")
     parser.add_argument("--forward-chunk", type=int, default=None,
-                        help="samples per forward of the pass on a CPU (default: the library's; 0: whole loader batches)")
-    parser.add_argument("--no-triangle", action="store_true", help="full rows^T rows products (no upper-triangle blocks)")
+                        help="samples per forward of the pass on a CPU (default: the library's; 0: whole loader "
+                             "batches)")
+    parser.add_argument("--no-triangle", action="store_true",
+                        help="full rows^T rows products (no upper-triangle blocks)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
@@ -106,8 +109,8 @@ def main(argv=None) -> int:
     args.stats_batch = args.stats_batch or stats_batch_size(device)
     if args.forward_chunk is not None:
         pgu.fast_forward.CPU_CHUNK = args.forward_chunk or None
-    levers = {"forward_chunk_cpu": pgu.fast_forward.CPU_CHUNK, "stats_batch": args.stats_batch, "precision": args.precision,
-              "conv_route": args.conv_route, "triangle": not args.no_triangle}
+    levers = {"forward_chunk_cpu": pgu.fast_forward.CPU_CHUNK, "stats_batch": args.stats_batch,
+              "precision": args.precision, "conv_route": args.conv_route, "triangle": not args.no_triangle}
     import pgu.gram.accumulators
 
     cost_model = pgu.gram.accumulators.conv2d_gram_route

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-import torch
+from common import tier_setup, write_results
 from torch.profiler import ProfilerActivity, profile
 
-from common import tier_setup, write_results
 from pgu import GramStats
 from pgu.stats import stats_batch_size
 from pgu.zoo.training import resolve_device, synchronize

@@ -1,4 +1,5 @@
-"""Deletion requests through the model store (pgu.store.model_store): a sequence of requests, and latency by request size.
+"""\
+Deletion requests through the model store (pgu.store.model_store): a sequence of requests, and latency by request size.
 
 ``sequence``: a store made from a trained run takes ``--requests`` requests in a row, each
 ``--per-class`` samples of every class (disjoint, seeded; pgu.bench.runner.sequential_requests), with
@@ -33,8 +34,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import write_results
+
 from pgu import GramStats
 from pgu.bench.runner import sequential_requests
 from pgu.data import load_dataset
@@ -87,7 +88,8 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
         model, _, _ = store.load()
         request = train.subset(train.positions_of(ids))
         expected = expected - GramStats().fit(model, request.loader(int(info["pgu"]["batch_size"])))
-        record = store.forget(ids=ids.tolist(), samples=request, val=splits.val, device="cpu", overrides=overrides(args))
+        record = store.forget(ids=ids.tolist(), samples=request, val=splits.val, device="cpu",
+                              overrides=overrides(args))
         retained &= ~train.mask_of(ids)
         model, state, _ = store.load()
         drift = max(float((state.gram_[n] - expected.gram_[n]).abs().max()) for n in state.gram_) / scale
@@ -134,7 +136,8 @@ def latency(base: ModelStore, args, data_dir) -> dict:
         row["unlearning_per_epoch"] = {"mean": statistics.mean(r["unlearning"] / max(r["epochs"], 1) for r in runs)}
         rows.append(row)
         print(f"|D|={len(train)} |D_f|={size:>5}: " + ", ".join(
-            f"{k} {row[k]['mean']:.3f}±{row[k]['std']:.3f} s" for k in PHASES) + f", epochs {row['epochs']['mean']:.1f}")
+            f"{k} {row[k]['mean']:.3f}±{row[k]['std']:.3f} s" for k in PHASES)
+              + f", epochs {row['epochs']['mean']:.1f}")
     return {"requests": rows}
 
 

@@ -17,10 +17,10 @@ this core; :mod:`pgu.zoo` (models, recipes, training, run folders); :mod:`pgu.st
 
 from pgu.gram.layers import UnsupportedLayerError, register_layer
 from pgu.losses import DepoisonLoss, ForgetLoss, depoison_loss, forget_loss
-from pgu.settings import PGUSettings
-from pgu.stopping import ClassRemovalStop, NoStop, PoisonRemovalStop, SampleRemovalStop
 from pgu.projection import GradientProjector, ProjectedOptimizer, projection_residual
+from pgu.settings import PGUSettings
 from pgu.stats import GramStats, NotFittedError, StatsMismatchError
+from pgu.stopping import ClassRemovalStop, NoStop, PoisonRemovalStop, SampleRemovalStop
 from pgu.subspace import CoreGradientSpace, select_rank
 from pgu.unlearn import UnlearnResult, unlearn
 

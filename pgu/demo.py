@@ -20,10 +20,10 @@ from pgu.data import load_dataset
 from pgu.evaluation import accuracy
 from pgu.provenance import environment
 from pgu.settings import PGUSettings
-from pgu.zoo.recipes import load_recipe
 from pgu.stats import GramStats
-from pgu.zoo.training import TrainConfig, train_model
 from pgu.unlearn import unlearn
+from pgu.zoo.recipes import load_recipe
+from pgu.zoo.training import TrainConfig, train_model
 
 __all__ = ["DemoConfig", "run_demo", "format_table"]
 
@@ -34,7 +34,8 @@ class DemoConfig:
     model: str = "digits-cnn"
     train: TrainConfig = field(default_factory=lambda: load_recipe("digits").train)
     random_fraction: float = 0.1
-    pgu: PGUSettings = field(default_factory=PGUSettings)  # the authors' All-CNN settings (docs/method.md sections 3, 6)
+    # the authors' All-CNN settings (docs/method.md sections 3, 6)
+    pgu: PGUSettings = field(default_factory=PGUSettings)
     budget_share: float = 0.5  # PGU may process at most this share of the training run's samples
 
 
@@ -60,7 +61,8 @@ def _scores(model, splits, forget, retain, classes) -> dict:
     return out
 
 
-def run_demo(out: str | Path | None = None, seed: int = 0, *, progress: bool = True, config: DemoConfig = DemoConfig()) -> dict:
+def run_demo(out: str | Path | None = None, seed: int = 0, *, progress: bool = True,
+             config: DemoConfig = DemoConfig()) -> dict:
     """Run the demo; return the results (and write ``out/results.json`` when ``out`` is given)."""
     if out is not None:  # fail before any work if the results cannot be written
         out = Path(out)
@@ -92,7 +94,8 @@ def run_demo(out: str | Path | None = None, seed: int = 0, *, progress: bool = T
                 "original": {**_scores(model, splits, forget, retain, req["classes"]), "seconds": None},
                 "retrain": {**_scores(retrained.model, splits, forget, retain, req["classes"]),
                             "seconds": round(retrained.seconds, 3)},
-                "pgu": {**_scores(result.model, splits, forget, retain, req["classes"]), "seconds": round(pgu_seconds, 3)},
+                "pgu": {**_scores(result.model, splits, forget, retain, req["classes"]),
+                        "seconds": round(pgu_seconds, 3)},
             },
             "speedup": round(retrained.seconds / pgu_seconds, 2),
             "pgu": {

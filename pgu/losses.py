@@ -1,4 +1,5 @@
-"""The unlearning losses on forget samples: PGU's (docs/method.md section 5; paper Eq. 9) and its depoisoning variant (section 8).
+"""The unlearning losses on forget samples: PGU's (docs/method.md section 5; paper Eq. 9) and its depoisoning variant
+(section 8).
 
 With ``p = softmax(f_w(x_j))`` and a batch of ``B`` forget samples:
 
@@ -30,7 +31,8 @@ import torch.nn.functional as F
 __all__ = ["forget_loss", "depoison_loss", "ForgetLoss", "DepoisonLoss", "default_loss"]
 
 
-def forget_loss(logits: torch.Tensor, targets: torch.Tensor, offset: float = 0.05, entropy_weight: float = 0.2) -> torch.Tensor:
+def forget_loss(logits: torch.Tensor, targets: torch.Tensor, offset: float = 0.05,
+                entropy_weight: float = 0.2) -> torch.Tensor:
     """PGU's forget loss, the mean over the batch.
 
     Args:

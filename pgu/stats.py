@@ -7,8 +7,9 @@ For every covered layer ``l`` and a set of samples ``S`` (docs/method.md section
 where the rows are those of :mod:`pgu.gram.layers` (Linear: input vectors; Conv2d: patches in the
 order of ``weight.reshape(C_out, -1)``). Each batch's products are taken in the input's dtype
 (``precision="auto"``; float64 with ``precision="float64"``) and accumulated across batches in
-float64 (:mod:`pgu.gram.accumulators`; rows are kept only in a bounded buffer per Linear layer). A layer called several times in one forward pass (weight tying)
-contributes the rows of every call, since its weight multiplies all of them. Beside ``G`` the object keeps, per layer, the row count and the
+float64 (:mod:`pgu.gram.accumulators`; rows are kept only in a bounded buffer per Linear layer). A layer
+called several times in one forward pass (weight tying) contributes the rows of every call, since its
+weight multiplies all of them. Beside ``G`` the object keeps, per layer, the row count and the
 row sum ``s = sum x`` (so the Gram of inputs augmented with a constant 1, which a projected
 bias needs, is ``[[G, s], [s^T, n_rows]]``), and the number of samples seen.
 
@@ -31,8 +32,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from pgu.gram.layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
 from pgu.fast_forward import FastForward
+from pgu.gram.layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
 from pgu.modes import eval_mode
 
 __all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs", "stats_batch_size", "STATS_BATCH_SIZE"]
@@ -210,7 +211,8 @@ class GramStats:
             if current is None:
                 problems.append(f"layer {name!r} is a {type(module).__name__}, not a {info['kind']}")
             elif current != info:
-                problems.append(f"layer {name!r} is {_describe(current)} in the model but {_describe(info)} in the statistics")
+                problems.append(f"layer {name!r} is {_describe(current)} in the model but {_describe(info)} "
+                                f"in the statistics")
         if not problems:
             extra = [n for n in find_layers_quiet(model) if n not in self.layer_info_]
             if extra:
@@ -329,9 +331,11 @@ class GramStats:
             with safe_open(str(path), framework="pt") as f:
                 header = f.metadata() or {}
                 if header.get("format") != FORMAT:
-                    raise ValueError(f"{path} is a safetensors file but not pgu statistics (format {header.get('format')!r})")
+                    raise ValueError(f"{path} is a safetensors file but not pgu statistics "
+                                     f"(format {header.get('format')!r})")
                 if header.get("format_version") != FORMAT_VERSION:
-                    raise ValueError(f"{path} has statistics format version {header.get('format_version')!r}; this pgu reads {FORMAT_VERSION}")
+                    raise ValueError(f"{path} has statistics format version {header.get('format_version')!r}; "
+                                     f"this pgu reads {FORMAT_VERSION}")
                 layer_info = json.loads(header["layers"])
                 n_rows = json.loads(header["n_rows"])
                 tensors = {k: f.get_tensor(k) for k in f.keys()}

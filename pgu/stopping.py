@@ -157,7 +157,8 @@ class PoisonRemovalStop(ClassRemovalStop):
                  min_drop: float = 0.5):
         super().__init__(poison_floor, max_val_drop)
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"patience must be a whole number of epochs >= 1, or None for no plateau rule; got {patience!r}")
+            raise ValueError(f"patience must be a whole number of epochs >= 1, or None for no plateau rule; "
+                             f"got {patience!r}")
         if not min_drop >= 0:
             raise ValueError(f"min_drop must be >= 0 percentage points, got {min_drop}")
         self.patience = patience

@@ -14,8 +14,8 @@ threshold ``gamma`` in [0, 1]:
 ``gamma = 1`` protects the whole input space (``k = d``: the layer cannot change) and
 ``gamma = 0`` protects nothing. A layer with no retained rows at all (never called during the
 statistics pass, e.g. a Linear whose weight a parent module uses directly) is fully protected:
-nothing is known about the inputs it serves, so it must not move. Comparisons carry a relative slack of 1e-12 so that a ratio
-equal to the threshold in exact arithmetic is not lost to rounding. A layer whose retain
+nothing is known about the inputs it serves, so it must not move. Comparisons carry a relative slack of 1e-12 so that a
+ratio equal to the threshold in exact arithmetic is not lost to rounding. A layer whose retain
 Gram is zero has nothing to protect (``k = 0``) unless ``gamma = 1``.
 """
 

@@ -25,7 +25,6 @@ request that fails (bad input, a loss that turns non-finite) leaves everything a
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -177,7 +176,8 @@ def _stopping_rule(stop, mode: str) -> StoppingRule:
 
 
 def _validate(run: PGUSettings, rule, mode, max_samples, forget_loader, val_loader, stats, loss) -> None:
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1):
+    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
+                                    or max_samples < 1):
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
     for name, loader in (("forget_loader", forget_loader), ("val_loader", val_loader)):
         if loader is not None and iter(loader) is loader:
@@ -322,7 +322,8 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
                 epochs_run, kept_epoch = epoch, epoch
                 if not all(torch.isfinite(p).all() for p in projector.projected_params):
                     raise FloatingPointError(
-                        f"weights became non-finite in epoch {epoch}; the model was left unchanged. Lower the learning rate."
+                        f"weights became non-finite in epoch {epoch}; the model was left unchanged. "
+                        f"Lower the learning rate."
                     )
                 a_f = accuracy(work, forget_loader, what="forget_loader")
                 a_v = val_accuracy()

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from pgu.bench.config import BenchConfig
+from pgu.bench.report import format_table, summarize
 from pgu.bench.runner import run_bench
 from pgu.cli import main
-from pgu.bench.report import format_table, summarize
 
 METRICS = ["FA", "RA", "VA", "TA", "UA", "MIA", "loss_MIA", "avg_gap", "activation_distance", "js_divergence",
            "seconds", "speedup"]
@@ -22,7 +22,8 @@ def test_bench_scores_every_method_and_resumes_finished_seeds(tmp_path, monkeypa
     for name, row in seed["methods"].items():
         assert all(k in row for k in METRICS), name
         assert 0 <= row["UA"] <= 100 and row["UA"] == pytest.approx(100 - row["FA"])
-    assert seed["methods"]["retrain"]["avg_gap"] == 0 and seed["methods"]["retrain"]["js_divergence"] == pytest.approx(0)
+    assert (seed["methods"]["retrain"]["avg_gap"] == 0
+            and seed["methods"]["retrain"]["js_divergence"] == pytest.approx(0))
     assert seed["methods"]["original"]["speedup"] is None and seed["methods"]["pgu"]["speedup"] > 0
     assert seed["methods"]["pgu"]["needs_retain_data"] is False and seed["methods"]["retrain"]["needs_retain_data"]
     # class forgetting: the original still knows class 3, the retrained model never saw it
@@ -77,8 +78,9 @@ def test_subclass_default_size():
 
 
 def _row(gap, ua=50.0, seconds=1.0, speedup=None, hit=False):
-    return {"UA": ua, "FA": 100.0 - ua, "RA": 99.0, "TA": 97.0, "MIA": 10.0, "loss_MIA": 50.0, "avg_gap": gap, "js_divergence": 0.1,
-            "seconds": seconds, "speedup": speedup, "needs_retain_data": False, "details": {"hit_budget": hit}}
+    return {"UA": ua, "FA": 100.0 - ua, "RA": 99.0, "TA": 97.0, "MIA": 10.0, "loss_MIA": 50.0, "avg_gap": gap,
+            "js_divergence": 0.1, "seconds": seconds, "speedup": speedup, "needs_retain_data": False,
+            "details": {"hit_budget": hit}}
 
 
 def _results(original_gaps, pgu_gaps):

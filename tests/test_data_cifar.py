@@ -17,8 +17,8 @@ from PIL import Image
 
 from pgu.data import UnsafePickleError, load_dataset, restricted_load
 from pgu.data import cifar10 as cifar_mod
-from pgu.data.opcode_stream import read_opcodes
 from pgu.data import common as common_mod
+from pgu.data.opcode_stream import read_opcodes
 
 SHARED = Path(os.environ.get("PGU_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -53,7 +53,8 @@ def _decode(buf, offsets, i):
 def make_compact(path, n_train=30, n_test=20, seed=0):
     """A small file in the compact format of the shared data folder."""
     rng = np.random.default_rng(seed)
-    smooth = lambda n: np.repeat(np.repeat(rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), 4, 1), 4, 2)
+    def smooth(n):
+        return np.repeat(np.repeat(rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), 4, 1), 4, 2)
     train, test = smooth(n_train), smooth(n_test)
     arrays = {"y_train": (np.arange(n_train) % 10).astype(np.uint8),
               "y_test": rng.permutation(np.arange(n_test) % 10).astype(np.uint8),
@@ -82,7 +83,8 @@ def test_compact_file_splits_ids_and_pixels(tmp_path):
     mean = s.train.x.mean(dim=(0, 2, 3))
     assert mean.abs().max() < 1e-4
     got = unnormalise(s.train.x, s.info).numpy()
-    assert all(np.array_equal(got[i], _decode(arrays["train_jpeg"], arrays["train_jpeg_offsets"], i)) for i in range(30))
+    assert all(np.array_equal(got[i], _decode(arrays["train_jpeg"], arrays["train_jpeg_offsets"], i))
+               for i in range(30))
     got = unnormalise(s.val.x, s.info).numpy()
     assert all(np.array_equal(got[k], _decode(arrays["test_jpeg"], arrays["test_jpeg_offsets"], int(i)))
                for k, i in enumerate(s.val.ids))

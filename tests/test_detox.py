@@ -1,20 +1,21 @@
-"""Detoxification (docs/method.md section 8): the depoisoning loss and rule, poisoned runs, and the poison bench scenarios."""
+"""Detoxification (docs/method.md section 8): the depoisoning loss and rule, poisoned runs, and the poison bench
+scenarios."""
 
 import json
 import math
 
 import pytest
 import torch
+from conftest import batches, play
 from torch import nn
 
-from conftest import batches, play
 from pgu import GramStats, unlearn
 from pgu.bench.config import BenchConfig
 from pgu.bench.runner import run_bench
-from pgu.cli import main
-from pgu.losses import depoison_loss
-from pgu.data.poisoning import add_backdoor, flip_labels, parse_poison_spec, poison, stamp_trigger
 from pgu.bench.scoring import score_poisoning
+from pgu.cli import main
+from pgu.data.poisoning import add_backdoor, flip_labels, parse_poison_spec, poison, stamp_trigger
+from pgu.losses import depoison_loss
 from pgu.stopping import PoisonRemovalStop, StopDecision
 
 
@@ -136,7 +137,8 @@ def test_unlearn_in_poison_mode_removes_the_flipped_labels_with_the_poison_rule(
         unlearn(model, forget, stats, mode="poison", val_loader=forget, stop=PoisonRemovalStop(max_val_drop=None))
     # the plateau settings reach the rule, and are checked before any work is done
     stalled = unlearn(model, forget, stats, mode="poison", threshold=0.95, lr=0.03, epochs=200,
-                      val_loader=batches(xv, yv, size=60), stop=PoisonRemovalStop(poison_floor=0, patience=1, min_drop=101))
+                      val_loader=batches(xv, yv, size=60),
+                      stop=PoisonRemovalStop(poison_floor=0, patience=1, min_drop=101))
     shares = [h["forget_acc"] for h in stalled.history]
     assert stalled.stop_reason == "poison_plateau" and shares[-1] <= shares[0] / 2 < min(shares[:-1])
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -156,7 +158,8 @@ def test_unlearn_in_poison_mode_removes_the_flipped_labels_with_the_poison_rule(
     counted = CountedBatches(forget)
     for bad in ({"patience": 0}, {"min_drop": -1}):
         with pytest.raises(ValueError, match="patience|min_drop"):
-            unlearn(model, counted, stats, mode="poison", val_loader=forget, inplace=True, stop=PoisonRemovalStop(**bad))
+            unlearn(model, counted, stats, mode="poison", val_loader=forget, inplace=True,
+                    stop=PoisonRemovalStop(**bad))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert counted.read == 0  # refused before the forget pass, not after it
 
@@ -217,6 +220,7 @@ def test_score_poisoning_counts_triggered_test_images_of_other_classes_and_true_
 
 def test_train_records_the_poisoning_and_trains_a_clean_reference_without_it(tmp_path, capsys):
     from pgu.data import load_dataset
+    from pgu.evaluation import accuracy
     from pgu.zoo.runs import load_run
 
     assert main(["train", "--dataset", "digits", "--epochs", "2", "--poison", "flip:10:2", "--quiet",
@@ -243,7 +247,13 @@ def test_train_records_the_poisoning_and_trains_a_clean_reference_without_it(tmp
     assert "poisoned_true_acc" in capsys.readouterr().out
     scored = json.loads((tmp_path / "eval.json").read_text())
     assert scored["n_forget"] == 40 and scored["forget_spec"] == "poisoned"
-    assert scored["model"]["FA"] > scored["reference"]["FA"]  # the poisoned model fits the poisoned labels more
+    # D_f is the poisoned samples under the labels they were trained with: both models scored on exactly that
+    poisoned, _ = flip_labels(load_dataset("digits").train, 10, n_pairs=2, seed=seed)
+    forget = poisoned.subset(poisoned.mask_of(torch.tensor(record["ids"])))
+    assert forget.y.tolist() == record["poisoned_labels"]
+    for key, folder in (("model", "poisoned"), ("reference", "clean")):
+        model = load_run(tmp_path / folder).model
+        assert scored[key]["FA"] == pytest.approx(accuracy(model, forget.loader(512)), abs=1e-3)
     assert 0 <= scored["reference"]["poisoned_true_acc"] <= 100 and "ASR" not in scored["reference"]
 
     # a store would record the published samples, not the poisoned ones the model saw: refused, nothing made
@@ -259,7 +269,8 @@ def test_train_records_the_poisoning_and_trains_a_clean_reference_without_it(tmp
 
 @pytest.mark.parametrize("scenario", ["poison-flip", "poison-backdoor"])
 def test_poison_scenario_end_to_end_on_digits(scenario, tmp_path):
-    config = BenchConfig(tier="digits", scenario=scenario, seeds=(0,), methods=("original", "retrain", "pgu", "neggrad"),
+    config = BenchConfig(tier="digits", scenario=scenario, seeds=(0,),
+                         methods=("original", "retrain", "pgu", "neggrad"),
                          poison_count=15, poison_fraction=0.05, poison_target=3)
     results = run_bench(config, tmp_path / "bench", progress=False)
     seed = results["seeds"][0]
@@ -288,8 +299,15 @@ def test_poison_scenario_end_to_end_on_digits(scenario, tmp_path):
         assert rows["retrain"]["triggered_acc"] > rows["original"]["triggered_acc"]
     details = rows["pgu"]["details"]
     assert details["settings"]["poison_threshold"] == 0.95 and details["settings"]["poison_lr"] == [0.1, 0.05]
-    assert details["stop_reason"] in ("poison_removed", "poison_plateau", "val_drop", "max_epochs", "budget", "already_forgotten")
-    assert rows["pgu"]["FA"] < rows["original"]["FA"]  # PGU removed some of the poisoned labels
+    assert details["stop_reason"] in ("poison_removed", "poison_plateau", "val_drop", "max_epochs", "budget",
+                                      "already_forgotten")
+    # PGU's row is the epoch its rule kept: the share it reports is that epoch's, the start's when it kept none
+    kept = details["history"][details["kept_epoch"]]
+    assert rows["pgu"]["FA"] == pytest.approx(kept["forget_acc"], abs=1e-6)
+    if details["kept_epoch"] == 0:
+        assert rows["pgu"]["FA"] == pytest.approx(rows["original"]["FA"], abs=1e-6)
+    if details["stop_reason"] == "poison_removed":
+        assert rows["pgu"]["FA"] <= 1.0
     report = (tmp_path / "bench" / "results.md").read_text()
     assert "TA gap recovered" in report and ("| ASR |" in report) == (scenario == "poison-backdoor")
     assert (tmp_path / "bench" / "poison.png").is_file()

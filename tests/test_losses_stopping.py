@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import play
+
 from pgu import forget_loss
 from pgu.stopping import ClassRemovalStop, NoStop, SampleRemovalStop, StopDecision
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from pgu import GramStats
-from pgu.data import load_dataset
 from pgu.bench.methods import MethodContext, get_method, method_names, method_settings, run_method
+from pgu.data import load_dataset
 from pgu.zoo.recipes import load_recipe
 from pgu.zoo.training import train_model
 
@@ -25,7 +25,8 @@ MECHANISM = {"finetune": dict(lr=0.1, epochs=3), "l1-sparse": dict(lr=0.1, epoch
 
 @pytest.fixture(scope="module")
 def digits_task():
-    """A digits CNN trained 12 epochs (plain cross-entropy, as the baselines train), its statistics, class 3 to forget."""
+    """A digits CNN trained 12 epochs (plain cross-entropy, as the baselines train), its statistics,
+    class 3 to forget."""
     torch.manual_seed(0)
     splits = load_dataset("digits")
     cfg = load_recipe("digits").train
@@ -189,8 +190,8 @@ def test_boundary_shrink_labels_come_from_the_perturbed_images(digits_task):
 def test_ssd_data_batches_mix_forget_samples_in_their_share():
     """I_D's batches hold D_f in its share of D, as a shuffled loader of D would (whole forget batches
     would make I_f > alpha I_D impossible whenever D_f is at least 1/alpha of D)."""
-    from pgu.data.base import ArrayDataset
     from pgu.bench.methods.ssd import mixed_batches
+    from pgu.data.base import ArrayDataset
 
     retain = ArrayDataset(torch.zeros(900, 2), torch.zeros(900, dtype=torch.long), torch.arange(900))
     ids = torch.arange(900, 1000)

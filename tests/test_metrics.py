@@ -11,8 +11,17 @@ import torch
 
 from pgu.bench.challenge import challenge_score, forgetting_quality, logit_scaled_confidence, per_example_epsilon
 from pgu.bench.metrics import (
-    activation_distance, avg_gap, forget_progress, gap_closed, js_divergence, loss_mia, mia_efficacy,
-    prediction_entropy, top1_accuracy, true_class_probability, unlearning_accuracy,
+    activation_distance,
+    avg_gap,
+    forget_progress,
+    gap_closed,
+    js_divergence,
+    loss_mia,
+    mia_efficacy,
+    prediction_entropy,
+    top1_accuracy,
+    true_class_probability,
+    unlearning_accuracy,
 )
 
 DELTA = 1e-5
@@ -342,7 +351,8 @@ def test_per_example_epsilon_matches_a_brute_force_enumeration():
         r = rng.integers(0, 4, rng.integers(1, 7)).astype(float)
         assert per_example_epsilon(u, r, zero_rates="infinite") == pytest.approx(
             _brute_force_epsilon(list(u), list(r)), abs=1e-12)
-        assert per_example_epsilon(u, r) == pytest.approx(_brute_force_epsilon(list(u), list(r), discard=True), abs=1e-12)
+        assert per_example_epsilon(u, r) == pytest.approx(
+            _brute_force_epsilon(list(u), list(r), discard=True), abs=1e-12)
 
 
 def test_per_example_epsilon_handles_128_models_quickly():

@@ -48,7 +48,8 @@ def test_backdoor_stamps_exactly_the_corner_of_the_chosen_images_and_relabels_th
     pos = torch.nonzero(torch.isin(data.ids, record.ids)).flatten()
     untouched = torch.ones(len(data), dtype=torch.bool)
     untouched[pos] = False
-    assert torch.equal(poisoned.x[untouched], data.x[untouched]) and torch.equal(poisoned.y[untouched], data.y[untouched])
+    assert (torch.equal(poisoned.x[untouched], data.x[untouched])
+            and torch.equal(poisoned.y[untouched], data.y[untouched]))
     top = data.x.amax(dim=(0, 2, 3))
     assert torch.equal(trigger_values(data.x), top)
     for i in pos.tolist():

@@ -10,7 +10,8 @@ from pgu import CoreGradientSpace, GradientProjector, GramStats, ProjectedOptimi
 
 
 def setup(bias="frozen", threshold=0.9):
-    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 5))
     x = torch.randn(32, 2, 6, 6)
     stats = GramStats().fit(model, [x])
     cgs = CoreGradientSpace(threshold, bias=bias).fit(stats)
@@ -101,7 +102,8 @@ def test_threshold_one_freezes_the_layer():
 
 def test_projector_refuses_a_model_of_another_shape():
     _, cgs, _ = setup()
-    other = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    other = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 5))
     with pytest.raises(ValueError, match="basis has"):
         GradientProjector(other, cgs)
 

@@ -1,4 +1,5 @@
-"""Val-only selection (pgu.bench.selection): the ladder, the held-out target, the choice, the file, and the bench using it."""
+"""Val-only selection (pgu.bench.selection): the ladder, the held-out target, the choice, the file, and the bench
+using it."""
 
 import json
 import math
@@ -8,12 +9,19 @@ import pytest
 import torch
 
 from pgu.bench.config import BenchConfig
-from pgu.bench.seed import SeedRun, bench_settings
-from pgu.settings import PGUSettings
 from pgu.bench.methods import method_names, method_scale, method_settings
+from pgu.bench.seed import SeedRun, bench_settings
 from pgu.bench.selection import (
-    LADDER, choose_factor, heldout_target, load_selected, proxy_gap, run_selection, scaled_settings, selected_toml,
+    LADDER,
+    choose_factor,
+    heldout_target,
+    load_selected,
+    proxy_gap,
+    run_selection,
+    scaled_settings,
+    selected_toml,
 )
+from pgu.settings import PGUSettings
 
 
 def test_every_method_names_what_selection_varies():
@@ -202,7 +210,10 @@ def test_selection_tries_every_method_at_every_factor_on_val_only(tmp_path, monk
     assert selection["methods"]["ssd"]["trials"][2]["changed"] == {"alpha": 1.0, "lambda": 0.1}
     recorded = json.loads((tmp_path / "selection.json").read_text())
     assert recorded["ladder"] == list(ladder) and recorded["n_val"] > 0
-    assert 0 < recorded["margin"] < 5 and math.isfinite(recorded["target_FA"])
+    # one standard error of val accuracy (0 when the original gets every val image right)
+    va = recorded["original"]["VA"]
+    assert recorded["margin"] == pytest.approx(100 * math.sqrt(va / 100 * (1 - va / 100) / recorded["n_val"]))
+    assert 0 <= recorded["margin"] < 5 and math.isfinite(recorded["target_FA"])
     loaded = load_selected(tmp_path / "selected.toml")
     assert set(loaded) == {"neggrad", "ssd"}
     assert (tmp_path / "selection.png").stat().st_size > 0

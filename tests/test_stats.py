@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import batches
 from torch import nn
 
-from conftest import batches
 from pgu import GramStats, NotFittedError, StatsMismatchError, UnsupportedLayerError
 from pgu.gram.layers import adapter_for
 from pgu.testing import explicit_gram, explicit_rows
@@ -22,7 +22,8 @@ CONV_CASES = {
     "same_even_kernel": dict(in_channels=2, out_channels=3, kernel_size=(2, 4), padding="same"),
     "same_dilated": dict(in_channels=2, out_channels=3, kernel_size=4, padding="same", dilation=2),
     "valid": dict(in_channels=2, out_channels=3, kernel_size=(3, 2), padding="valid"),
-    "no_bias_rect_stride": dict(in_channels=3, out_channels=2, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), bias=False),
+    "no_bias_rect_stride": dict(in_channels=3, out_channels=2, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0),
+                                bias=False),
     "reflect": dict(in_channels=2, out_channels=2, kernel_size=3, padding=1, padding_mode="reflect"),
     "circular_stride": dict(in_channels=2, out_channels=2, kernel_size=3, padding=2, stride=3, padding_mode="circular"),
 }
@@ -301,8 +302,8 @@ OFFSET_CASES = [
 
 def _offset_route(layer, x, **kwargs):
     """The offset route as the layer adapter calls it (implicit zero padding, else the padded map)."""
-    from pgu.gram.conv_gram import offset_patch_gram
     from pgu.gram.conv2d_geometry import conv2d_explicit_padding, conv2d_padded
+    from pgu.gram.conv_gram import offset_patch_gram
 
     if layer.padding_mode == "zeros":
         xm, pads = x, conv2d_explicit_padding(layer)
@@ -363,10 +364,12 @@ def test_routes_and_float32_products_agree_with_the_float64_oracle():
                           nn.Flatten(), nn.Linear(16 * 8 * 8, 800), nn.ReLU(), nn.Linear(800, 3))
     x = torch.randn(16, 1, 8, 8)
     fast = GramStats().fit(model, [x])
-    with patch("pgu.gram.accumulators.conv2d_gram_route", lambda *a: "unfold"), patch("pgu.gram.accumulators.upper_blocks_gram", lambda r: r.T @ r):
+    with (patch("pgu.gram.accumulators.conv2d_gram_route", lambda *a: "unfold"),
+          patch("pgu.gram.accumulators.upper_blocks_gram", lambda r: r.T @ r)):
         slow = GramStats(precision="float64").fit(model, [x])
     for n in slow.layer_names:
-        torch.testing.assert_close(fast.gram_[n], slow.gram_[n], rtol=1e-5, atol=1e-5 * float(slow.gram_[n].abs().max()))
+        torch.testing.assert_close(fast.gram_[n], slow.gram_[n], rtol=1e-5,
+                                   atol=1e-5 * float(slow.gram_[n].abs().max()))
     with pytest.raises(ValueError, match="precision"):
         GramStats(precision="half")
 
@@ -380,7 +383,8 @@ def test_float32_storage_halves_the_file_and_loads_as_float64(tmp_path):
     back = GramStats.load(tmp_path / "32.safetensors")
     for n in stats.layer_names:
         assert back.gram_[n].dtype == torch.float64
-        torch.testing.assert_close(back.gram_[n], stats.gram_[n], rtol=1e-6, atol=1e-6 * float(stats.gram_[n].abs().max()))
+        torch.testing.assert_close(back.gram_[n], stats.gram_[n], rtol=1e-6,
+                                   atol=1e-6 * float(stats.gram_[n].abs().max()))
     report = stats.memory_report()
     assert [r["layer"] for r in report][0] == "7" and sum(r["bytes"] for r in report) == sum(stats.nbytes.values())
     assert report[0]["bytes"] == 8 * (96 * 96 + 96)
@@ -537,7 +541,8 @@ def test_unfold_route_in_pieces_is_exact(monkeypatch):
 
 
 def test_offset_route_in_one_image_chunks_through_the_pass_is_exact(monkeypatch):
-    """GramStats' tap-offset route, its chunk size taken from the device's piece size (here one image), against the loop."""
+    """GramStats' tap-offset route, its chunk size taken from the device's piece size (here one image),
+    against the loop."""
     from unittest.mock import patch
 
     import pgu.gram.accumulators
@@ -558,7 +563,8 @@ def test_offset_route_in_one_image_chunks_through_the_pass_is_exact(monkeypatch)
 
 
 def test_piece_sizes_and_stats_batches_follow_the_device():
-    """CPU passes work in cache-sized pieces and batches of 512; a GPU in large ones (its launches dominate otherwise)."""
+    """CPU passes work in cache-sized pieces and batches of 512; a GPU in large ones
+    (its launches dominate otherwise)."""
     from pgu.gram.accumulators import GPU_PIECE_ELEMENTS, OFFSET_CHUNK_ELEMENTS, UNFOLD_ELEMENTS, piece_elements
     from pgu.stats import stats_batch_size
 
@@ -590,8 +596,8 @@ def test_gpu_pass_matches_the_float64_oracle():
     stats = GramStats().fit(model.cuda(), [x.cuda()])
     model.cpu().double()
     inputs = {}
-    hooks = [m.register_forward_pre_hook(lambda m, a, n=n: inputs.__setitem__(n, a[0])) for n, m in model.named_modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [m.register_forward_pre_hook(lambda m, a, n=n: inputs.__setitem__(n, a[0]))
+             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     model(x.double())
     for h in hooks:
         h.remove()

@@ -11,7 +11,6 @@ from pgu.data import load_dataset
 from pgu.data.forget_sets import resolve_forget_spec
 from pgu.zoo.recipes import available_recipes, find_recipe, load_recipe
 from pgu.zoo.runs import load_model, load_run
-from pgu.stats import GramStats
 from pgu.zoo.training import TrainConfig, _epoch_lr
 from pgu.zoo.workflow import train_run
 
@@ -65,7 +64,8 @@ def test_forget_specs(digits, tmp_path):
     assert set(train.y[train.mask_of(cls.ids)].tolist()) == {3, 5}
     assert len(cls.ids) == int(((train.y == 3) | (train.y == 5)).sum())
     rnd = resolve_forget_spec("random:0.1", train, seed=4)
-    assert len(rnd.ids) == round(0.1 * len(train)) and torch.equal(rnd.ids, resolve_forget_spec("random:0.1:4", train).ids)
+    assert (len(rnd.ids) == round(0.1 * len(train))
+            and torch.equal(rnd.ids, resolve_forget_spec("random:0.1:4", train).ids))
     assert not torch.equal(rnd.ids, resolve_forget_spec("random:0.1:5", train).ids)
     assert len(resolve_forget_spec("random:25", train).ids) == 25
     sub = resolve_forget_spec("subclass:0:7", train)
@@ -73,8 +73,9 @@ def test_forget_specs(digits, tmp_path):
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text(f"# two ids\n{int(train.ids[4])}\n{int(train.ids[9])}\n")
     assert resolve_forget_spec(f"ids:{ids_file}", train).ids.tolist() == sorted([int(train.ids[4]), int(train.ids[9])])
-    for bad, match in [("class:42", "no training sample"), ("random:1.5", r"\(0, 1\)"), ("subclass:0:100000", "ask for"),
-                       ("colour:red", "unknown forget spec"), ("random:x", "not a fraction|integer")]:
+    for bad, match in [("class:42", "no training sample"), ("random:1.5", r"\(0, 1\)"),
+                       ("subclass:0:100000", "ask for"), ("colour:red", "unknown forget spec"),
+                       ("random:x", "not a fraction|integer")]:
         with pytest.raises(ValueError, match=match):
             resolve_forget_spec(bad, train)
     ids_file.write_text(f"{int(train.ids[4])}\n{int(train.ids[4])}\n")
@@ -156,7 +157,8 @@ def test_each_recipe_runs_its_code_path_on_small_synthetic_data(name):
     from pgu.zoo.training import train_model
 
     recipe = load_recipe(name)
-    shape = {"cifar10": (3, 32, 32), "tinyimagenet": (3, 64, 64), "mnist": (1, 28, 28), "fashion": (1, 28, 28)}[recipe.dataset]
+    shape = {"cifar10": (3, 32, 32), "tinyimagenet": (3, 64, 64), "mnist": (1, 28, 28),
+             "fashion": (1, 28, 28)}[recipe.dataset]
     classes = 200 if recipe.dataset == "tinyimagenet" else 10
     g = torch.Generator().manual_seed(0)
 

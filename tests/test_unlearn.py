@@ -4,9 +4,9 @@ import copy
 
 import pytest
 import torch
+from conftest import batches
 from torch import nn
 
-from conftest import batches
 from pgu import ForgetLoss, GramStats, SampleRemovalStop, StatsMismatchError, unlearn
 from pgu.stopping import default_rule
 
@@ -102,7 +102,8 @@ def test_class_removal_stops_when_the_class_is_gone():
     assert result.stop_reason in ("class_forgotten", "val_drop")
     assert result.history[-1]["val_acc"] is not None
     with torch.no_grad():
-        assert (result.model(x[y == 0]).argmax(1) == 0).float().mean() < (model(x[y == 0]).argmax(1) == 0).float().mean()
+        assert ((result.model(x[y == 0]).argmax(1) == 0).float().mean()
+                < (model(x[y == 0]).argmax(1) == 0).float().mean())
     assert len(result.history) == result.epochs + 1 and result.seconds["total"] > 0
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ROW_SUM_TOL", "PROB_SLACK", "check_numpy", "check_numbers", "check_probabilities", "check_prob_rows", "check_labels", "check_number", "check_percent", "check_same_shape", "xlogx_ratio"]
+__all__ = ["ROW_SUM_TOL", "PROB_SLACK", "check_numpy", "check_numbers", "check_probabilities", "check_prob_rows",
+           "check_labels", "check_number", "check_percent", "check_same_shape", "xlogx_ratio"]
 
 ROW_SUM_TOL = 1e-4
 """How far a row of probabilities may sum from 1."""

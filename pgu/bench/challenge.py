@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from pgu.bench.arrays import (
-    check_labels, check_number, check_numbers, check_percent, check_prob_rows, check_same_shape, check_numpy,
+    check_labels,
+    check_number,
+    check_numbers,
+    check_numpy,
+    check_percent,
+    check_prob_rows,
+    check_same_shape,
 )
 
 __all__ = ["logit_scaled_confidence", "per_example_epsilon", "forgetting_quality", "challenge_score"]

@@ -29,7 +29,15 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import SVC
 
 from pgu.bench.arrays import (
-    check_labels, check_number, check_numbers, check_percent, check_prob_rows, check_probabilities, check_same_shape, check_numpy, xlogx_ratio,
+    check_labels,
+    check_number,
+    check_numbers,
+    check_numpy,
+    check_percent,
+    check_prob_rows,
+    check_probabilities,
+    check_same_shape,
+    xlogx_ratio,
 )
 
 __all__ = [
@@ -177,7 +185,8 @@ def avg_gap(
         for table, name in ((metrics, "metrics"), (reference, "reference")):
             if key not in table:
                 raise ValueError(f"{name} has no {key!r} entry (it has {sorted(table)}); add it or change keys")
-        gaps.append(abs(check_number(metrics[key], f"metrics[{key!r}]") - check_number(reference[key], f"reference[{key!r}]")))
+        gaps.append(abs(check_number(metrics[key], f"metrics[{key!r}]")
+                        - check_number(reference[key], f"reference[{key!r}]")))
     return float(np.mean(gaps))
 
 

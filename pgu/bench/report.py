@@ -17,8 +17,8 @@ from pgu.bench import metrics
 __all__ = ["write_report", "format_table", "summarize"]
 
 COLUMNS = [("UA", "UA"), ("forget_progress", "FA moved"), ("RA", "RA"), ("TA", "TA"), ("MIA", "MIA-Eff"),
-           ("loss_MIA", "loss MIA"), ("avg_gap", "Avg.Gap"), ("gap_closed", "gap closed"), ("js_divergence", "JS on D_f"),
-           ("seconds", "seconds"), ("speedup", "speed-up")]
+           ("loss_MIA", "loss MIA"), ("avg_gap", "Avg.Gap"), ("gap_closed", "gap closed"),
+           ("js_divergence", "JS on D_f"), ("seconds", "seconds"), ("speedup", "speed-up")]
 POISON_COLUMNS = {
     "poison-flip": [("TA", "TA"), ("TA_recovered", "TA gap recovered"), ("poisoned_true_acc", "D_f true-label acc"),
                     ("FA", "D_f poisoned-label acc"), ("RA", "RA"), ("avg_gap", "Avg.Gap"), ("seconds", "seconds"),
@@ -96,7 +96,8 @@ def format_table(results: dict) -> str:
     stats_s = _stats([s["original"]["stats_seconds"] for s in seeds])[0]
     env = results.get("environment", {})
     lines = [
-        f"# pgu bench: {cfg['tier']}, {cfg['scenario']} ({first['forget_spec']}, {first['n_forget']} samples forgotten)",
+        f"# pgu bench: {cfg['tier']}, {cfg['scenario']} ({first['forget_spec']}, {first['n_forget']} samples "
+        f"forgotten)",
         "",
         f"Dataset {results['dataset']['name']} (train {results['dataset']['train']}), recipe "
         f"{results['recipe']['name']}; seeds {', '.join(str(s['seed']) for s in seeds)}; budget "
@@ -119,11 +120,11 @@ def format_table(results: dict) -> str:
                   "|difference| to `retrain` (the clean model) over UA, RA, TA and MIA-Eff; speed-up = retrain seconds "
                   "/ method seconds, same run."]
     else:
-        lines += ["", "Percent, mean ± std over seeds. UA = 100 - forget accuracy; MIA-Eff: share of D_f an RBF SVM on the "
-                  "true-class probability calls non-member; Avg.Gap: mean |difference| to `retrain` over UA, RA, TA and "
-                  "MIA-Eff (0 is perfect); gap closed = 1 - Avg.Gap / Avg.Gap(original); FA moved = how far forget accuracy "
-                  "went from the original's toward the retrained model's (100%: reached it, above: overshot, 0: left "
-                  "it, below 0: moved away); speed-up = retrain seconds / method seconds, same run."]
+        lines += ["", "Percent, mean ± std over seeds. UA = 100 - forget accuracy; MIA-Eff: share of D_f an RBF SVM on "
+                  "the true-class probability calls non-member; Avg.Gap: mean |difference| to `retrain` over UA, RA, "
+                  "TA and MIA-Eff (0 is perfect); gap closed = 1 - Avg.Gap / Avg.Gap(original); FA moved = how far "
+                  "forget accuracy went from the original's toward the retrained model's (100%: reached it, above: "
+                  "overshot, 0: left it, below 0: moved away); speed-up = retrain seconds / method seconds, same run."]
     lines += ["", _settings_line(cfg)]
     if seeds and "challenge" in first:
         n = first["challenge"]["models_per_group"]
@@ -136,9 +137,9 @@ def format_table(results: dict) -> str:
                   f"{_cell(*_stats([s['challenge']['original_forgetting_quality'] for s in seeds]), 'fraction')}."]
     original_gap = summary.get("original", {}).get("avg_gap", (None, None))[0]
     if original_gap is not None and original_gap < SMALL_GAP and not poisoned:
-        lines += ["", f"**Caution:** doing nothing (`original`) already scores an Avg.Gap of {original_gap:.2f} here: the "
-                  f"original is close to the retrained model, so a small gap proves little (docs/protocol.md). Judge methods "
-                  f"on settings where the original's gap is large (class or sub-class forgetting)."]
+        lines += ["", f"**Caution:** doing nothing (`original`) already scores an Avg.Gap of {original_gap:.2f} here: "
+                  f"the original is close to the retrained model, so a small gap proves little (docs/protocol.md). "
+                  f"Judge methods on settings where the original's gap is large (class or sub-class forgetting)."]
     if seeds and "steps" in first:
         lines += ["", "The table is after the last request. After each request (mean over seeds; UA and Avg.Gap "
                   "against a model retrained without every request so far):", "",
@@ -185,7 +186,7 @@ def _settings_line(cfg: dict) -> str:
     """Which settings the methods ran with: the published ones, or those `pgu select` chose (and their factors)."""
     selected = cfg.get("selected") or {}
     if not selected:
-        return "Settings: the authors' published values (pgu/methods/settings.toml), scaled to the tier's epochs."
+        return "Settings: the authors' published values (pgu/bench/methods/settings.toml), scaled to the tier's epochs."
     factors = ", ".join(f"{name} x{v['factor']:g}" for name, v in selected.items())
     where = "pgu/selected" if cfg.get("settings") == "selected" else cfg.get("settings")
     return (f"Settings: chosen on val only by `pgu select` ({where}; a factor on the published value, the same "
@@ -255,7 +256,8 @@ def _plot_pgu_curve(results: dict, path: Path) -> None:
 
 
 def _plot_poison(results: dict, path: Path) -> None:
-    """Per method, mean ± std over seeds: test accuracy (and, for a backdoor, ASR), with the poisoned and clean models' as lines."""
+    """Per method, mean ± std over seeds: test accuracy (and, for a backdoor, ASR), with the poisoned and clean
+    models' as lines."""
     summary = summarize(results)
     backdoor = results["config"]["scenario"] == "poison-backdoor"
     panels = [("TA", "test accuracy (%)")] + \

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgu.bench.config import FORMAT, POISON_SCENARIOS, REFERENCES, TIERS, BenchConfig
 from pgu.bench.challenge import challenge_score
+from pgu.bench.config import FORMAT, POISON_SCENARIOS, TIERS, BenchConfig
 from pgu.bench.metrics import top1_accuracy
 from pgu.bench.report import write_report
 from pgu.bench.scoring import score_poisoning, softmax_outputs
@@ -176,7 +176,8 @@ def _challenge(run: SeedRun, mask: torch.Tensor, mode: str) -> dict:
         stats = GramStats().fit(trained.model, splits.train.loader(stats_batch_size(device), device=device))
         member = replace(run, progress=False)  # the bench seed's budget and settings
         unlearned = member.run_method("pgu", mask, mode, model=trained.model, stats=stats)["model"]
-        retrained = train_model(run.recipe.model, splits, cfg, subset=~mask, device=device, desc=f"challenge retrain {i}")
+        retrained = train_model(run.recipe.model, splits, cfg, subset=~mask, device=device,
+                                desc=f"challenge retrain {i}")
         for name, model in (("unlearned", unlearned), ("retrained", retrained.model), ("original", trained.model)):
             g = groups[name]
             g["probs"].append(softmax_outputs(model, forget)[0])

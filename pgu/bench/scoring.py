@@ -68,7 +68,8 @@ def score_model(model: nn.Module, sets: dict, *, classes=(), seed: int = 0, batc
         out.pop(k)
     if classes:
         kept = ~np.isin(labels["test"], list(classes))
-        out["TA_kept"] = metrics.top1_accuracy(probs["test"][kept].argmax(1), labels["test"][kept]) if kept.any() else None
+        out["TA_kept"] = (metrics.top1_accuracy(probs["test"][kept].argmax(1), labels["test"][kept])
+                          if kept.any() else None)
     entropy = metrics.prediction_entropy(probs["forget"])
     counts, _ = np.histogram(entropy, bins=ENTROPY_BINS, range=(0.0, math.log(probs["forget"].shape[1])))
     out["forget_entropy_mean"] = float(entropy.mean())
@@ -87,7 +88,8 @@ def score_against_reference(scores: dict, reference: dict) -> dict:
 
 
 def score_poisoning(model: nn.Module, record, forget_true, test, batch_size: int = 512) -> dict:
-    """Detoxification metrics (percent) of ``model`` after a poisoning ``record`` (:class:`pgu.data.poisoning.Poisoning`).
+    """Detoxification metrics (percent) of ``model`` after a poisoning ``record``
+    (:class:`pgu.data.poisoning.Poisoning`).
 
     ``poisoned_true_acc``: accuracy on the poisoned training samples (``forget_true``: their
     images as trained, with their true labels). For a backdoor also ``ASR``, the attack success
@@ -127,7 +129,8 @@ def evaluate_against_reference(model_path, reference_path, *, data_dir=None, dev
         model, spec = run.model, run.spec
     if (spec.num_classes, spec.in_channels, spec.input_size) != (
             reference.spec.num_classes, reference.spec.in_channels, reference.spec.input_size):
-        raise ValueError(f"{model_path} is a model of {spec.num_classes} classes on {spec.in_channels}x{spec.input_size}"
+        raise ValueError(f"{model_path} is a model of {spec.num_classes} classes on "
+                         f"{spec.in_channels}x{spec.input_size}"
                          f" inputs, the reference one of {reference.spec.num_classes} classes on "
                          f"{reference.spec.in_channels}x{reference.spec.input_size}: not the same task")
     recipe, info = reference.config.get("recipe", {}), reference.config.get("dataset", {})

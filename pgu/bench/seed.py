@@ -100,7 +100,8 @@ class SeedRun:
             self._set_original(model, GramStats.load(folder / "stats.safetensors"), info | {"cached": True})
             return
         trained = train_model(recipe.model, splits, train_cfg, device=self.device, progress=self.progress,
-                              desc=f"seed {train_cfg.seed}: train original" + (" on poisoned data" if poisoning else ""))
+                              desc=f"seed {train_cfg.seed}: train original"
+                                   + (" on poisoned data" if poisoning else ""))
         start = time.perf_counter()
         stats = GramStats().fit(trained.model, splits.train.loader(stats_batch_size(self.device), device=self.device),
                                 progress=self.progress, desc="Gram statistics of D")
@@ -147,7 +148,8 @@ class SeedRun:
             retain_loader = splits.train.subset(~mask).loader(batch, shuffle=True, seed=self.seed, device=device)
         mean, std = _pixel_scale(splits.info)
         context = MethodContext(num_classes=splits.num_classes, train_epochs=self.train_cfg.epochs,
-                                max_samples=self.budget, forget_mode=mode, val_loader=splits.val.loader(512, device=device),
+                                max_samples=self.budget, forget_mode=mode,
+                                val_loader=splits.val.loader(512, device=device),
                                 stats=self.stats if stats is None else stats, seed=self.seed, pixel_mean=mean,
                                 pixel_std=std, progress=self.progress)
         synchronize(device)

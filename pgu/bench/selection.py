@@ -1,6 +1,6 @@
 """``pgu select``: choose each method's setting on held-out data only, with the same trials for every method.
 
-The authors' settings (``pgu/methods/settings.toml``) come from ResNets on CIFAR-10; on another
+The authors' settings (``pgu/bench/methods/settings.toml``) come from ResNets on CIFAR-10; on another
 tier they may move nothing or far too much. Selection tries every method at the same ladder of
 factors (:data:`LADDER`) on the settings its ``scale`` names, on one reference request (a seed
 no bench uses), and scores each trial by a *held-out proxy gap* (the rule that picks the factor
@@ -275,7 +275,7 @@ def selected_toml(selection: dict) -> str:
              f"--seed {selection['seed']}` (commit {commit}).",
              "# Each method at the factor of the ladder nearest its published value among those whose held-out",
              "# proxy gap is within one standard error of the lowest (pgu.bench.selection); the values replace the",
-             "# published ones in pgu/methods/settings.toml.", ""]
+             "# published ones in pgu/bench/methods/settings.toml.", ""]
     for name, m in selection["methods"].items():
         chosen = next(t for t in m["trials"] if t["factor"] == m["chosen_factor"])
         published = next(t for t in m["trials"] if t["factor"] == 1.0)

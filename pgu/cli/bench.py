@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 from pgu.bench.config import METHODS, REFERENCES, BenchConfig, available_methods
@@ -38,15 +38,16 @@ def _shown(value) -> str:
     return str(value)
 
 
-def add_config_options(parser: argparse.ArgumentParser, only=None) -> None:
-    """One option per :class:`BenchConfig` field with help metadata (``only``: these fields), its default the field's."""
+def add_config_options(parser: argparse.ArgumentParser, only=None, helps=None) -> None:
+    """One option per :class:`BenchConfig` field with help metadata (``only``: these fields),
+    its default the field's (``helps``: other help texts, by field)."""
     types = {"ints": seeds, "methods": methods_option}
     for f in fields(BenchConfig):
         meta = f.metadata
         if "help" not in meta or (only is not None and f.name not in only):
             continue
         kind = meta.get("kind") or type(f.default)
-        kwargs = {"dest": f.name, "type": types.get(kind, kind), "help": meta["help"]}
+        kwargs = {"dest": f.name, "type": types.get(kind, kind), "help": (helps or {}).get(f.name, meta["help"])}
         if "metavar" in meta:
             kwargs["metavar"] = meta["metavar"]
         if meta.get("required"):
@@ -63,8 +64,7 @@ def config_from_args(args) -> BenchConfig:
     config = BenchConfig(**{f.name: getattr(args, f.name) for f in fields(BenchConfig) if "help" in f.metadata})
     changes = {k: v for k, v in (("lr", args.pgu_lr), ("class_lr", args.pgu_class_lr)) if v is not None}
     if changes:
-        config = BenchConfig(**{f.name: getattr(config, f.name) for f in fields(BenchConfig)} |
-                             {"pgu": config.pgu.replace(**changes)})
+        config = replace(config, pgu=config.pgu.replace(**changes))
     return config
 
 
@@ -129,12 +129,13 @@ def add_commands(sub) -> None:
     bench.set_defaults(func=cmd_bench)
 
     select = sub.add_parser("select", help="choose each method's setting on val only, the same trials for every method")
-    add_config_options(select, only=SELECT_OPTIONS)
+    add_config_options(select, only=SELECT_OPTIONS, helps={"scenario": "random, subclass or class (one request)"})
     select.add_argument("--seed", type=int, default=100,
                         help="the reference request's seed: one no bench of yours uses (default 100)")
     select.add_argument("--methods", default="all", help="comma-separated unlearning methods, or all (default)")
     select.add_argument("--ladder", type=ladder, metavar="F,F,...",
-                        help="factors on each method's published setting, 1 among them (default 0.01,0.03,0.1,0.3,1,3,10,30,100)")
+                        help="factors on each method's published setting, 1 among them "
+                             "(default 0.01,0.03,0.1,0.3,1,3,10,30,100)")
     select.add_argument("--data-dir", help=DATA_DIR_HELP)
     select.add_argument("--device", default="auto", help=DEVICE_HELP)
     select.add_argument("--quiet", action="store_true", help="no progress output")

@@ -24,8 +24,9 @@ def add_commands(sub) -> None:
     init.add_argument("store", metavar="STORE", help="the store folder to make (must not exist)")
     init.add_argument("--from", dest="run", required=True, metavar="RUN", help="a run folder written by `pgu train`")
     init.add_argument("--pgu-settings", metavar="FILE",
-                      help="TOML of PGU settings (threshold, rule, lr, class_lr, epochs, batch_size, max_val_drop); "
-                           "default: the bench tier's for the run's recipe, else the authors', and max_val_drop 2")
+                      help="TOML of PGU settings: any pgu.PGUSettings field (threshold, rule, lr, class_lr, epochs, "
+                           "batch_size, ...) and max_val_drop; the rest keep their defaults: the tier's for the "
+                           "run's recipe (pgu.PGUSettings.for_tier), else the authors', and max_val_drop 2")
     init.add_argument("--data-dir", help="where the run's dataset lives (default: $PGU_DATA_DIR); read once, to "
                                          "record each trained sample's content digest")
     init.set_defaults(func=cmd_store_init)
@@ -42,7 +43,8 @@ def add_commands(sub) -> None:
     forget.add_argument("--val", metavar="FILE",
                         help="held-out samples for the stopping rule (.npz: y, and x or images); default: the "
                              "dataset's val split")
-    forget.add_argument("--lr", type=lr_pair, metavar="LR0,LR1", help="this request's learning rates (default: the store's)")
+    forget.add_argument("--lr", type=lr_pair, metavar="LR0,LR1",
+                        help="this request's learning rates (default: the store's)")
     forget.add_argument("--epochs", type=int, help="this request's epoch cap (default: the store's)")
     forget.add_argument("--threshold", type=float, help="this request's CGS threshold (default: the store's)")
     forget.add_argument("--max-val-drop", type=float, metavar="POINTS",

@@ -12,7 +12,8 @@ __all__ = ["add_commands"]
 
 
 def add_commands(sub) -> None:
-    demo = sub.add_parser("demo", help="train on scikit-learn's digits, serve two deletion requests, compare with retraining")
+    demo = sub.add_parser("demo",
+                          help="train on scikit-learn's digits, serve two deletion requests, compare with retraining")
     demo.add_argument("--out", metavar="DIR", help="write DIR/results.json")
     demo.add_argument("--seed", type=int, default=0, help="seed of training and forget sets (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

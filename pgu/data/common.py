@@ -62,14 +62,16 @@ def read_npz(path, keys: list[str]) -> dict[str, np.ndarray]:
             missing = [k for k in keys if k not in names]
             out = {} if missing else {k: z[k] for k in keys}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable .npz file, corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{path}: not a readable .npz file, corrupt or truncated "
+                         f"({type(exc).__name__}: {exc})") from exc
     if missing:
         raise ValueError(f"{path}: missing arrays {missing} (the file has {sorted(names)})")
     return out
 
 
 def check_labels(y: np.ndarray, n: int, num_classes: int, what: str) -> np.ndarray:
-    """``y`` as int64 after checking it has ``n`` entries in ``0..num_classes-1``; else ``ValueError`` naming ``what``."""
+    """``y`` as int64 after checking it has ``n`` entries in ``0..num_classes-1``; else ``ValueError`` naming
+    ``what``."""
     y = np.asarray(y)
     if y.shape != (n,):
         raise ValueError(f"{what}: expected {n} labels, got shape {y.shape}")

@@ -37,5 +37,6 @@ def load_digits_splits(data_dir=None, split_seed: int = 0) -> DataSplits:
         val=part(val_idx),
         test=part(test_idx),
         class_names=[str(i) for i in range(10)],
-        info={"source": "sklearn.datasets.load_digits", "split_seed": split_seed, "normalise": [float(mean), float(std)]},
+        info={"source": "sklearn.datasets.load_digits", "split_seed": split_seed,
+              "normalise": [float(mean), float(std)]},
     )

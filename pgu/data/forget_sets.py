@@ -73,7 +73,8 @@ def resolve_forget_spec(spec: str, train: ArrayDataset, seed: int = 0) -> Forget
         present = set(train.y.unique().tolist())
         missing = [c for c in classes if c not in present]
         if missing:
-            raise ValueError(f"forget spec {spec!r}: no training sample has class {missing}; classes are {sorted(present)}")
+            raise ValueError(f"forget spec {spec!r}: no training sample has class {missing}; "
+                             f"classes are {sorted(present)}")
         mask = torch.isin(train.y, torch.tensor(classes))
         return ForgetSet(spec, train.ids[mask].sort().values, "class", classes)
     if kind == "random":
@@ -91,7 +92,8 @@ def resolve_forget_spec(spec: str, train: ArrayDataset, seed: int = 0) -> Forget
         else:
             count = _int(size, "the count", spec)
         if not 0 < count < n:
-            raise ValueError(f"forget spec {spec!r}: the forget set must hold between 1 and {n - 1} samples, not {count}")
+            raise ValueError(f"forget spec {spec!r}: the forget set must hold between 1 and {n - 1} samples, "
+                             f"not {count}")
         s = _int(parts[1], "the seed", spec) if len(parts) == 2 else seed
         g = torch.Generator().manual_seed(s)
         chosen = torch.randperm(n, generator=g)[:count]
@@ -102,7 +104,8 @@ def resolve_forget_spec(spec: str, train: ArrayDataset, seed: int = 0) -> Forget
         c, count = _int(parts[0], "the class", spec), _int(parts[1], "the count", spec)
         of_class = train.ids[train.y == c].sort().values
         if count < 1 or count > len(of_class):
-            raise ValueError(f"forget spec {spec!r}: class {c} has {len(of_class)} training samples; ask for 1 to that many")
+            raise ValueError(f"forget spec {spec!r}: class {c} has {len(of_class)} training samples; "
+                             f"ask for 1 to that many")
         return ForgetSet(spec, of_class[:count], "sample")
     if kind == "ids":
         if not rest:

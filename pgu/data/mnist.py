@@ -108,7 +108,8 @@ def load_fashion_splits(data_dir=None, split_seed: int = 0) -> DataSplits:
     folders = []
     if data_dir is not None:
         root = Path(data_dir)
-        folders += [root / "fashion-mnist", root / "fashion_mnist", root / "fashion", root / "FashionMNIST" / "raw", root]
+        folders += [root / "fashion-mnist", root / "fashion_mnist", root / "fashion", root / "FashionMNIST" / "raw",
+                    root]
     folders.append(FASHION_SYSTEM_DIR)
     looked = []
     for folder in folders:
@@ -121,5 +122,6 @@ def load_fashion_splits(data_dir=None, split_seed: int = 0) -> DataSplits:
         "fashion", looked,
         "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu) puts the four official IDX .gz files in "
         f"{FASHION_SYSTEM_DIR}; or put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (e.g. torchvision's FashionMNIST/raw) in DIR/fashion-mnist.",
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (e.g. torchvision's FashionMNIST/raw) in "
+        "DIR/fashion-mnist.",
         data_dir)

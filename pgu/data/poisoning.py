@@ -27,7 +27,8 @@ import torch
 from pgu.data import ArrayDataset
 
 __all__ = ["Poisoning", "flip_labels", "add_backdoor", "stamp_trigger", "trigger_values", "attack_success_rate",
-           "poison", "parse_poison_spec", "poisoning_summary", "under_true_labels", "default_flip_count", "POISON_SPEC_HELP"]
+           "poison", "parse_poison_spec", "poisoning_summary", "under_true_labels", "default_flip_count",
+           "POISON_SPEC_HELP"]
 
 POISON_SPEC_HELP = ("flip:N[:PAIRS] (N images per class relabelled each way between PAIRS random class pairs, "
                     "default 5) or backdoor:FRACTION[:TARGET[:SIZE]] (a SIZE x SIZE trigger, default 3, stamped on "

@@ -1,7 +1,8 @@
 """Pickle files read without unpickling: :class:`RestrictedUnpickler` (the CIFAR-10 python batches).
 
 The batch files are Python pickles (protocol 2, written by Python 2's cPickle). They are never unpickled:
-:class:`RestrictedUnpickler` walks the byte stream with :func:`~pgu.data.opcode_stream.read_opcodes`, which only decodes opcodes,
+:class:`RestrictedUnpickler` walks the byte stream with :func:`~pgu.data.opcode_stream.read_opcodes`, which only
+decodes opcodes,
 and rebuilds the few kinds of value a batch holds (dicts, lists, tuples, bytes, str, numbers and numpy arrays)
 itself. Globals are only names to it: the handful that numpy's array pickling uses are mapped to code of this
 module, anything else is refused. Nothing named in a file is ever imported or called.
@@ -67,8 +68,8 @@ class _Corrupt(Exception):
 class RestrictedUnpickler:
     """Reads a pickle holding dicts, lists, tuples, bytes, str, numbers and numpy arrays without unpickling it.
 
-    The stream is decoded with :func:`~pgu.data.opcode_stream.read_opcodes` (which executes nothing) and the value is rebuilt
-    here, opcode by opcode, by a small stack machine. The globals numpy's array pickling names
+    The stream is decoded with :func:`~pgu.data.opcode_stream.read_opcodes` (which executes nothing) and the value is
+    rebuilt here, opcode by opcode, by a small stack machine. The globals numpy's array pickling names
     (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``, ``numpy.dtype``, ``numpy.core.numeric._frombuffer``,
     ``numpy.core.multiarray.scalar``, and ``_codecs.encode`` and ``bytes`` for Python 3's protocol-2 bytes;
     ``numpy._core`` spellings too) are only names here, interpreted by this class's own code on checked

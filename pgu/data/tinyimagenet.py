@@ -44,7 +44,8 @@ class TinyImageNetLayout:
     def cache_key(self) -> str:
         """A key over every file's relative name, size and mtime (and the label files)."""
         h = hashlib.sha256()
-        for p in [self.root / "wnids.txt", self.root / "val" / "val_annotations.txt"] + self.train_files + self.val_files:
+        for p in [self.root / "wnids.txt",
+                  self.root / "val" / "val_annotations.txt"] + self.train_files + self.val_files:
             st = p.stat()
             h.update(f"{p.relative_to(self.root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
         return source_key([self.root / "wnids.txt"], f"tinyimagenet|{h.hexdigest()}")

@@ -217,7 +217,8 @@ class _Conv2dMapGram:
             self._offsets.add(xm)
         elif self.route == "unfold":
             # unfolded in pieces of about piece_elements() numbers, each multiplied while it is warm
-            ho, wo = conv2d_output_size((xm.shape[2] + self.pads[2] + self.pads[3], xm.shape[3] + self.pads[0] + self.pads[1]),
+            ho, wo = conv2d_output_size((xm.shape[2] + self.pads[2] + self.pads[3],
+                                         xm.shape[3] + self.pads[0] + self.pads[1]),
                                         self.kernel, self.stride, self.dilation)
             step = max(1, piece_elements(xm.device, "unfold") // max(1, ho * wo * self._gram.shape[0]))
             for start in range(0, xm.shape[0], step):

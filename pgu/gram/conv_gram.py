@@ -19,8 +19,8 @@ offset per input row, channels by channels, inner size ``images x row width``, r
 input in place through shifted views), and corrects the few border columns that a window
 leaves out (exact per-position products of those columns); row ranges are sums over row
 segments between the windows' edges. Only ``du >= 0`` (and ``dv >= 0`` when ``du = 0``) are
-computed; the other half of the Gram is the transpose. That is ``kw + (kh - 1)(2 kw - 1)`` channel-by-channel products per
-input position (13 for 3x3, 41 for 5x5) instead of ``(kh kw)^2 / 2`` (40.5 / 312.5) for the
+computed; the other half of the Gram is the transpose. That is ``kw + (kh - 1)(2 kw - 1)`` channel-by-channel products
+per input position (13 for 3x3, 41 for 5x5) instead of ``(kh kw)^2 / 2`` (40.5 / 312.5) for the
 unfolded rows' upper triangle.
 
 Zero padding is never materialised: positions outside the map hold zeros, and a window that
@@ -134,7 +134,7 @@ class OffsetGramAccumulator:
         gap_h, gap_w = dh * (kh - 1), dw * (kw - 1)
         hg, wg = h + gap_h, w + gap_w
         nd = 2 * kw - 1  # column offsets dv = j - (kw - 1), j in [0, nd)
-        edges, border_cols = self.edges, self.border_cols
+        border_cols = self.border_cols
         nb = len(border_cols)
         chunk = max(1, min(n_img, self.chunk_elements // max(1, (hg + 2) * wg * c)))
         group = max(chunk, self.border_images // chunk * chunk)

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pgu.gram.conv2d_geometry import UnsupportedLayerError, conv2d_explicit_padding, conv2d_padded
 from pgu.gram.accumulators import Conv2dGramAccumulator, RowsGramAccumulator
+from pgu.gram.conv2d_geometry import UnsupportedLayerError, conv2d_explicit_padding, conv2d_padded
 
 __all__ = [
     "LayerAdapter",

@@ -207,8 +207,8 @@ class Ledger:
         rows = self._query("SELECT version, chain FROM versions ORDER BY version DESC LIMIT 1")
         version, previous = (rows[0][0] + 1, rows[0][1]) if rows else (0, "")
         chain = chain_hash(previous, version, request_id, model_sha256, state_sha256, n_retained, ids_sha256(removed))
-        self.db.execute("INSERT INTO versions (version, time, request_id, model_sha256, state_sha256, n_retained, chain)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self.db.execute("INSERT INTO versions (version, time, request_id, model_sha256, state_sha256, n_retained, "
+                        "chain) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (version, time or utc_now(), request_id, model_sha256, state_sha256, n_retained, chain))
         return {"version": version, "chain": chain}
 

@@ -42,7 +42,6 @@ passes.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import tempfile
@@ -54,15 +53,18 @@ import torch
 
 from pgu.data import DatasetNotFoundError, load_dataset
 from pgu.evaluation import accuracy
-from pgu.settings import PGUSettings
 from pgu.stats import GramStats, StatsMismatchError
 from pgu.stopping import default_rule
 from pgu.store.ledger import Ledger, LedgerError, ids_sha256, utc_now
-from pgu.store.objects import file_sha256, fsync_dir, write_object
-from pgu.store.settings import (
-    LIFETIME_VAL_DROP, RequestRefused, StoreError, check_settings, default_pgu_settings, request_settings,
-)
+from pgu.store.objects import file_sha256, write_object
 from pgu.store.sample_files import pixel_normalisation, read_samples, sample_digests
+from pgu.store.settings import (
+    RequestRefused,
+    StoreError,
+    check_settings,
+    default_pgu_settings,
+    request_settings,
+)
 from pgu.unlearn import unlearn
 from pgu.zoo.runs import ModelSpec, load_model, load_run, save_model
 from pgu.zoo.training import resolve_device
@@ -399,7 +401,8 @@ class ModelStore:
             samples = read_samples(samples, input_shape=shape, num_classes=num_classes, normalisation=norm,
                                    what="forget sample file")
         if tuple(samples.x.shape[1:]) != shape:
-            raise RequestRefused(f"the forget samples have inputs {tuple(samples.x.shape[1:])}; the model takes {shape}")
+            raise RequestRefused(f"the forget samples have inputs {tuple(samples.x.shape[1:])}; "
+                                 f"the model takes {shape}")
         lookup = {int(v): i for i, v in enumerate(samples.ids.tolist())}
         missing = [int(i) for i in request_ids.tolist() if int(i) not in lookup]
         if missing:

@@ -27,7 +27,8 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_object(folder: Path, write) -> str:
-    """Write a file with ``write(path)`` to a temporary name, fsync it, and rename it to its SHA-256; return the hash."""
+    """Write a file with ``write(path)`` to a temporary name, fsync it, and rename it to its SHA-256;
+    return the hash."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".incoming-", suffix=".safetensors")
     os.close(fd)
     try:

@@ -57,7 +57,8 @@ def write_samples(path, ids: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> 
     path = Path(path)
     ids, y = torch.as_tensor(ids, dtype=torch.long).reshape(-1), torch.as_tensor(y, dtype=torch.long).reshape(-1)
     if not (x.shape[0] == y.shape[0] == ids.shape[0]):
-        raise ValueError(f"ids, x and y must hold the same number of samples: {ids.shape[0]}, {x.shape[0]}, {y.shape[0]}")
+        raise ValueError(f"ids, x and y must hold the same number of samples: "
+                         f"{ids.shape[0]}, {x.shape[0]}, {y.shape[0]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     try:
@@ -96,7 +97,8 @@ def read_samples(path, *, input_shape: tuple[int, ...], num_classes: int, normal
     if n == 0:
         raise ValueError(f"{what} {path} holds no samples")
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{what} {path}: labels must lie in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}")
+        raise ValueError(f"{what} {path}: labels must lie in 0..{num_classes - 1}, "
+                         f"found {int(y.min())}..{int(y.max())}")
     if has_x:
         x = np.asarray(arrays["x"])
         if x.dtype != np.float32 or x.shape != (n, *input_shape):
@@ -138,5 +140,5 @@ def _npz_names(path: Path, what: str) -> set[str]:
         with zipfile.ZipFile(path) as z:
             return {n[:-4] for n in z.namelist() if n.endswith(".npy")}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ValueError(f"{what} {path} is not a readable .npz archive ({exc}); see pgu.store.sample_files for the format "
-                         f"(`pgu samples` writes one)") from exc
+        raise ValueError(f"{what} {path} is not a readable .npz archive ({exc}); see pgu.store.sample_files for the "
+                         f"format (`pgu samples` writes one)") from exc

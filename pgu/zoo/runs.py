@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pgu.zoo.models import build_model
 from pgu.stats import GramStats
+from pgu.zoo.models import build_model
 
 __all__ = ["ModelSpec", "Run", "save_run", "load_run", "load_model"]
 

@@ -30,7 +30,7 @@ SCHEDULES = ("onecycle", "exponential", "constant")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings. Defaults: the small CPU recipe of the demo (see ``pgu/recipes/`` for the rest).
+    """Training settings. Defaults: the small CPU recipe of the demo (see ``pgu/zoo/recipes/`` for the rest).
 
     ``lr`` is the one-cycle peak, the exponential schedule's first rate, or the constant rate;
     ``lr_end`` the exponential schedule's last-epoch rate. ``crop_padding`` > 0 turns on random
@@ -60,8 +60,10 @@ class TrainConfig:
             if not cond:
                 raise ValueError(f"invalid training setting: {msg}")
 
-        need(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be a positive integer, got {self.epochs!r}")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"batch_size must be a positive integer, got {self.batch_size!r}")
+        need(isinstance(self.epochs, int) and self.epochs >= 1,
+             f"epochs must be a positive integer, got {self.epochs!r}")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1,
+             f"batch_size must be a positive integer, got {self.batch_size!r}")
         need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         need(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, got {self.lr}")
@@ -206,7 +208,8 @@ def train(model: nn.Module, data: ArrayDataset, config: TrainConfig, *, val: Arr
         seen += count
         loss_value = float(loss_sum) / count
         if not math.isfinite(loss_value):
-            raise FloatingPointError(f"the training loss became {loss_value} in epoch {epoch + 1}; lower the learning rate")
+            raise FloatingPointError(f"the training loss became {loss_value} in epoch {epoch + 1}; "
+                                     f"lower the learning rate")
         record = {"epoch": epoch + 1, "lr": lr_start, "loss": loss_value, "train_acc": 100.0 * int(correct) / count,
                   "seconds": seconds}
         last = epoch + 1 == config.epochs

@@ -16,13 +16,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from pgu.data import load_dataset
-from pgu.evaluation import accuracy
 from pgu.data.forget_sets import ForgetSet, resolve_forget_spec
-from pgu.data.poisoning import parse_poison_spec, poison as poison_set, poisoning_summary
+from pgu.data.poisoning import parse_poison_spec, poisoning_summary
+from pgu.data.poisoning import poison as poison_set
+from pgu.evaluation import accuracy
 from pgu.provenance import environment
+from pgu.stats import GramStats
+from pgu.stats import stats_batch_size as stats_batch_size_for
 from pgu.zoo.recipes import Recipe
 from pgu.zoo.runs import ModelSpec, Run, load_run, save_run
-from pgu.stats import GramStats, stats_batch_size as stats_batch_size_for
 from pgu.zoo.training import resolve_device, train_model
 
 __all__ = ["train_run"]
@@ -60,11 +62,13 @@ def train_run(recipe: Recipe, out, *, exclude: str | None = None, data_dir=None,
     gram, stats_seconds = None, None
     if stats:
         start = time.perf_counter()
-        gram = GramStats().fit(result.model, trained_on.loader(stats_batch_size or stats_batch_size_for(device), device=device), progress=progress,
-                               desc="Gram statistics of the training set")
+        gram = GramStats().fit(result.model,
+                               trained_on.loader(stats_batch_size or stats_batch_size_for(device), device=device),
+                               progress=progress, desc="Gram statistics of the training set")
         stats_seconds = time.perf_counter() - start
     test_loader = splits.test.loader(1024, device=device)
-    spec = ModelSpec(recipe.model, splits.num_classes, splits.input_shape[0], recipe.train.width, splits.input_shape[-1])
+    spec = ModelSpec(recipe.model, splits.num_classes, splits.input_shape[0], recipe.train.width,
+                     splits.input_shape[-1])
     config = {
         "recipe": recipe.to_dict(),
         "exclude": exclude,

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from pgu.bench.methods import boundary_shrink, gradient, pgu_method, salun, scrub, ssd  # noqa: F401  (registration)
 from pgu.bench.methods.base import (
-    MethodContext, MethodInfo, MethodResult, copy_for_unlearning, get_method, method_names, register,
+    MethodContext,
+    MethodInfo,
+    MethodResult,
+    copy_for_unlearning,
+    get_method,
+    method_names,
+    register,
 )
 from pgu.bench.methods.pgu_method import PGU_VARIANTS
 from pgu.settings import PGUSettings, tomllib
@@ -51,7 +57,8 @@ def method_settings(name: str, pgu: PGUSettings | None = None) -> tuple[dict, st
 
 
 def method_scale(name: str) -> dict[str, float]:
-    """The settings ``pgu select`` varies and the power of the ladder's factor each takes (``settings.toml``'s ``scale``).
+    """The settings ``pgu select`` varies and the power of the ladder's factor each takes
+    (``settings.toml``'s ``scale``).
 
     A power of 1 multiplies the setting by the factor (a rate: a larger factor is a stronger
     method), -1 divides by it (SSD's selection weighting and dampening constant).

@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from pgu.bench.methods.base import (
-    Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, epochs_for, register,
+    Budget,
+    MethodContext,
+    MethodInfo,
+    MethodResult,
+    batches,
+    copy_for_unlearning,
+    epochs_for,
+    register,
 )
 from pgu.bench.methods.loops import make_sgd, run_epochs
 

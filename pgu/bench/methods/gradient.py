@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from pgu.bench.methods.base import (
-    Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, epochs_for, register,
+    Budget,
+    MethodContext,
+    MethodInfo,
+    MethodResult,
+    batches,
+    copy_for_unlearning,
+    epochs_for,
+    register,
     require_retain,
 )
 from pgu.bench.methods.loops import make_sgd, run_epochs
@@ -50,8 +57,8 @@ def _train(model, settings: dict, context: MethodContext, batch_losses, *, work=
     if on_optimizer is not None:
         on_optimizer(optimizer)
     epochs = epochs_for(settings, context)
-    info = run_epochs(work, optimizer, settings, epochs, budget, lambda epoch: batch_losses(work, device, epoch, epochs),
-                      after_step=after_step)
+    info = run_epochs(work, optimizer, settings, epochs, budget,
+                      lambda epoch: batch_losses(work, device, epoch, epochs), after_step=after_step)
     work.eval()
     return MethodResult(work, budget.used, budget.hit, info)
 

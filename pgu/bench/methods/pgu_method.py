@@ -31,13 +31,15 @@ def run_pgu(model, forget_loader, retain_loader, settings: dict, context: Method
                "samples_processed": result.samples_processed, "hit_budget": result.stop_reason == "budget",
                "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "history": result.history,
                "ranks": result.cgs.summary(),
-               "forget_outside_cgs": {k: None if v is None else round(v, 6) for k, v in result.forget_outside_cgs.items()}}
+               "forget_outside_cgs": {k: None if v is None else round(v, 6)
+                                      for k, v in result.forget_outside_cgs.items()}}
     return MethodResult(result.model, result.samples_processed, result.stop_reason == "budget", details,
                         extras={"retain_stats": result.retain_stats})
 
 
 register(MethodInfo("pgu", data_free=True,
-                    summary="projected-gradient unlearning: forget-set updates orthogonal to the retained inputs' space",
+                    summary="projected-gradient unlearning: forget-set updates orthogonal to the retained inputs' "
+                            "space",
                     reference="Hoang et al. WACV 2024, 'Learn to Unlearn for Deep Neural Networks: Minimizing "
                               "Unlearning Interference with Gradient Projection'"))(run_pgu)
 register(MethodInfo("pgu-energy", data_free=True,

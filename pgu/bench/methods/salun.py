@@ -16,7 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from pgu.bench.methods.base import (
-    Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, gradient_sums, register,
+    Budget,
+    MethodContext,
+    MethodInfo,
+    MethodResult,
+    batches,
+    copy_for_unlearning,
+    gradient_sums,
+    register,
     require_retain,
 )
 from pgu.bench.methods.gradient import relabel_training
@@ -68,8 +75,9 @@ def salun(model, forget_loader, retain_loader, settings: dict, context: MethodCo
 
     remaining = None if context.max_samples is None else context.max_samples - mask_budget.used
     try:
-        result = relabel_training(model, forget_loader, retain_loader, settings, replace(context, max_samples=remaining),
-                                  after_step=restore_masked, work=work, on_optimizer=optimizers.append)
+        result = relabel_training(model, forget_loader, retain_loader, settings,
+                                  replace(context, max_samples=remaining), after_step=restore_masked, work=work,
+                                  on_optimizer=optimizers.append)
     finally:
         for h in hooks:
             h.remove()

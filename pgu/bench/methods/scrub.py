@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from pgu.bench.methods.base import (
-    Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, epochs_for, register,
+    Budget,
+    MethodContext,
+    MethodInfo,
+    MethodResult,
+    batches,
+    copy_for_unlearning,
+    epochs_for,
+    register,
     require_retain,
 )
 from pgu.bench.methods.loops import make_sgd, run_epochs

@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from pgu.bench.methods.base import (
-    Budget, MethodContext, MethodInfo, MethodResult, batches, copy_for_unlearning, gradient_sums, register,
+    Budget,
+    MethodContext,
+    MethodInfo,
+    MethodResult,
+    batches,
+    copy_for_unlearning,
+    gradient_sums,
+    register,
     require_retain,
 )
 

@@ -80,7 +80,8 @@ class ResNet18(nn.Module):
 
 
 @register_model("resnet18")
-def resnet18(num_classes: int = 10, in_channels: int = 3, width: float = 1.0, input_size: int | None = None) -> nn.Module:
+def resnet18(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+             input_size: int | None = None) -> nn.Module:
     """ResNet-18: CIFAR stem below 64 px (usual size 32), the authors' ImageNet stem from 64 px (Tiny ImageNet)."""
     size = 32 if input_size is None else input_size
     return ResNet18(num_classes, in_channels, width, imagenet_stem=size >= IMAGENET_STEM_FROM)

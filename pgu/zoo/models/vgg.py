@@ -54,7 +54,8 @@ class SmallVGG(nn.Module):
 
 
 @register_model("smallvgg")
-def smallvgg(num_classes: int = 10, in_channels: int = 3, width: float = 1.0, input_size: int | None = None) -> nn.Module:
+def smallvgg(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+             input_size: int | None = None) -> nn.Module:
     """Small VGG with dropout 0.5; ``width`` multiplies 128/256/512 and the 512-wide fc. Input >= 8 px (usual: 32)."""
     size = 32 if input_size is None else input_size
     if size < 8:

@@ -1,4 +1,4 @@
-"""Named training recipes: TOML files in ``pgu/recipes/`` (or any path), one per dataset/model pair.
+"""Named training recipes: TOML files in ``pgu/zoo/recipes/`` (or any path), one per dataset/model pair.
 
 A recipe holds ``description``, ``dataset``, ``model`` and a ``[train]`` table of
 :class:`~pgu.zoo.training.TrainConfig` settings, each with a comment saying where its value comes
