@@ -36,7 +36,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = ["PGUSettings", "MODES", "RULES", "BIAS_MODES", "TIER_OVERRIDES", "SELECTED_DIR", "check_threshold",
-           "check_mode", "read_selected_section", "tomllib"]
+           "check_mode", "read_selected_table", "read_selected_section", "tomllib"]
 
 MODES = ("sample", "class", "poison")
 """What a request forgets: some samples, whole classes, or poisoned samples (trained with wrong labels)."""
@@ -237,21 +237,22 @@ class PGUSettings:
         return Path(selected)
 
 
-def read_selected_section(path, name: str) -> dict:
-    """The values of section ``[name]`` of a selected-settings file (empty when it has none).
-
-    The file is the TOML ``pgu select`` writes: one section per method with its ``source``,
-    ``factor`` and the values chosen. A damaged file is refused with what to do.
-    """
+def read_selected_table(path) -> dict:
+    """A selected-settings file as a dict of sections (the TOML ``pgu select`` writes: one section per method with
+    its ``source``, ``factor`` and the values chosen); a missing or damaged file is refused with what to do."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            table = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ValueError(f"no selected-settings file at {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path} is not valid TOML ({e}); rewrite it with `pgu select`") from None
-    section = table.get(name, {})
+
+
+def read_selected_section(path, name: str) -> dict:
+    """The values of section ``[name]`` of a selected-settings file (empty when it has none)."""
+    section = read_selected_table(path).get(name, {})
     if not isinstance(section, dict):
         raise ValueError(f"{path}: [{name}] must be a table")
     return {k: v for k, v in section.items() if k not in ("source", "factor")}

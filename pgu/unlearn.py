@@ -129,8 +129,7 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
 
     forget = _forget_pass(work, forget_loader, stats)
     t0 = time.perf_counter()
-    cgs = CoreGradientSpace(run.threshold, run.rule, run.bias).fit(forget.retain_stats)
-    forget_outside = cgs.outside_share(forget.stats)
+    cgs, forget_outside = _fit_subspace(run, forget)
     t_subspace = time.perf_counter() - t0
     t0 = time.perf_counter()
     epochs = _projected_epochs(work, cgs, forget, forget_loader, val_loader, run, rule, loss, mode, max_samples,
@@ -241,6 +240,13 @@ def _forget_pass(work: nn.Module, forget_loader, stats: GramStats) -> _ForgetPas
     if predicted is not None and predicted.shape != targets.shape:
         predicted = None
     return _ForgetPass(forget_stats, stats - forget_stats, targets, predicted, time.perf_counter() - t0)
+
+
+def _fit_subspace(run: PGUSettings, forget: _ForgetPass) -> tuple[CoreGradientSpace, dict[str, float | None]]:
+    """Step 2: the Core Gradient Space of each layer from ``G(D_r)`` (section 3), and the share of D_f's input
+    energy outside it per layer (what the projected updates can change, :meth:`CoreGradientSpace.outside_share`)."""
+    cgs = CoreGradientSpace(run.threshold, run.rule, run.bias).fit(forget.retain_stats)
+    return cgs, cgs.outside_share(forget.stats)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -99,8 +100,6 @@ def score_poisoning(model: nn.Module, record, forget_true, test, batch_size: int
     that never saw the trigger classifies them about as the unstamped ones; a low ASR alone
     does not say the trigger stopped mattering). The clean accuracy is the test accuracy ``TA``.
     """
-    import torch
-
     out = {"poisoned_true_acc": metrics.top1_accuracy(softmax_outputs(model, forget_true, batch_size)[0].argmax(1),
                                                  forget_true.y.numpy())}
     if record.kind == "backdoor":

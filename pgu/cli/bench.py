@@ -16,7 +16,7 @@ from pgu.bench.report import format_table
 from pgu.bench.runner import run_bench
 from pgu.bench.scoring import evaluate_against_reference
 from pgu.bench.selection import LADDER, run_selection
-from pgu.cli.common import DATA_DIR_HELP, DEVICE_HELP, ladder, lr_pair, seeds
+from pgu.cli.common import add_data_and_device, ladder, lr_pair, seeds
 
 __all__ = ["add_commands", "add_config_options"]
 
@@ -122,8 +122,7 @@ def add_commands(sub) -> None:
                             "pgu.PGUSettings.for_tier, else the authors' 0.1,0.01)")
     bench.add_argument("--pgu-class-lr", type=lr_pair, metavar="LR0,LR1",
                        help="the same for class removal (default: the tier's, else --pgu-lr)")
-    bench.add_argument("--data-dir", help=DATA_DIR_HELP)
-    bench.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_data_and_device(bench)
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--out", required=True, metavar="DIR", help="results folder (a rerun resumes finished seeds)")
     bench.set_defaults(func=cmd_bench)
@@ -136,8 +135,7 @@ def add_commands(sub) -> None:
     select.add_argument("--ladder", type=ladder, metavar="F,F,...",
                         help="factors on each method's published setting, 1 among them "
                              "(default 0.01,0.03,0.1,0.3,1,3,10,30,100)")
-    select.add_argument("--data-dir", help=DATA_DIR_HELP)
-    select.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_data_and_device(select)
     select.add_argument("--quiet", action="store_true", help="no progress output")
     select.add_argument("--out", required=True, metavar="DIR", help="where selection.json and selected.toml go")
     select.set_defaults(func=cmd_select)
@@ -146,7 +144,6 @@ def add_commands(sub) -> None:
     evaluate.add_argument("--model", required=True, help="a run folder or a model.safetensors file to score")
     evaluate.add_argument("--reference", required=True, help="a run made with `pgu train --exclude FORGET_SPEC`")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the membership attacks' sampling (default 0)")
-    evaluate.add_argument("--data-dir", help=DATA_DIR_HELP)
-    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_data_and_device(evaluate)
     evaluate.add_argument("--out", metavar="FILE", help="also write the metrics as JSON")
     evaluate.set_defaults(func=cmd_evaluate)

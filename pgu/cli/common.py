@@ -6,7 +6,7 @@ import argparse
 
 from pgu.settings import tomllib
 
-__all__ = ["seeds", "lr_pair", "ladder", "parse_setting", "DEVICE_HELP", "DATA_DIR_HELP"]
+__all__ = ["seeds", "lr_pair", "ladder", "parse_setting", "add_data_and_device", "DEVICE_HELP", "DATA_DIR_HELP"]
 
 DEVICE_HELP = "auto (GPU when there is one), cpu or cuda"
 DATA_DIR_HELP = "where datasets live (default: $PGU_DATA_DIR)"
@@ -46,3 +46,9 @@ def parse_setting(text: str) -> tuple[str, object]:
     except tomllib.TOMLDecodeError:
         parsed = value
     return key.strip(), parsed
+
+
+def add_data_and_device(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and ``--device``, as every command that loads data and runs a model takes them."""
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)

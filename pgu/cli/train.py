@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgu.cli.common import DATA_DIR_HELP, DEVICE_HELP, parse_setting
+from pgu.cli.common import add_data_and_device, parse_setting
 from pgu.data.poisoning import POISON_SPEC_HELP
 from pgu.demo import format_table, run_demo
 from pgu.zoo.recipes import available_recipes, find_recipe, load_recipe
@@ -37,8 +37,7 @@ def add_commands(sub) -> None:
                        help="train on a poisoned copy of the training set, drawn with the run's seed and recorded in "
                             "RUN/poisoning.json: " + POISON_SPEC_HELP + "; with --exclude poisoned, train on the "
                             "clean samples only")
-    train.add_argument("--data-dir", help=DATA_DIR_HELP)
-    train.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_data_and_device(train)
     train.add_argument("--no-stats", action="store_true", help="skip the Gram statistics pass")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     train.add_argument("--quiet", action="store_true", help="no progress bars")

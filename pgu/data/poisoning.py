@@ -20,6 +20,7 @@ samples, pixels and labels on any machine.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -169,8 +170,6 @@ def poison(data: ArrayDataset, spec, seed: int) -> tuple[ArrayDataset, Poisoning
 
 def poisoning_summary(record: Poisoning) -> dict:
     """What a results file records of a poisoning: its parameters, size and the SHA-256 of its sorted ids."""
-    import hashlib
-
     return {"kind": record.kind, "n_poisoned": int(record.ids.numel()),
             "ids_sha256": hashlib.sha256(record.ids.numpy().astype("<i8").tobytes()).hexdigest(), **record.details}
 

@@ -23,7 +23,7 @@ from pgu.bench.methods.base import (
     register,
 )
 from pgu.bench.methods.pgu_method import PGU_VARIANTS
-from pgu.settings import PGUSettings, tomllib
+from pgu.settings import PGUSettings, read_selected_table, tomllib
 
 __all__ = ["MethodContext", "MethodInfo", "MethodResult", "get_method", "method_names", "method_settings",
            "method_scale", "register", "run_method", "copy_for_unlearning", "load_selected", "PGU_VARIANTS"]
@@ -100,13 +100,7 @@ def load_selected(path, methods=None) -> dict[str, dict]:
     select`` writes (:func:`pgu.bench.selection.selected_toml`).
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"no selected-settings file at {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path} is not valid TOML ({e}); rewrite it with `pgu select`") from None
+    table = read_selected_table(path)
     out = {}
     for name, section in table.items():
         if name not in method_names():

@@ -7,16 +7,11 @@ from. Anything in it can be overridden from the command line or from Python.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pgu.settings import tomllib
 from pgu.zoo.training import TrainConfig
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["Recipe", "load_recipe", "available_recipes", "find_recipe", "RECIPE_DIR"]
 
