@@ -132,7 +132,9 @@ class PGUSettings:
     weight_decay: float = 0.0
 
     def __post_init__(self):
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen dataclass)
+        def set_(name, value):  # a frozen dataclass stores its checked values this way
+            object.__setattr__(self, name, value)
+
         set_("threshold", check_threshold(self.threshold))
         if self.poison_threshold is not None:
             set_("poison_threshold", check_threshold(self.poison_threshold, "poison_threshold"))
