@@ -384,11 +384,12 @@ def training_page(train: list[Path], pipeline: list[Path]) -> str:
             stats = r.get("stats_seconds")
             rows.append([f"`{path.name}`", f"`{d['recipe']['name']}`", f"`{d['model']['name']}` x{t.get('width', 1):g}",
                          f"{d['dataset']['name']} ({d['dataset'].get('trained_on', d['dataset'].get('train')):,})",
-                         t["epochs"], num(r["train_seconds"], 1), num(r.get("test_acc")), num(r.get("val_acc")),
+                         t["epochs"], num(r["train_seconds"], 1), num(r.get("train_acc")), num(r.get("test_acc")),
+                         num(r.get("val_acc")),
                          "not taken" if stats is None else num(stats, 1), machine(d.get("environment", {}))])
         body += ["", "## Training runs (`pgu train`)", "",
                  *table(["file", "recipe", "model, width", "dataset (images trained on)", "epochs", "training s",
-                         "test acc", "val acc", "Gram statistics pass s", "machine"], rows)]
+                         "train acc (eval)", "test acc", "val acc", "Gram statistics pass s", "machine"], rows)]
         for path in train:
             d = load(path)
             hist = [[h["epoch"], num(h.get("lr"), 4), num(h.get("loss"), 4), num(h.get("train_acc")),

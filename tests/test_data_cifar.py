@@ -18,6 +18,7 @@ from PIL import Image
 from pgu.data import UnsafePickleError, load_dataset, restricted_load
 from pgu.data import cifar10 as cifar_mod
 from pgu.data import common as common_mod
+from pgu.data.cifar10 import first_per_class
 from pgu.data.opcode_stream import read_opcodes
 
 SHARED = Path(os.environ.get("PGU_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -570,3 +571,32 @@ def test_opcode_stream_reads_protocol_0_text_and_refuses_what_it_cannot_read():
         list(read_opcodes(b"Sabc\n."))
     # an instance opcode is yielded without its argument and ends the stream
     assert list(read_opcodes(b"(ios\nsystem\n.")) == [("MARK", None, 0), ("INST", None, 1)]
+
+
+def test_first_per_class_keeps_each_class_head_in_order():
+    labels = torch.tensor([2, 0, 2, 1, 0, 2, 1, 0, 1])
+    assert first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 6]
+    assert first_per_class(labels, 3).tolist() == list(range(9))
+    with pytest.raises(ValueError, match="fewer than the 4"):
+        first_per_class(labels, 4)
+
+
+def test_cifar10_10k_is_cifar10_with_the_first_images_of_each_class(tmp_path, monkeypatch):
+    make_batches(tmp_path / "cifar-10-batches-py", per_batch=12)
+    full = load_dataset("cifar10", data_dir=tmp_path)
+    per_class = int(torch.bincount(full.train.y, minlength=10).min())
+    assert per_class >= 1
+    monkeypatch.setattr(cifar_mod, "MEMORIZE_PER_CLASS", per_class)
+    small = load_dataset("cifar10-10k", data_dir=tmp_path)
+    assert small.name == "cifar10-10k" and len(small.train) == 10 * per_class
+    assert torch.bincount(small.train.y).tolist() == [per_class] * 10
+    for c in range(10):  # the first images of each class in the official order, under their official ids
+        assert small.train.ids[small.train.y == c].tolist() == full.train.ids[full.train.y == c][:per_class].tolist()
+    same = full.train.positions_of(small.train.ids)
+    assert torch.equal(small.train.x, full.train.x[same])  # the same inputs: cifar10's normalisation
+    for split in ("val", "test"):
+        assert torch.equal(getattr(small, split).x, getattr(full, split).x)
+        assert torch.equal(getattr(small, split).ids, getattr(full, split).ids)
+    monkeypatch.setattr(cifar_mod, "MEMORIZE_PER_CLASS", 10_000)
+    with pytest.raises(ValueError, match="fewer than"):
+        load_dataset("cifar10-10k", data_dir=tmp_path)

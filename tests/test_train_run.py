@@ -9,6 +9,7 @@ import torch
 
 from pgu.data import load_dataset
 from pgu.data.forget_sets import resolve_forget_spec
+from pgu.evaluation import accuracy
 from pgu.zoo.recipes import available_recipes, find_recipe, load_recipe
 from pgu.zoo.runs import load_model, load_run
 from pgu.zoo.training import TrainConfig, _epoch_lr
@@ -100,6 +101,9 @@ def test_train_run_with_exclude_writes_a_complete_run(digits, tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["exclude"] == "class:3" and config["recipe"]["train"]["epochs"] == 2
     assert config["environment"]["torch"] and 0 <= config["results"]["test_acc"] <= 100
+    # the eval-mode accuracy on exactly the samples trained on (class 3 left out)
+    trained_on = digits.train.subset(digits.train.positions_of(run.train_ids))
+    assert config["results"]["train_acc"] == pytest.approx(accuracy(run.model, trained_on.loader(512)))
     model, spec = load_model(tmp_path / "run" / "model.safetensors")
     x = digits.test.x[:5]
     assert torch.equal(model(x), run.model(x))
@@ -150,14 +154,14 @@ def test_lenet_learns_real_mnist_in_one_epoch(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["allcnn-cifar10", "smallvgg-cifar10", "resnet18-tinyimagenet", "cifar10-cpu",
-                                  "mnist", "fashion"])
+                                  "cifar10-memorize", "mnist", "fashion"])
 def test_each_recipe_runs_its_code_path_on_small_synthetic_data(name):
     """The paper recipes (exponential schedule, Adam, crop + flip, channels-last) run unchanged on any device."""
     from pgu.data import ArrayDataset, DataSplits
     from pgu.zoo.training import train_model
 
     recipe = load_recipe(name)
-    shape = {"cifar10": (3, 32, 32), "tinyimagenet": (3, 64, 64), "mnist": (1, 28, 28),
+    shape = {"cifar10": (3, 32, 32), "cifar10-10k": (3, 32, 32), "tinyimagenet": (3, 64, 64), "mnist": (1, 28, 28),
              "fashion": (1, 28, 28)}[recipe.dataset]
     classes = 200 if recipe.dataset == "tinyimagenet" else 10
     g = torch.Generator().manual_seed(0)

@@ -21,8 +21,10 @@ __all__ = ["BenchConfig", "TIERS", "SCENARIOS", "POISON_SCENARIOS", "REFERENCES"
            "available_methods", "config_defaults"]
 
 TIERS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu",
-         "allcnn-cifar10": "allcnn-cifar10", "smallvgg-cifar10": "smallvgg-cifar10"}
-"""Tier name -> recipe name (docs/protocol.md, Tiers): four CPU tiers and the paper's CIFAR-10 recipes (for a GPU)."""
+         "cifar10-memorize": "cifar10-memorize", "allcnn-cifar10": "allcnn-cifar10",
+         "smallvgg-cifar10": "smallvgg-cifar10"}
+"""Tier name -> recipe name (docs/protocol.md, Tiers): five CPU tiers (``cifar10-memorize``: a model that memorises
+its 10,000 training images, for sample forgetting) and the paper's CIFAR-10 recipes (for a GPU)."""
 
 SCENARIOS = ("random", "subclass", "class", "sequential", "poison-flip", "poison-backdoor")
 POISON_SCENARIOS = ("poison-flip", "poison-backdoor")
@@ -63,8 +65,8 @@ class BenchConfig:
     poisoned samples, so ``settings="selected"`` runs the published settings there.
     """
 
-    tier: str = field(metadata=_option("digits, mnist, fashion, cifar10-cpu, or the paper's allcnn-cifar10 / "
-                                       "smallvgg-cifar10 (GPU)", required=True))
+    tier: str = field(metadata=_option("digits, mnist, fashion, cifar10-cpu, cifar10-memorize, or the paper's "
+                                       "allcnn-cifar10 / smallvgg-cifar10 (GPU)", required=True))
     scenario: str = field(metadata=_option("random, subclass, class, sequential, or poison-flip / poison-backdoor "
                                            "(train on poisoned data, then remove the poisoned samples; the "
                                            "reference is trained on the clean ones)", required=True))

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pgu.data.base import DataSplits
 from pgu.data.cache import cached_arrays, source_key
@@ -37,7 +39,8 @@ from pgu.data.registry import DatasetNotFoundError, register_dataset
 from pgu.data.restricted_pickle import NOT_A_BATCH, RestrictedUnpickler, UnsafePickleError, restricted_load
 
 __all__ = ["CIFAR10_CLASSES", "EXPECTED_SHA256", "RestrictedUnpickler", "UnsafePickleError", "restricted_load",
-           "read_cifar_batches", "decode_compact", "check_sha256", "load_cifar10_splits"]
+           "read_cifar_batches", "decode_compact", "check_sha256", "load_cifar10_splits", "load_cifar10_10k_splits",
+           "first_per_class", "MEMORIZE_PER_CLASS"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 BATCH_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -163,3 +166,30 @@ def load_cifar10_splits(data_dir=None, split_seed: int = 0) -> DataSplits:
         f"the shared compact file {COMPACT_NAME} (put it at DIR/cifar10/{COMPACT_NAME}), or the standard "
         "cifar-10-batches-py folder (what torchvision's CIFAR10 dataset fetches, or what "
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz unpacks to) at DIR/cifar-10-batches-py.", data_dir)
+
+
+MEMORIZE_PER_CLASS = 1000
+"""Training images per class of ``cifar10-10k``: 10,000 in all, few enough for a CPU model to memorise."""
+
+
+def first_per_class(labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Sorted positions of the first ``per_class`` samples of every class, in the order given (a fixed subset)."""
+    keep = []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        if len(members) < per_class:
+            raise ValueError(f"class {c} has {len(members)} samples, fewer than the {per_class} asked for")
+        keep.append(members[:per_class])
+    return torch.cat(keep).sort().values
+
+
+@register_dataset("cifar10-10k")
+def load_cifar10_10k_splits(data_dir=None, split_seed: int = 0) -> DataSplits:
+    """CIFAR-10 with a fixed class-balanced training set: the first :data:`MEMORIZE_PER_CLASS` images of each class
+    in the official order (ids stay official indices). Val, test and the pixel normalisation are ``cifar10``'s, so
+    an image has the same inputs in both. The data of the ``cifar10-memorize`` tier, whose model memorises its
+    training set as the models of the sample-forgetting literature do."""
+    full = load_cifar10_splits(data_dir, split_seed)
+    keep = first_per_class(full.train.y, MEMORIZE_PER_CLASS)
+    info = dict(full.info, train_subset=f"the first {MEMORIZE_PER_CLASS} images of each class, official order")
+    return replace(full, name="cifar10-10k", train=full.train.subset(keep), info=info)

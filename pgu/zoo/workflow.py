@@ -83,6 +83,8 @@ def train_run(recipe: Recipe, out, *, exclude: str | None = None, data_dir=None,
             "stats_seconds": stats_seconds,
             "val_acc": result.history[-1].get("val_acc"),
             "test_acc": accuracy(result.model, test_loader),
+            # eval mode over the samples trained on: whether the model memorised them (cifar10-memorize)
+            "train_acc": accuracy(result.model, trained_on.loader(1024, device=device)),
         },
         "environment": environment(str(device)),
     }
