@@ -36,7 +36,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = ["PGUSettings", "MODES", "RULES", "BIAS_MODES", "TIER_OVERRIDES", "SELECTED_DIR", "check_threshold",
-           "check_mode", "read_selected_table", "read_selected_section", "tomllib"]
+           "check_mode", "check_schedule", "read_selected_table", "read_selected_section", "tomllib"]
 
 MODES = ("sample", "class", "poison")
 """What a request forgets: some samples, whole classes, or poisoned samples (trained with wrong labels)."""
@@ -79,7 +79,7 @@ def check_threshold(value, name: str = "threshold") -> float:
     return value
 
 
-def _schedule(value, name: str) -> tuple[float, float]:
+def check_schedule(value, name: str = "lr") -> tuple[float, float]:
     """A ``(lr0, lr1)`` pair of positive finite rates (a single number: a constant rate)."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         value = (value, value)
@@ -145,7 +145,7 @@ class PGUSettings:
         for name in _SCHEDULES:
             value = getattr(self, name)
             if value is not None or name == "lr":
-                set_(name, _schedule(value, name))
+                set_(name, check_schedule(value, name))
         set_("epochs", _whole(self.epochs, "epochs"))
         set_("batch_size", _whole(self.batch_size, "batch_size"))
         if isinstance(self.momentum, bool) or not isinstance(self.momentum, numbers.Real) or not 0 <= self.momentum < 1:

@@ -40,6 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from pgu.settings import check_mode
+
 __all__ = ["StopDecision", "StoppingRule", "SampleRemovalStop", "ClassRemovalStop", "PoisonRemovalStop", "NoStop",
            "STOP_REASONS", "default_rule"]
 
@@ -79,15 +81,14 @@ def default_rule(mode: str, max_val_drop: float | None = 5.0) -> StoppingRule:
 
     ``max_val_drop``: points of held-out accuracy the rule lets go (``None``: the authors' sample
     rule alone; the class and poison rules need a number)."""
+    check_mode(mode)
     if mode == "sample":
         return SampleRemovalStop(max_val_drop)
     if max_val_drop is None:
         raise ValueError(f"the {mode}-removal rule needs max_val_drop (points of held-out accuracy it may lose)")
     if mode == "class":
         return ClassRemovalStop(max_val_drop=max_val_drop)
-    if mode == "poison":
-        return PoisonRemovalStop(max_val_drop=max_val_drop)
-    raise ValueError(f"mode must be 'sample', 'class' or 'poison', got {mode!r}")
+    return PoisonRemovalStop(max_val_drop=max_val_drop)
 
 
 class SampleRemovalStop:

@@ -35,7 +35,7 @@ from pgu.evaluation import accuracy, split_batch
 from pgu.losses import default_loss
 from pgu.modes import unlearning_mode
 from pgu.projection import GradientProjector, ProjectedOptimizer
-from pgu.settings import PGUSettings, check_mode
+from pgu.settings import PGUSettings, check_mode, check_schedule
 from pgu.stats import GramStats, _model_device
 from pgu.stopping import NoStop, StopDecision, StoppingRule, default_rule
 from pgu.subspace import CoreGradientSpace
@@ -82,7 +82,7 @@ def lr_schedule(lr, epochs: int) -> list[float]:
     Training epoch ``e + 1`` uses the rate of ``e``: the first epoch runs at ``lr0``, and ``lr1``
     is the rate an epoch ``E + 1`` would get (docs/method.md section 6).
     """
-    lr0, lr1 = PGUSettings(lr=lr).lr
+    lr0, lr1 = check_schedule(lr)
     return [lr0 * (lr1 / lr0) ** (e / epochs) for e in range(epochs)]
 
 
@@ -123,7 +123,7 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
     run = (settings or PGUSettings()).for_mode(mode, **overrides)
     rule = _stopping_rule(stop, mode)
     loss = default_loss(mode) if loss is None else loss
-    _validate(run, rule, mode, max_samples, forget_loader, val_loader, stats, loss)
+    _validate(rule, mode, max_samples, forget_loader, val_loader, stats, loss)
     stats.check_model(model)
     work = copy.deepcopy(model)
 
@@ -174,7 +174,7 @@ def _stopping_rule(stop, mode: str) -> StoppingRule:
     return stop
 
 
-def _validate(run: PGUSettings, rule, mode, max_samples, forget_loader, val_loader, stats, loss) -> None:
+def _validate(rule, mode, max_samples, forget_loader, val_loader, stats, loss) -> None:
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
                                     or max_samples < 1):
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")

@@ -87,3 +87,15 @@ def test_class_rule():
 
 def test_no_stop_never_stops():
     assert play(NoStop(), (100, 0), [(0, 100)] * 5) == (None, None)
+
+
+def test_default_rule_by_mode_and_an_unknown_mode_named_as_such():
+    from pgu.stopping import ClassRemovalStop, PoisonRemovalStop, SampleRemovalStop, default_rule
+
+    sample, klass, poison = default_rule("sample", None), default_rule("class"), default_rule("poison", 3.0)
+    assert isinstance(sample, SampleRemovalStop) and sample.max_val_drop is None
+    assert isinstance(klass, ClassRemovalStop) and not isinstance(klass, PoisonRemovalStop)
+    assert isinstance(poison, PoisonRemovalStop) and poison.max_val_drop == 3.0
+    for max_val_drop in (None, 5.0):
+        with pytest.raises(ValueError, match="mode must be"):
+            default_rule("rows", max_val_drop)
