@@ -41,8 +41,11 @@ from pgu.zoo.training import resolve_device, train_model
 __all__ = ["run_bench", "sequential_requests"]
 
 
-def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progress: bool = True) -> dict:
-    """Run (or resume) a bench into ``out``; return the aggregated results (also written there)."""
+def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progress: bool = True, cache=None) -> dict:
+    """Run (or resume) a bench into ``out``; return the aggregated results (also written there).
+
+    ``cache``: where trained originals (with their statistics) and retrained references are kept
+    (default ``out/cache``); benches that share one train each model once."""
     config.validate()
     out = Path(out)
     device = resolve_device(device)
@@ -55,6 +58,7 @@ def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progres
     if config.scenario in POISON_SCENARIOS:
         _check_poisoning(config, splits)
     _claim(out, config)
+    cache = out / "cache" if cache is None else Path(cache)
     seeds_dir = out / "seeds"
     seeds_dir.mkdir(parents=True, exist_ok=True)
     per_seed = []
@@ -63,7 +67,7 @@ def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progres
         if path.is_file():
             per_seed.append(json.loads(path.read_text()))
             continue
-        result = _run_seed(SeedRun(config, recipe, splits, seed, device, out / "cache", progress))
+        result = _run_seed(SeedRun(config, recipe, splits, seed, device, cache, progress))
         result["commit"] = env.get("commit")  # a resumed bench may hold seeds of several commits
         _write_json(path, result)
         per_seed.append(result)

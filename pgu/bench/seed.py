@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -88,11 +89,7 @@ class SeedRun:
 
         ``poisoning``: the summary of the poisoning ``splits.train`` carries (part of the cache key)."""
         recipe, train_cfg, splits = self.recipe, self.train_cfg, self.splits
-        keyed = {"recipe": recipe.to_dict() | {"train": train_cfg.to_dict()}, "dataset": splits.name,
-                 "train": len(splits.train), "info": splits.info}
-        if poisoning is not None:
-            keyed["poisoning"] = poisoning
-        key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        key = self._key() if poisoning is None else self._key(poisoning=poisoning)
         folder = self.cache / f"original-{key}"
         if (folder / "info.json").is_file():
             info = json.loads((folder / "info.json").read_text())
@@ -108,17 +105,7 @@ class SeedRun:
         stats_seconds = time.perf_counter() - start
         info = {"train_seconds": round(trained.seconds, 4), "samples_seen": trained.samples_seen,
                 "stats_seconds": round(stats_seconds, 4), "stats_bytes": sum(stats.nbytes.values()), "cache_key": key}
-        spec = ModelSpec(recipe.model, splits.num_classes, splits.input_shape[0], train_cfg.width,
-                         splits.input_shape[-1])
-        tmp = self.cache / f".original-{key}.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        save_model(tmp / "model.safetensors", trained.model, spec)
-        stats.save(tmp / "stats.safetensors")
-        (tmp / "info.json").write_text(json.dumps(info, indent=2))
-        if folder.exists():  # a concurrent bench finished first: keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, folder)
+        self._store(folder, trained.model, info, stats)
         self._set_original(trained.model, stats, info | {"cached": False})
 
     def _set_original(self, model: nn.Module, stats: GramStats, info: dict) -> None:
@@ -168,6 +155,53 @@ class SeedRun:
         """Every method of the bench (the references aside) on one request from the original."""
         return {name: self.run_method(name, mask, mode) for name in self.config.methods if name not in REFERENCES}
 
+    # -- the reference -------------------------------------------------------------------
+
+    def _key(self, **extra) -> str:
+        """The cache key of a model trained with this seed's recipe on ``splits`` (plus ``extra``)."""
+        keyed = {"recipe": self.recipe.to_dict() | {"train": self.train_cfg.to_dict()}, "dataset": self.splits.name,
+                 "train": len(self.splits.train), "info": self.splits.info, **extra}
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def retrain_without(self, mask: torch.Tensor, desc: str) -> tuple[nn.Module, dict]:
+        """The model retrained from scratch without ``mask`` and ``{"seconds", "samples_seen", "cached"}``.
+
+        Cached in ``cache/retrain-KEY`` (the key: the full training config and the SHA-256 of the ids
+        kept), so benches of other methods on the same requests score against the same reference;
+        ``seconds`` is then the time the reference took when it was trained, on the machine that
+        trained it (``machine`` says which).
+        """
+        kept = self.splits.train.ids[~mask]
+        key = self._key(kept_ids_sha256=hashlib.sha256(kept.numpy().tobytes()).hexdigest())
+        folder = self.cache / f"retrain-{key}"
+        if (folder / "info.json").is_file():
+            info = json.loads((folder / "info.json").read_text())
+            model, _ = load_model(folder / "model.safetensors", device=self.device)
+            return model, info | {"cached": True}
+        trained = train_model(self.recipe.model, self.splits, self.train_cfg, subset=~mask, device=self.device,
+                              progress=self.progress, desc=desc)
+        info = {"seconds": round(trained.seconds, 4), "samples_seen": trained.samples_seen, "cache_key": key,
+                "machine": platform.processor() or platform.machine(), "device": str(self.device),
+                "torch_threads": torch.get_num_threads()}
+        self._store(folder, trained.model, info, None)
+        return trained.model, info | {"cached": False}
+
+    def _store(self, folder: Path, model: nn.Module, info: dict, stats: GramStats | None) -> None:
+        """Write a trained model (and its statistics) into the cache, atomically; a folder already there is kept."""
+        splits, train_cfg = self.splits, self.train_cfg
+        spec = ModelSpec(self.recipe.model, splits.num_classes, splits.input_shape[0], train_cfg.width,
+                         splits.input_shape[-1])
+        tmp = folder.with_name(f".{folder.name}.tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        save_model(tmp / "model.safetensors", model, spec)
+        if stats is not None:
+            stats.save(tmp / "stats.safetensors")
+        (tmp / "info.json").write_text(json.dumps(info, indent=2))
+        if folder.exists():  # a concurrent bench finished first: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, folder)
+
     # -- scoring ---------------------------------------------------------------------------
 
     def score_request(self, mask: torch.Tensor, classes, method_runs: dict, desc: str, extra_scores=None) -> dict:
@@ -175,11 +209,10 @@ class SeedRun:
 
         ``extra_scores(model) -> dict``: more metrics of each model, added to its row."""
         splits = self.splits
-        retrained = train_model(self.recipe.model, splits, self.train_cfg, subset=~mask, device=self.device,
-                                progress=self.progress, desc=desc)
+        retrained, retrain_info = self.retrain_without(mask, desc)
         runs = {"original": {"model": self.original, "seconds": 0.0, "data_free": True, "details": {}},
-                "retrain": {"model": retrained.model, "seconds": retrained.seconds, "data_free": False,
-                            "details": {"samples_seen": retrained.samples_seen}}}
+                "retrain": {"model": retrained, "seconds": retrain_info["seconds"], "data_free": False,
+                            "details": {k: v for k, v in retrain_info.items() if k != "seconds"}}}
         for name, run in method_runs.items():
             runs[name] = {k: v for k, v in run.items() if k != "retain_stats"}
         sets = {"forget": splits.train.subset(mask), "retain": splits.train.subset(~mask), "val": splits.val,

@@ -136,12 +136,12 @@ def choose_factor(trials: list[dict], margin: float, val_floor: float | None = N
 
 def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=LADDER, data_dir=None,
                   device="auto", progress: bool = True, fraction: float = 0.1, forget_class: int = 0,
-                  count: int | None = None, budget_share: float = 0.5) -> dict:
+                  count: int | None = None, budget_share: float = 0.5, cache=None) -> dict:
     """Try every method at every factor of ``ladder`` on one reference request; write ``selection.json``,
     ``selected.toml`` and ``selection.png`` into ``out``; return the selection.
 
-    The original is trained with the tier's recipe at ``seed`` (cached in ``out/cache`` as the
-    bench caches it), the forget set drawn from ``seed``. Use a seed no bench of yours uses.
+    The original is trained with the tier's recipe at ``seed`` (cached in ``cache``, default
+    ``out/cache``, as the bench caches it), the forget set drawn from ``seed``. Use a seed no bench of yours uses.
     """
     ladder = tuple(float(f) for f in ladder)
     if 1.0 not in ladder or len(set(ladder)) != len(ladder) or any(not f > 0 for f in ladder):
@@ -162,7 +162,7 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
     env = environment(str(device))
     recipe = load_recipe(TIERS[tier])
     splits = load_dataset(recipe.dataset, data_dir=data_dir, split_seed=0)
-    run = SeedRun(config, recipe, splits, seed, device, out / "cache", progress)
+    run = SeedRun(config, recipe, splits, seed, device, out / "cache" if cache is None else Path(cache), progress)
     run.train_original()
     original, original_info, budget = run.original, run.original_info, run.budget
     forget = resolve_forget_spec(config.forget_spec(splits.train.y), splits.train, seed)

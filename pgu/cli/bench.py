@@ -70,7 +70,7 @@ def config_from_args(args) -> BenchConfig:
 
 def cmd_bench(args) -> int:
     results = run_bench(config_from_args(args), args.out, data_dir=args.data_dir, device=args.device,
-                        progress=not args.quiet)
+                        progress=not args.quiet, cache=args.cache)
     print(format_table(results))
     print(f"wrote {args.out}/results.json, results.md, entropy.png, gap_speedup.png")
     return 0
@@ -88,7 +88,7 @@ def cmd_select(args) -> int:
     selection = run_selection(args.tier, args.scenario, args.seed, methods, args.out, ladder=ladder,
                               data_dir=args.data_dir, device=args.device, progress=not args.quiet,
                               fraction=args.fraction, forget_class=args.forget_class, count=args.count,
-                              budget_share=args.budget_share)
+                              budget_share=args.budget_share, cache=args.cache)
     print(f"original: FA {selection['original']['FA']:.2f}, VA {selection['original']['VA']:.2f}; "
           f"target FA {selection['target_FA']:.2f}; margin {selection['margin']:.3f}")
     for name, m in selection["methods"].items():
@@ -125,6 +125,9 @@ def add_commands(sub) -> None:
     add_data_and_device(bench)
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--out", required=True, metavar="DIR", help="results folder (a rerun resumes finished seeds)")
+    bench.add_argument("--cache", metavar="DIR",
+                       help="where trained originals and retrained references are kept (default OUT/cache); "
+                            "benches and selections that share one train each model once")
     bench.set_defaults(func=cmd_bench)
 
     select = sub.add_parser("select", help="choose each method's setting on val only, the same trials for every method")
@@ -138,6 +141,9 @@ def add_commands(sub) -> None:
     add_data_and_device(select)
     select.add_argument("--quiet", action="store_true", help="no progress output")
     select.add_argument("--out", required=True, metavar="DIR", help="where selection.json and selected.toml go")
+    select.add_argument("--cache", metavar="DIR",
+                        help="where trained originals and retrained references are kept (default OUT/cache); "
+                            "benches and selections that share one train each model once")
     select.set_defaults(func=cmd_select)
 
     evaluate = sub.add_parser("evaluate", help="score a model against a reference retrained without the forget set")
