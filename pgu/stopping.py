@@ -51,6 +51,8 @@ STOP_REASONS = {
     "class_forgotten": "the forget classes are no longer predicted",
     "poison_removed": "no more poisoned samples than the floor are predicted with their poisoned labels",
     "poison_plateau": "the share of poisoned samples predicted with their poisoned labels stopped falling",
+    "reached_target": "forget accuracy reached its held-out target (pgu.heldout)",
+    "target_plateau": "forget accuracy stopped falling, past half the way to its held-out target (pgu.heldout)",
     "val_drop": "held-out accuracy (on the remaining classes) fell by more than the allowance",
     "max_epochs": "ran every epoch allowed",
     "budget": "the compute budget (forget samples processed) would have been exceeded",

@@ -107,7 +107,9 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
             names: ``threshold=``, ``lr=``, ``epochs=``, ...) replace values of this request.
         stop: a stopping rule (:mod:`pgu.stopping`: ``start``/``after_epoch``), ``"auto"`` (the
             rule of ``mode``, :func:`pgu.stopping.default_rule`) or ``"none"`` (every epoch).
-        loss: ``loss(logits, targets)``, default :func:`pgu.losses.default_loss` of ``mode``.
+        loss: ``loss(logits, targets)``, default :func:`pgu.losses.default_loss` of ``mode``. A loss
+            with a ``bind(model)`` method gets a bound copy of itself for the working model
+            (:class:`pgu.heldout.HeldoutMatchLoss`, whose anchor term runs the model).
         max_samples: compute budget in forget samples processed (forward + backward; the
             per-epoch evaluations are not counted); a batch that would exceed it is not run and
             the request stops with reason ``"budget"`` unless the stopping rule stops it first.
@@ -126,6 +128,8 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
     _validate(rule, mode, max_samples, forget_loader, val_loader, stats, loss)
     stats.check_model(model)
     work = copy.deepcopy(model)
+    if callable(getattr(loss, "bind", None)):  # a loss that also runs the model (pgu.heldout's anchor term)
+        loss = loss.bind(work)
 
     forget = _forget_pass(work, forget_loader, stats)
     t0 = time.perf_counter()

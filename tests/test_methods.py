@@ -13,8 +13,8 @@ from pgu.zoo.recipes import load_recipe
 from pgu.zoo.training import train_model
 
 EXPECTED = {"finetune", "neggrad", "neggrad+", "random-label", "boundary-shrink", "scrub", "ssd", "salun",
-            "l1-sparse", "pgu", "pgu-energy"}
-DATA_FREE = {"neggrad", "boundary-shrink", "pgu", "pgu-energy"}
+            "l1-sparse", "pgu", "pgu-energy", "pgu-heldout"}
+DATA_FREE = {"neggrad", "boundary-shrink", "pgu", "pgu-energy", "pgu-heldout"}
 # Run at their published settings for a digits tier's share of epochs, fine-tuning (plain or l1)
 # and SCRUB leave this well-separated class as confident as before or more (measured: 0.984 ->
 # 0.992 / 0.992 / 0.985): their forgetting needs longer or faster training. The test of their
@@ -106,7 +106,7 @@ def test_method_at_its_published_settings_runs_on_a_copy(name, digits_task):
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED - {"pgu", "pgu-energy"}))
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"pgu", "pgu-energy", "pgu-heldout"}))
 def test_method_stops_at_the_budget(name, digits_task):
     splits, model, stats, forget, retain = digits_task
     settings, _ = method_settings(name)
@@ -213,3 +213,20 @@ def test_forget_only_methods_keep_the_authors_passes_over_the_forget_set(name, p
     assert "epochs_share" not in settings
     for train_epochs in (3, 20, 182):
         assert epochs_for(settings, MethodContext(num_classes=10, train_epochs=train_epochs)) == passes
+
+
+def test_pgu_heldout_serves_a_sample_request_with_its_own_loss_and_stop_and_counts_the_anchor(digits_task):
+    splits, model, stats, _, _ = digits_task
+    forget = splits.train.subset(torch.arange(len(splits.train)) % 10 == 0)
+    context = _context(splits, stats)
+    context.forget_mode = "sample"
+    result = run_method("pgu-heldout", model, forget.loader(64), None, context)
+    d = result.details
+    assert 0 < d["target_FA"] <= 100 and d["tolerance"] > 0
+    assert d["stop_reason"] in ("already_forgotten", "reached_target", "target_plateau", "val_drop", "max_epochs")
+    assert result.samples_processed == d["samples_processed"] + d["anchor_samples"]
+    if d["stop_reason"] != "already_forgotten":
+        assert d["anchor_samples"] > 0
+    with pytest.raises(ValueError, match="val loader"):
+        context.val_loader = None
+        run_method("pgu-heldout", model, forget.loader(64), None, context)

@@ -22,7 +22,7 @@ from pgu.bench.methods.base import (
     method_names,
     register,
 )
-from pgu.bench.methods.pgu_method import PGU_VARIANTS
+from pgu.bench.methods.pgu_method import PGU_VARIANTS, VARIANT_EXTRAS
 from pgu.settings import PGUSettings, read_selected_table, tomllib
 
 __all__ = ["MethodContext", "MethodInfo", "MethodResult", "get_method", "method_names", "method_settings",
@@ -52,7 +52,8 @@ def method_settings(name: str, pgu: PGUSettings | None = None) -> tuple[dict, st
     if not source:
         raise ValueError(f"[{name}] in {SETTINGS_PATH} must say where its values come from (source = ...)")
     if name in PGU_VARIANTS:
-        settings = (pgu or PGUSettings()).replace(**settings).to_dict()
+        extras = {k: settings.pop(k, v) for k, v in VARIANT_EXTRAS.get(name, {}).items()}
+        settings = (pgu or PGUSettings()).replace(**settings).to_dict() | extras
     return settings, source
 
 

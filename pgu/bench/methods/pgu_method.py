@@ -1,6 +1,7 @@
-"""PGU behind the common interface: ``pgu`` (the authors' k rule) and ``pgu-energy`` (the GPM rule).
+"""PGU behind the common interface: ``pgu`` (the authors' k rule), ``pgu-energy`` (the GPM rule) and
+``pgu-heldout`` (sample requests aimed at held-out behaviour, :mod:`pgu.heldout`; other requests run as ``pgu``).
 
-Both call :func:`pgu.unlearn` with the request's statistics (``context.stats``), its val
+All call :func:`pgu.unlearn` with the request's statistics (``context.stats``), its val
 loader for the stopping rule and its mode; data-free. ``settings`` is a
 :class:`pgu.PGUSettings` as a dict (:meth:`~pgu.PGUSettings.to_dict`); the rate and
 threshold of the request's mode come from :meth:`pgu.PGUSettings.for_mode`, so poisoned
@@ -11,21 +12,49 @@ holds the statistics of what the model retains afterwards, for the next request.
 from __future__ import annotations
 
 from pgu.bench.methods.base import MethodContext, MethodInfo, MethodResult, register
+from pgu.heldout import prepare_heldout
 from pgu.settings import PGUSettings
 from pgu.unlearn import unlearn
 
-__all__ = ["run_pgu", "PGU_VARIANTS"]
+__all__ = ["run_pgu", "run_pgu_heldout", "PGU_VARIANTS", "VARIANT_EXTRAS"]
 
-PGU_VARIANTS = ("pgu", "pgu-energy")
+PGU_VARIANTS = ("pgu", "pgu-energy", "pgu-heldout")
 """The methods whose settings are a :class:`pgu.PGUSettings` (``settings.toml`` holds what a variant changes)."""
+
+VARIANT_EXTRAS = {"pgu-heldout": {"anchor_weight": 10.0}}
+"""Settings of a variant beyond :class:`pgu.PGUSettings`'s fields, with their defaults."""
 
 
 def run_pgu(model, forget_loader, retain_loader, settings: dict, context: MethodContext) -> MethodResult:
+    return _run(model, forget_loader, PGUSettings.from_dict(settings), context, val_loader=context.val_loader)
+
+
+def run_pgu_heldout(model, forget_loader, retain_loader, settings: dict, context: MethodContext) -> MethodResult:
+    """``pgu-heldout`` (:mod:`pgu.heldout`) on a sample request; any other request runs as ``pgu``."""
+    settings = dict(settings)
+    extras = {k: settings.pop(k, v) for k, v in VARIANT_EXTRAS["pgu-heldout"].items()}
+    pgu_settings = PGUSettings.from_dict(settings)
+    if context.forget_mode != "sample":
+        return _run(model, forget_loader, pgu_settings, context, val_loader=context.val_loader)
+    if context.val_loader is None:
+        raise ValueError("pgu-heldout aims at held-out behaviour: it needs the val loader (context.val_loader)")
+    request = prepare_heldout(model, forget_loader, context.val_loader, anchor_weight=extras["anchor_weight"],
+                              seed=context.seed)
+    result = _run(model, forget_loader, pgu_settings, context, val_loader=request.val_loader, loss=request.loss,
+                  stop=request.stop)
+    result.details.update({"target_FA": round(request.target, 4), "tolerance": round(request.tolerance, 4),
+                           "anchor_samples": request.loss.anchor_samples})
+    result.samples_processed += request.loss.anchor_samples
+    return result
+
+
+def _run(model, forget_loader, settings: PGUSettings, context: MethodContext, *, val_loader, loss=None,
+         stop="auto") -> MethodResult:
     if context.stats is None:
         raise ValueError("pgu needs the Gram statistics of the data the model retains (context.stats): take them "
                          "once with GramStats().fit(model, train_loader)")
-    result = unlearn(model, forget_loader, context.stats, val_loader=context.val_loader, mode=context.forget_mode,
-                     settings=PGUSettings.from_dict(settings), max_samples=context.max_samples,
+    result = unlearn(model, forget_loader, context.stats, val_loader=val_loader, mode=context.forget_mode,
+                     settings=settings, stop=stop, loss=loss, max_samples=context.max_samples,
                      progress=context.progress)
     details = {"stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
                "samples_processed": result.samples_processed, "hit_budget": result.stop_reason == "budget",
@@ -45,3 +74,7 @@ register(MethodInfo("pgu", data_free=True,
 register(MethodInfo("pgu-energy", data_free=True,
                     summary="PGU with the GPM energy rule for the subspace size",
                     reference="Hoang et al. WACV 2024; the k rule of GPM, Saha et al. ICLR 2021 (Eq. 5)"))(run_pgu)
+register(MethodInfo("pgu-heldout", data_free=True,
+                    summary="PGU for sample requests: forget margins moved to held-out ones, held-out outputs "
+                            "anchored, stopped at the held-out target (pgu.heldout)",
+                    reference="this project, a variant of Hoang et al. WACV 2024"))(run_pgu_heldout)

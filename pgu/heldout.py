@@ -1,0 +1,257 @@
+"""``pgu-heldout``: PGU for sample requests, aimed at the model's held-out behaviour (a variant, not the authors').
+
+What "forgotten" means for a sample drawn from the training distribution: the model treats it as
+it treats data it never saw. The authors' loss (:func:`pgu.losses.forget_loss`) pushes the
+true-class probability of every forget sample towards 0, and their rule stops when forget
+accuracy crosses held-out accuracy; on a model that memorised its training set that took test
+accuracy down with it. This variant keeps PGU's projected updates (the CGS of the retained
+data, :mod:`pgu.projection`) and changes three things, all read from held-out data (val) and
+D_f only, never D_r, the test split or a retrained model:
+
+1. **The target is held-out behaviour.** :class:`HeldoutMatchLoss` moves each forget sample's
+   margin ``m = z_y - max_{c != y} z_c`` to the margin the model gives unseen samples of its
+   class. Within a batch, the forget samples of class ``c`` are ranked by their margins and the
+   ``i``-th of ``n`` gets the ``(i + 1/2)/n`` quantile of the original model's val margins of
+   class ``c`` (a one-dimensional optimal transport, so the order among the forget samples is
+   kept: the ones the model finds hardest are the ones that end misclassified, as after
+   retraining); the loss is the Huber loss between margin and target. About as many forget
+   samples end misclassified as val samples are, and no more.
+2. **Held-out outputs are anchored.** Projection protects the inputs of the retained data, but
+   unseen data (val, test) lie as much outside that space as D_f does, so on its own a
+   projected update lowers held-out accuracy with the forget accuracy. The loss adds
+   ``anchor_weight * KL(p_original || p)`` on batches of an anchor half of val: the update must
+   change what is particular to D_f, not how the model generalises.
+3. **The stop is the target.** :class:`HeldoutTargetStop` stops once forget accuracy is within
+   ``tolerance`` (default one standard error of a D_f-sized sample) of the original's val
+   accuracy on D_f's class mix, keeping whichever of that epoch and the previous is closer; or
+   when forget accuracy has stopped falling (``patience`` epochs, less than ``min_drop``)
+   after covering half the way; or, as PGU's guard, when accuracy on the other half of val (never
+   trained on) fell by more than ``max_val_drop`` points.
+
+Conventions: accuracies in percent; val is split by position (even positions anchor, odd check).
+The measured path to this design (each idea and its figures) is in docs/results/notes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pgu.evaluation import predict, split_batch
+from pgu.stopping import StopDecision
+
+__all__ = ["HeldoutRequest", "prepare_heldout", "HeldoutSplit", "split_heldout", "margins", "HeldoutMatchLoss",
+           "HeldoutTargetStop", "heldout_target", "standard_error"]
+
+
+def margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``z_y - max_{c != y} z_c`` per row (negative: misclassified). Needs at least two classes."""
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"margins need logits of shape (batch, classes >= 2), got {tuple(logits.shape)}")
+    y = targets.long().view(-1, 1)
+    true = logits.gather(1, y).squeeze(1)
+    others = logits.masked_fill(torch.zeros_like(logits, dtype=torch.bool).scatter_(1, y, True), float("-inf"))
+    return true - others.max(1).values
+
+
+@dataclass
+class HeldoutSplit:
+    """Val split in two by position: ``anchor`` (even positions: inputs, the original's logits and labels) and
+    ``check`` (odd positions: a list of batches for the stopping rule)."""
+
+    anchor_x: torch.Tensor
+    anchor_y: torch.Tensor
+    anchor_logits: torch.Tensor
+    check: list
+
+    @property
+    def n_check(self) -> int:
+        return sum(int(b[1].shape[0]) for b in self.check)
+
+
+def split_heldout(model: nn.Module, val_loader, batch_size: int = 512) -> HeldoutSplit:
+    """Read ``val_loader`` once, split it by position, and take the original model's logits on the anchor half."""
+    xs, ys = [], []
+    for batch in val_loader:
+        x, y = split_batch(batch, "val_loader")
+        xs.append(x.cpu())
+        ys.append(y.cpu())
+    if not xs or sum(len(y) for y in ys) < 4:
+        raise ValueError("pgu-heldout needs at least 4 held-out samples in val_loader (half anchor, half check)")
+    x, y = torch.cat(xs), torch.cat(ys)
+    even = torch.arange(len(y)) % 2 == 0
+    anchor_x, anchor_y = x[even], y[even]
+    anchor_logits, _ = predict(model, [(anchor_x[i:i + batch_size], anchor_y[i:i + batch_size])
+                                       for i in range(0, len(anchor_y), batch_size)], "the anchor half of val")
+    cx, cy = x[~even], y[~even]
+    check = [(cx[i:i + batch_size], cy[i:i + batch_size]) for i in range(0, len(cy), batch_size)]
+    return HeldoutSplit(anchor_x, anchor_y, anchor_logits, check)
+
+
+def heldout_target(model: nn.Module, val_batches, forget_targets: torch.Tensor) -> float:
+    """The original's val accuracy (percent) on D_f's class mix: per-class val accuracy weighted by D_f's counts
+    (a class val lacks counts at the overall val accuracy)."""
+    logits, y = predict(model, val_batches, "val")
+    if y.numel() == 0:
+        raise ValueError("the held-out target needs a non-empty val set")
+    correct = (logits.argmax(1) == y).double()
+    classes, counts = forget_targets.cpu().unique(return_counts=True)
+    per_class = [float(correct[y == c].mean()) if bool((y == c).any()) else float(correct.mean()) for c in classes]
+    return 100.0 * float(sum(a * int(n) for a, n in zip(per_class, counts)) / int(counts.sum()))
+
+
+def standard_error(accuracy: float, n: int) -> float:
+    """One standard error (percentage points) of an accuracy measured on ``n`` samples."""
+    p = min(max(accuracy / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1.0 - p) / max(n, 1))
+
+
+class HeldoutMatchLoss:
+    """Forget margins to held-out margin quantiles, per class (module docstring, 1), plus the anchor term (2).
+
+    Args:
+        val_logits, val_targets: the original model's logits on held-out data and its labels
+            (the quantiles' source).
+        anchor: ``(inputs, original logits)`` of the anchor half, or None for no anchor term.
+        anchor_weight: ``beta`` of ``beta * KL(p_original || p)`` on anchor batches.
+        anchor_batch: anchor samples per step (default: the forget batch's size).
+        huber: the Huber loss's ``delta`` on the margin difference.
+        seed: the order anchor batches are drawn in.
+
+    The anchor term needs the model being unlearned: :func:`pgu.unlearn` calls :meth:`bind`
+    with its working copy before the first step (a bound copy; this object is unchanged).
+    """
+
+    def __init__(self, val_logits: torch.Tensor, val_targets: torch.Tensor, *, anchor=None,
+                 anchor_weight: float = 10.0, anchor_batch: int | None = None, huber: float = 1.0, seed: int = 0):
+        if not anchor_weight >= 0 or not huber > 0:
+            raise ValueError(f"anchor_weight must be >= 0 and huber > 0, got {anchor_weight} and {huber}")
+        if anchor_batch is not None and anchor_batch < 1:
+            raise ValueError(f"anchor_batch must be >= 1, got {anchor_batch}")
+        m = margins(val_logits.double(), val_targets)
+        self.quantiles = {int(c): m[val_targets == c].sort().values for c in val_targets.unique()}
+        self.overall = m.sort().values
+        self.anchor, self.anchor_weight, self.anchor_batch = anchor, float(anchor_weight), anchor_batch
+        self.huber, self.seed = float(huber), seed
+        self.model = None
+        self._passes = [0]  # anchor samples passed, shared with bound copies
+
+    def bind(self, model: nn.Module) -> "HeldoutMatchLoss":
+        """A copy of this loss whose anchor term runs through ``model`` (the copy :func:`pgu.unlearn` updates)."""
+        bound = HeldoutMatchLoss.__new__(HeldoutMatchLoss)
+        bound.__dict__.update(self.__dict__)
+        bound.model = model
+        bound._generator = torch.Generator().manual_seed(self.seed)
+        bound._order, bound._next = None, 0
+        return bound
+
+    @property
+    def anchor_samples(self) -> int:
+        """Anchor samples passed forward and backward so far, by this loss and every copy bound from it."""
+        return self._passes[0]
+
+    def targets(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The target margin of each row: its class's held-out quantile at its rank within the batch's class."""
+        current = margins(logits.detach(), targets)
+        out = torch.empty(len(targets), dtype=torch.float64)
+        for c in targets.unique().tolist():
+            rows = (targets == c).nonzero().squeeze(1).cpu()
+            ref = self.quantiles.get(int(c), self.overall)
+            ranked = rows[current[rows].cpu().argsort()]
+            at = ((torch.arange(len(rows), dtype=torch.float64) + 0.5) / len(rows) * len(ref)).long()
+            out[ranked] = ref[at.clamp(max=len(ref) - 1)]
+        return out.to(device=logits.device, dtype=logits.dtype)
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets = targets.long()
+        value = F.huber_loss(margins(logits, targets), self.targets(logits, targets), delta=self.huber)
+        if self.anchor is not None and self.anchor_weight > 0:
+            if self.model is None:
+                raise RuntimeError("HeldoutMatchLoss's anchor term needs the model: call bind(model) first "
+                                   "(pgu.unlearn does)")
+            value = value + self.anchor_weight * self._anchor_term(self.anchor_batch or len(targets), logits.device)
+        return value
+
+    def _anchor_term(self, size: int, device) -> torch.Tensor:
+        x, original = self.anchor
+        if self._order is None or self._next + size > len(x):
+            self._order, self._next = torch.randperm(len(x), generator=self._generator), 0
+        rows = self._order[self._next:self._next + size]
+        self._next += size
+        self._passes[0] += len(rows)
+        log_p = F.log_softmax(self.model(x[rows].to(device)), dim=1)
+        log_q = F.log_softmax(original[rows].to(device=device, dtype=log_p.dtype), dim=1)
+        return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+
+
+class HeldoutTargetStop:
+    """Stop at the held-out target (module docstring, 3). ``target`` and ``tolerance`` in percent."""
+
+    needs_val = True
+
+    def __init__(self, target: float, tolerance: float, max_val_drop: float | None = 5.0, patience: int = 3,
+                 min_drop: float = 0.5):
+        if not 0 <= target <= 100 or not tolerance >= 0:
+            raise ValueError(f"target must lie in [0, 100] and tolerance be >= 0, got {target} and {tolerance}")
+        if max_val_drop is not None and not max_val_drop >= 0:
+            raise ValueError(f"max_val_drop must be >= 0 points, or None; got {max_val_drop}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1 or not min_drop >= 0:
+            raise ValueError(f"patience must be a whole number >= 1 and min_drop >= 0, got {patience}, {min_drop}")
+        self.target, self.tolerance, self.max_val_drop = float(target), float(tolerance), max_val_drop
+        self.patience, self.min_drop = patience, float(min_drop)
+
+    def start(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
+        self._val_start, self._trace = val_acc, [forget_acc]
+        if forget_acc <= self.target + self.tolerance:
+            return StopDecision("already_forgotten")
+        return None
+
+    def after_epoch(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
+        previous_gap = abs(self._trace[-1] - self.target)
+        self._trace.append(forget_acc)
+        if self.max_val_drop is not None and self._val_start - val_acc > self.max_val_drop:
+            return StopDecision("val_drop", keep_previous=True)
+        if forget_acc <= self.target + self.tolerance:
+            return StopDecision("reached_target", keep_previous=previous_gap < abs(forget_acc - self.target))
+        halfway = forget_acc <= (self._trace[0] + self.target) / 2
+        stalled = len(self._trace) > self.patience and self._trace[-1 - self.patience] - forget_acc < self.min_drop
+        if halfway and stalled:
+            return StopDecision("target_plateau")
+        return None
+
+
+@dataclass
+class HeldoutRequest:
+    """What :func:`prepare_heldout` gives :func:`pgu.unlearn`: ``loss``, ``stop`` and ``val_loader`` (the check
+    half), with the ``target`` and ``tolerance`` (percent) the stop aims at."""
+
+    loss: HeldoutMatchLoss
+    stop: HeldoutTargetStop
+    val_loader: list
+    target: float
+    tolerance: float
+
+
+def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weight: float = 10.0,
+                    tolerance: float | None = None, max_val_drop: float | None = 5.0, seed: int = 0) -> HeldoutRequest:
+    """The loss, stopping rule and check loader of one ``pgu-heldout`` request (module docstring).
+
+    Reads ``val_loader`` once and D_f's labels; ``tolerance`` defaults to one standard error of
+    the target on a sample of D_f's size. Pass the result as
+    ``unlearn(..., val_loader=r.val_loader, loss=r.loss, stop=r.stop)``.
+    """
+    split = split_heldout(model, val_loader)
+    forget_targets = torch.cat([split_batch(b, "forget_loader")[1].cpu() for b in forget_loader])
+    if forget_targets.numel() == 0:
+        raise ValueError("forget_loader yielded no samples")
+    target = heldout_target(model, split.check + [(split.anchor_x, split.anchor_y)], forget_targets)
+    if tolerance is None:
+        tolerance = standard_error(target, forget_targets.numel())
+    loss = HeldoutMatchLoss(split.anchor_logits, split.anchor_y, anchor=(split.anchor_x, split.anchor_logits),
+                            anchor_weight=anchor_weight, seed=seed)
+    stop = HeldoutTargetStop(target, tolerance, max_val_drop)
+    return HeldoutRequest(loss, stop, split.check, target, tolerance)
