@@ -39,7 +39,7 @@ from common import write_results
 from pgu import GramStats
 from pgu.bench.runner import sequential_requests
 from pgu.data import load_dataset
-from pgu.evaluation import accuracy
+from pgu.evaluation import accuracy, predict
 from pgu.store.model_store import ModelStore
 from pgu.zoo.recipes import load_recipe
 from pgu.zoo.runs import load_model, load_run, save_run
@@ -68,7 +68,17 @@ def overrides(args) -> dict:
         out["lr"] = out["class_lr"] = [float(v) for v in args.lr.split(",")]
     if args.max_val_drop is not None:
         out["max_val_drop"] = args.max_val_drop
+    if args.sample_method:
+        out["sample_method"] = args.sample_method
     return out
+
+
+def heldout_target(model, val, forget_y) -> float:
+    """Val accuracy (percent) of ``model`` on the request's class mix: what a model that never saw it would score."""
+    logits, y = predict(model, val.loader(1024))
+    correct = (logits.argmax(1) == y).double()
+    classes, counts = forget_y.unique(return_counts=True)
+    return 100.0 * float(sum(correct[y == c].mean() * n for c, n in zip(classes, counts)) / counts.sum())
 
 
 def sequence(store: ModelStore, args, data_dir) -> dict:
@@ -88,6 +98,7 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
         model, _, _ = store.load()
         request = train.subset(train.positions_of(ids))
         expected = expected - GramStats().fit(model, request.loader(int(info["pgu"]["batch_size"])))
+        target = heldout_target(model, splits.val, request.y)
         record = store.forget(ids=ids.tolist(), samples=request, val=splits.val, device="cpu",
                               overrides=overrides(args))
         retained &= ~train.mask_of(ids)
@@ -98,17 +109,21 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
                "val_acc": accuracy(model, splits.val.loader(1024)),
                "forget_acc_before": record["metrics"]["before"]["forget_acc"],
                "forget_acc_after": record["metrics"]["after"]["forget_acc"],
+               "heldout_target": target, "method": record["settings"].get("method", "pgu"),
                "stop_reason": record["stop_reason"], "epochs": record["epochs"], "kept_epoch": record["kept_epoch"],
                "seconds": record["seconds"], "gram_state_relative_difference": drift,
                "n_samples_in_state": state.n_samples_}
         rows.append(row)
         print(f"request {t:>2}: {row['size']} samples, forget acc {row['forget_acc_before']:.2f} -> "
-              f"{row['forget_acc_after']:.2f} ({row['stop_reason']}, {row['epochs']} epochs), retain acc "
+              f"{row['forget_acc_after']:.2f} (target {target:.2f}; {row['stop_reason']}, {row['epochs']} epochs), "
+              f"retain acc "
               f"{row['retain_acc']:.2f}, val {row['val_acc']:.2f}, {record['seconds']['total']:.2f} s, "
               f"Gram state vs independent sum {drift:.1e}")
     report = store.verify()
     worst = min(r["retain_acc"] for r in rows)
     return {"start": start, "requests": rows, "verify": report,
+            "val_acc_largest_drop": start["val_acc"] - min(r["val_acc"] for r in rows),
+            "largest_distance_to_target": max(abs(r["forget_acc_after"] - r["heldout_target"]) for r in rows),
             "retain_acc_largest_drop": start["retain_acc"] - worst,
             "gram_state_largest_relative_difference": max(r["gram_state_relative_difference"] for r in rows)}
 
@@ -153,7 +168,10 @@ def plot_sequence(result: dict, path: Path, title: str) -> None:
     ax.plot(t, [result["start"]["retain_acc"]] + [r["retain_acc"] for r in rows], marker="o", label="retained samples")
     ax.plot(t, [result["start"]["val_acc"]] + [r["val_acc"] for r in rows], marker="s", label="val")
     ax.plot(t[1:], [r["forget_acc_after"] for r in rows], marker="x", label="each request's samples, after")
-    ax.axhline(result["start"]["retain_acc"] - 2, color="grey", ls=":", label="start - 2 points")
+    if all("heldout_target" in r for r in rows):
+        ax.plot(t[1:], [r["heldout_target"] for r in rows], ls="--", color="black", lw=0.8,
+                label="held-out target (val on the class mix)")
+    ax.axhline(result["start"]["val_acc"] - 2, color="grey", ls=":", label="val at start - 2 points")
     ax.set_xlabel("request")
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=8)
@@ -190,6 +208,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="latency: epoch cap of each request")
     parser.add_argument("--lr", metavar="LR0,LR1", help="PGU's rates for every request (default: the store's)")
     parser.add_argument("--max-val-drop", type=float, help="the store's lifetime guard, points (default: the store's)")
+    parser.add_argument("--sample-method", choices=("pgu", "pgu-heldout"),
+                        help="how the store serves the sample requests (default: the store's, pgu)")
     parser.add_argument("--tag", default="", help="appended to the result file's name")
     parser.add_argument("--data-dir")
     parser.add_argument("--work", default="runs/store-bench", help="where the stores are made")
@@ -211,11 +231,13 @@ def main(argv=None) -> int:
     if store_path.exists():
         shutil.rmtree(store_path)
     start = time.perf_counter()
-    store = ModelStore.create(store_path, run_path, data_dir=args.data_dir)
+    store = ModelStore.create(store_path, run_path, data_dir=args.data_dir, sample_method=args.sample_method)
     made = time.perf_counter() - start
     print(f"made {store_path} in {made:.1f} s")
     result = sequence(store, args, args.data_dir) if args.what == "sequence" else latency(store, args, args.data_dir)
+    trained = load_run(run_path).config.get("results", {})
     payload = {"benchmark": f"store_requests {args.what}", "run": str(run_path), "store_seconds_to_make": made,
+               "train_seconds": trained.get("train_seconds", trained.get("seconds")),
                "pgu": store.info()["pgu"], "args": vars(args), **result}
     name = f"{name}{'-' + args.tag if args.tag else ''}"
     path = write_results(args.out, f"store-{args.what}-{name}", payload, "cpu")

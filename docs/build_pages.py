@@ -44,6 +44,8 @@ The headline table, one row per tier and scenario that ``pgu bench`` ran PGU on:
   TA and MIA-Eff equal the original's on every seed did nothing, whatever its gap), the one with
   the best mean main metric over the file's seeds (ties: the name that sorts first); "-" when
   the file ran PGU alone.
+* **pgu-heldout.** The same file's ``pgu-heldout`` row (this project's variant for sample
+  requests) on random, subclass and sequential forgetting; "-" where the file did not run it.
 * Each cell shows mean ± std over seeds; PGU's and the baseline's cells add the speed-up over
   retraining (retrain seconds / method seconds, same run), retrain's its seconds. Every cell links
   to its results file.
@@ -271,6 +273,8 @@ def headline_rows(chosen: dict[str, Bench], link) -> list[list[str]]:
         forget = f"{seeds[0]['forget_spec']}, {seeds[0]['n_forget']:,}" if seeds else ""
         retrain = f"{mean_std(s['retrain'][key])} · {num(s['retrain']['seconds'][0], 1)} s"
         pgu = f"{mean_std(s['pgu'][key])} · {speedup(s['pgu'])}"
+        heldout = (link(bench, f"{mean_std(s['pgu-heldout'][key])} · {speedup(s['pgu-heldout'])}")
+                   if "pgu-heldout" in s and bench.scenario in SAMPLE_SCENARIOS else "-")
         base = best_baseline(bench)
         if base is None:
             baseline = "- (PGU alone)"
@@ -278,7 +282,8 @@ def headline_rows(chosen: dict[str, Bench], link) -> list[list[str]]:
             needs = " (reads D_r)" if s[base]["needs_retain_data"] else ""
             baseline = link(bench, f"{base}{needs}: {mean_std(s[base][key])} · {speedup(s[base])}")
         rows.append([bench.tier, f"{bench.scenario} ({forget})", f"{label} {'↑' if higher else '↓'}",
-                     link(bench, mean_std(s["original"][key])), link(bench, retrain), link(bench, pgu), baseline,
+                     link(bench, mean_std(s["original"][key])), link(bench, retrain), link(bench, pgu), heldout,
+                     baseline,
                      link(bench, bench.runs_on())])
     return rows
 
@@ -289,10 +294,13 @@ def speedup(summary: dict) -> str:
 
 
 HEADER = ["tier", "scenario (forget set, size)", "main metric", "original (doing nothing)", "retrain · seconds",
-          "PGU · speed-up", "best baseline · speed-up", "run"]
+          "PGU · speed-up", "pgu-heldout · speed-up", "best baseline · speed-up", "run"]
+SAMPLE_SCENARIOS = ("random", "subclass", "sequential")
+"""Where ``pgu-heldout`` differs from ``pgu`` (it serves class and poison requests as ``pgu``)."""
 LEGEND = ("Mean ± std over seeds. Main metric: Avg.Gap to the retrained model (0 is retraining) for random, "
           "sub-class, class and sequential forgetting; test accuracy for label flipping; accuracy on trigger-stamped "
-          "test images for a backdoor. Best baseline: of the other unlearning methods in the same results file (not "
+          "test images for a backdoor. pgu-heldout: this project's PGU variant for sample requests (docs/method.md "
+          "section 10), where the file ran it. Best baseline: of the other unlearning methods in the same results file (not "
           "original, retrain, a PGU variant or one that left the model unchanged), the one with the best mean main "
           "metric; \"reads D_r\" marks a method "
           "that needs the retain data, which PGU does not. Speed-up: retrain seconds / method seconds, same run. One "

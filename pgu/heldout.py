@@ -29,7 +29,8 @@ D_f only, never D_r, the test split or a retrained model:
    trained on) fell by more than ``max_val_drop`` points.
 
 Conventions: accuracies in percent; val is split by position (even positions anchor, odd check).
-The measured path to this design (each idea and its figures) is in docs/results/notes.
+docs/method.md section 10 describes it; docs/results/notes/cifar10-memorize-random.md lists each idea
+tried on the way and what it did.
 """
 
 from __future__ import annotations

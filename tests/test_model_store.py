@@ -95,6 +95,29 @@ def test_a_request_is_recorded_with_its_ids_version_and_hashes(store, digits_run
     assert report["ok"] and report["version"] == 1, report
 
 
+def test_pgu_heldout_serves_sample_requests_when_chosen_and_a_bad_method_is_refused(store, digits_run, tmp_path):
+    train = digits_run["train"]
+    _refused(store, digits_run, "sample_method must be one of", ids=ids_of(train, 5),
+             overrides={"sample_method": "finetune"})
+    _refused(store, digits_run, "anchor_weight", ids=ids_of(train, 5),
+             overrides={"sample_method": "pgu-heldout", "anchor_weight": -1})
+    record = forget(store, digits_run, ids_of(train, 40), overrides={"sample_method": "pgu-heldout"})
+    settings = record["settings"]
+    assert settings["method"] == "pgu-heldout" and settings["anchor_weight"] == 10.0
+    assert 0 < settings["target_forget_acc"] <= 100 and settings["tolerance"] > 0
+    assert record["stop_reason"] in ("already_forgotten", "reached_target", "target_plateau", "val_drop", "max_epochs")
+    assert forget(store, digits_run, ids_of(train, 5, start=40))["settings"]["method"] == "pgu"  # the store's default
+    assert store.verify()["ok"]
+    # a store made to serve pgu-heldout, and class requests still run as pgu there
+    made = ModelStore.create(tmp_path / "heldout", digits_run["run"], sample_method="pgu-heldout")
+    assert made.info()["pgu"]["sample_method"] == "pgu-heldout"
+    assert forget(made, digits_run, ids_of(train, 20))["settings"]["method"] == "pgu-heldout"
+    assert forget(made, digits_run, None, forget_class=4)["settings"]["method"] == "pgu"
+    with pytest.raises(StoreError, match="sample_method"):
+        ModelStore.create(tmp_path / "bad", digits_run["run"], sample_method="nope")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_class_request_removes_every_retained_sample_of_the_class(store, digits_run):
     train = digits_run["train"]
     first = train.ids[train.y == 4][:5].tolist()

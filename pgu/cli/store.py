@@ -27,6 +27,9 @@ def add_commands(sub) -> None:
                       help="TOML of PGU settings: any pgu.PGUSettings field (threshold, rule, lr, class_lr, epochs, "
                            "batch_size, ...) and max_val_drop; the rest keep their defaults: the tier's for the "
                            "run's recipe (pgu.PGUSettings.for_tier), else the authors', and max_val_drop 2")
+    init.add_argument("--sample-method", choices=("pgu", "pgu-heldout"),
+                      help="how sample requests are served: the authors' pgu (default) or pgu-heldout, which moves "
+                           "the samples to the model's held-out behaviour (docs/method.md section 10)")
     init.add_argument("--data-dir", help="where the run's dataset lives (default: $PGU_DATA_DIR); read once, to "
                                          "record each trained sample's content digest")
     init.set_defaults(func=cmd_store_init)
@@ -47,6 +50,8 @@ def add_commands(sub) -> None:
                         help="this request's learning rates (default: the store's)")
     forget.add_argument("--epochs", type=int, help="this request's epoch cap (default: the store's)")
     forget.add_argument("--threshold", type=float, help="this request's CGS threshold (default: the store's)")
+    forget.add_argument("--method", choices=("pgu", "pgu-heldout"),
+                        help="how this sample request is served (default: the store's sample_method)")
     forget.add_argument("--max-val-drop", type=float, metavar="POINTS",
                         help="points of val accuracy the model may be below the trained model's after this request "
                              "(default: the store's, 2)")
@@ -82,7 +87,8 @@ def cmd_store_init(args) -> int:
     if args.pgu_settings:
         with open(args.pgu_settings, "rb") as f:
             settings = tomllib.load(f)
-    store = ModelStore.create(args.store, args.run, data_dir=args.data_dir, pgu_settings=settings)
+    store = ModelStore.create(args.store, args.run, data_dir=args.data_dir, pgu_settings=settings,
+                              sample_method=args.sample_method)
     info = store.info()
     print(f"made store {store.path} from {args.run}: {info['model']['name']} on {info['dataset']['name']}, "
           f"version 0; PGU settings {info['pgu']}")
@@ -93,7 +99,7 @@ def cmd_forget(args) -> int:
     store = ModelStore(args.store)
     ids = read_ids_file(args.ids) if args.ids else None
     overrides = {"lr": args.lr, "class_lr": args.lr if args.forget_class is not None else None, "epochs": args.epochs,
-                 "threshold": args.threshold, "max_val_drop": args.max_val_drop}
+                 "threshold": args.threshold, "max_val_drop": args.max_val_drop, "sample_method": args.method}
     record = store.forget(ids=ids, forget_class=args.forget_class, samples=args.data, val=args.val,
                           data_dir=args.data_dir, overrides=overrides, device=args.device, progress=not args.quiet)
     m = record["metrics"]

@@ -53,6 +53,7 @@ import torch
 
 from pgu.data import DatasetNotFoundError, load_dataset
 from pgu.evaluation import accuracy
+from pgu.heldout import prepare_heldout
 from pgu.stats import GramStats, StatsMismatchError
 from pgu.stopping import default_rule
 from pgu.store.ledger import Ledger, LedgerError, ids_sha256, utc_now
@@ -61,6 +62,7 @@ from pgu.store.sample_files import pixel_normalisation, read_samples, sample_dig
 from pgu.store.settings import (
     RequestRefused,
     StoreError,
+    check_sample_method,
     check_settings,
     default_pgu_settings,
     request_settings,
@@ -87,8 +89,12 @@ class ModelStore:
     # -- making a store ------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path, run_path, *, data_dir=None, pgu_settings: dict | None = None) -> "ModelStore":
+    def create(cls, path, run_path, *, data_dir=None, pgu_settings: dict | None = None,
+               sample_method: str | None = None) -> "ModelStore":
         """Make a store at ``path`` (which must not exist) from the run folder ``run_path``.
+
+        ``sample_method``: how sample requests are served (:data:`~pgu.store.settings.SAMPLE_METHODS`;
+        default ``pgu_settings``' ``sample_method``, else ``pgu``).
 
         Reads the run's model and statistics and the training samples (from ``data_dir`` /
         ``$PGU_DATA_DIR``, by the dataset the run names) to record each one's content digest.
@@ -127,8 +133,11 @@ class ModelStore:
                              f"{len(trained)}; retake them over the training set")
         if tuple(trained.x.shape[1:]) != (run.spec.in_channels, *trained.x.shape[2:]):
             raise StoreError(f"the dataset's inputs {tuple(trained.x.shape[1:])} do not fit the model {run.spec}")
-        chosen, drop = check_settings(pgu_settings or default_pgu_settings(run.config.get("recipe", {}).get("name")))
-        settings = chosen.to_dict() | {"max_val_drop": drop}
+        given = pgu_settings or default_pgu_settings(run.config.get("recipe", {}).get("name"))
+        if sample_method is not None:
+            given = {**given, "sample_method": sample_method}
+        chosen, drop = check_settings(given)
+        settings = chosen.to_dict() | {"max_val_drop": drop} | check_sample_method(given)
 
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
@@ -276,7 +285,8 @@ class ModelStore:
         samples for the stopping rule (dataset or file). Either left out is read from the
         dataset the store was made from (``data_dir`` / ``$PGU_DATA_DIR``): only the forget rows
         of its training split are used. ``overrides``: PGU settings for this request only
-        (``lr``, ``class_lr``, ``epochs``, ``threshold``, ``rule``, ``batch_size``, ``max_val_drop``).
+        (``lr``, ``class_lr``, ``epochs``, ``threshold``, ``rule``, ``batch_size``, ``max_val_drop``,
+        ``sample_method``, ``anchor_weight``).
         """
         if (ids is None) == (forget_class is None):
             raise RequestRefused("name the samples to forget: sample ids, or one class (not both)")
@@ -291,6 +301,8 @@ class ModelStore:
                 gone_classes = ledger.removed_classes()
                 reference_sha = ledger.versions()[0]["model_sha256"]
             settings, max_val_drop = request_settings(meta["pgu"], overrides)
+            given = {k: v for k, v in (overrides or {}).items() if v is not None}
+            method = check_sample_method({**meta["pgu"], **given})
             dataset = meta["dataset"]
             shape, num_classes = tuple(dataset["input_shape"]), int(dataset["num_classes"])
             norm = dataset.get("normalisation")
@@ -320,9 +332,14 @@ class ModelStore:
             current_val = accuracy(model, val_loader, exclude_classes=classes, what="the val samples")
             allowance = max(0.0, max_val_drop - max(0.0, reference_val - current_val))
             del reference
+            heldout = mode == "sample" and method["sample_method"] == "pgu-heldout"
+            rule = dict(val_loader=val_loader, loss=None, stop=default_rule(mode, max_val_drop=allowance))
+            if heldout:  # pgu.heldout: its loss, its stop, and the check half of val
+                request = prepare_heldout(model, forget_loader, val_loader, anchor_weight=method["anchor_weight"],
+                                          max_val_drop=allowance)
+                rule = dict(val_loader=request.val_loader, loss=request.loss, stop=request.stop)
             try:
-                result = unlearn(model, forget_loader, state, val_loader=val_loader, mode=mode, settings=run,
-                                 stop=default_rule(mode, max_val_drop=allowance), progress=progress)
+                result = unlearn(model, forget_loader, state, mode=mode, settings=run, progress=progress, **rule)
             except FloatingPointError as exc:
                 raise RequestRefused(f"unlearning diverged ({exc}); the request was rolled back and the store is "
                                      f"unchanged: retry with a lower --lr") from exc
@@ -346,7 +363,11 @@ class ModelStore:
             record = {"time": utc_now(), "kind": "class" if mode == "class" else "ids",
                       "class": None if forget_class is None else int(forget_class),
                       "settings": settings.to_dict() | {"max_val_drop": max_val_drop, "lr_used": list(run.lr),
-                                                        "mode": mode, "device": str(device)},
+                                                        "mode": mode, "device": str(device)}
+                                  | {"method": "pgu-heldout" if heldout else "pgu"}
+                                  | ({"anchor_weight": method["anchor_weight"], "target_forget_acc":
+                                      _round(request.target), "tolerance": _round(request.tolerance)}
+                                     if heldout else {}),
                       "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
                       "metrics": {"before": before, "after": after,
                                   "per_epoch": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()}

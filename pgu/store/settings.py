@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from pgu.settings import PGUSettings
 
-__all__ = ["StoreError", "RequestRefused", "LIFETIME_VAL_DROP", "default_pgu_settings", "check_settings",
-           "request_settings"]
+__all__ = ["StoreError", "RequestRefused", "LIFETIME_VAL_DROP", "SAMPLE_METHODS", "default_pgu_settings",
+           "check_settings", "check_sample_method", "request_settings"]
 
 LIFETIME_VAL_DROP = 2.0
 """Default points of val accuracy the store's model may lose against the trained model, over all requests."""
+
+
+SAMPLE_METHODS = ("pgu", "pgu-heldout")
+"""How a store serves sample requests: the authors' PGU, or the variant aimed at held-out behaviour
+(:mod:`pgu.heldout`; its ``anchor_weight`` is a store setting too). Class requests always run as PGU."""
+
+_METHOD_KEYS = {"sample_method": "pgu", "anchor_weight": 10.0}
 
 
 class StoreError(ValueError):
@@ -28,6 +35,9 @@ def default_pgu_settings(recipe_name: str | None) -> dict:
 def check_settings(settings: dict) -> tuple[PGUSettings, float]:
     """A store's settings as ``(PGUSettings, max_val_drop)``: checked by :class:`pgu.PGUSettings`, and the guard."""
     settings = dict(settings)
+    check_sample_method(settings)
+    for key in _METHOD_KEYS:
+        settings.pop(key, None)
     drop = settings.pop("max_val_drop", LIFETIME_VAL_DROP)
     if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop < 100:
         raise RequestRefused(f"setting max_val_drop (points of val accuracy the model may lose over the store's "
@@ -45,3 +55,17 @@ def request_settings(stored: dict, overrides: dict | None) -> tuple[PGUSettings,
             continue
         settings[key] = list(value) if isinstance(value, tuple) else value
     return check_settings(settings)
+
+
+def check_sample_method(settings: dict) -> dict:
+    """``{"sample_method", "anchor_weight"}`` of a store's settings (defaults: ``pgu``, 10), checked."""
+    chosen = {key: settings.get(key, default) for key, default in _METHOD_KEYS.items()}
+    chosen = {k: _METHOD_KEYS[k] if v is None else v for k, v in chosen.items()}
+    if chosen["sample_method"] not in SAMPLE_METHODS:
+        raise RequestRefused(f"sample_method must be one of {', '.join(SAMPLE_METHODS)} (how sample requests are "
+                             f"served), got {chosen['sample_method']!r}")
+    weight = chosen["anchor_weight"]
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1e6:
+        raise RequestRefused(f"anchor_weight (pgu-heldout's weight on held-out outputs) must be a number >= 0, "
+                             f"got {weight!r}")
+    return {"sample_method": chosen["sample_method"], "anchor_weight": float(weight)}
