@@ -1,10 +1,14 @@
 """``pgu demo``: the main job end to end on scikit-learn's bundled digits (no files, no network).
 
-Train a small CNN, cache its Gram statistics once, then serve two deletion requests with PGU
-from the trained model, a random 10% of the training set (``mode="sample"``) and one whole
-class (``mode="class"``), each compared with a model retrained from scratch without the
-forget set (same seed, same recipe, same machine). Built from the library's registries
-(dataset, model), trainer and evaluator, not as a one-off script.
+Train a small CNN, cache its Gram statistics once, then serve two deletion requests from the
+trained model, a random 10% of the training set (``mode="sample"``) and one whole class
+(``mode="class"``), each compared with a model retrained from scratch without the forget set
+(same seed, same recipe, same machine). Each request is served as pgu serves it for a user
+(``served``): a sample request with ``pgu-heldout`` (docs/method.md section 10), a class
+request with ``pgu``; both with the settings chosen on val for the tier (``pgu/selected``,
+written by ``pgu select``). The authors' ``pgu`` at its published settings runs beside it.
+Built from the library's registries (dataset, model, methods), trainer and evaluator, not as a
+one-off script.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from pathlib import Path
 
 import torch
 
+from pgu.bench.methods import MethodContext, load_selected, method_settings, run_method
 from pgu.data import load_dataset
 from pgu.evaluation import accuracy
 from pgu.provenance import environment
-from pgu.settings import PGUSettings
+from pgu.settings import SELECTED_DIR, PGUSettings
 from pgu.stats import GramStats
 from pgu.unlearn import unlearn
 from pgu.zoo.recipes import load_recipe
@@ -34,8 +39,10 @@ class DemoConfig:
     model: str = "digits-cnn"
     train: TrainConfig = field(default_factory=lambda: load_recipe("digits").train)
     random_fraction: float = 0.1
-    # the authors' All-CNN settings (docs/method.md sections 3, 6)
+    # the authors' All-CNN settings (docs/method.md sections 3, 6), for the row "pgu (authors')"
     pgu: PGUSettings = field(default_factory=PGUSettings)
+    # the tier whose settings chosen on val (pgu/selected/<tier>-<mode>.toml) the served requests use
+    tier: str = "digits"
     budget_share: float = 0.5  # PGU may process at most this share of the training run's samples
 
 
@@ -85,6 +92,7 @@ def run_demo(out: str | Path | None = None, seed: int = 0, *, progress: bool = T
         result = unlearn(model, forget.loader(config.pgu.batch_size), stats, val_loader=splits.val.loader(512),
                          mode=req["mode"], settings=config.pgu, max_samples=budget, progress=progress)
         pgu_seconds = result.seconds["total"]
+        served = _serve(model, forget, splits, stats, req["mode"], config, budget, seed, progress)
         requests.append({
             "name": req["name"],
             "mode": req["mode"],
@@ -96,8 +104,12 @@ def run_demo(out: str | Path | None = None, seed: int = 0, *, progress: bool = T
                             "seconds": round(retrained.seconds, 3)},
                 "pgu": {**_scores(result.model, splits, forget, retain, req["classes"]),
                         "seconds": round(pgu_seconds, 3)},
+                "served": {**_scores(served["model"], splits, forget, retain, req["classes"]),
+                           "seconds": round(served["seconds"], 3)},
             },
             "speedup": round(retrained.seconds / pgu_seconds, 2),
+            "served": {k: v for k, v in served.items() if k != "model"}
+                      | {"speedup": round(retrained.seconds / served["seconds"], 2)},
             "pgu": {
                 "stop_reason": result.stop_reason,
                 "epochs": result.epochs,
@@ -126,6 +138,34 @@ def run_demo(out: str | Path | None = None, seed: int = 0, *, progress: bool = T
     return results
 
 
+def served_method(mode: str) -> str:
+    """How pgu serves a request of ``mode`` for a user: ``pgu-heldout`` for samples, ``pgu`` for whole classes."""
+    return "pgu-heldout" if mode == "sample" else "pgu"
+
+
+def _serve(model, forget, splits, stats, mode: str, config: DemoConfig, budget: int, seed: int, progress: bool):
+    """One request served as pgu serves it (:func:`served_method`), with the tier's settings chosen on val."""
+    name = served_method(mode)
+    settings, _ = method_settings(name, pgu=PGUSettings.for_tier(config.tier, mode))
+    path = PGUSettings.selected_path(config.tier, mode)
+    chosen = load_selected(path, methods=[name]).get(name, {}) if path is not None else {}
+    settings.update(chosen.get("values", {}))
+    context = MethodContext(num_classes=splits.num_classes, train_epochs=config.train.epochs, max_samples=budget,
+                            forget_mode=mode, val_loader=splits.val.loader(512), stats=stats, seed=seed,
+                            progress=progress)
+    start = time.perf_counter()
+    result = run_method(name, model, forget.loader(int(settings["batch_size"])), None, context,
+                        **{k: v for k, v in settings.items() if k != "batch_size"})
+    seconds = time.perf_counter() - start
+    d = result.details
+    return {"model": result.model, "seconds": seconds, "method": name,
+            "settings_source": (f"pgu/selected/{path.name}" if path is not None and path.parent == SELECTED_DIR
+                                else str(path) if path is not None else "published (no selected file for the tier)"),
+            "lr": list(settings["class_lr"] if mode == "class" and settings.get("class_lr") else settings["lr"]),
+            "stop_reason": d["stop_reason"], "epochs": d["epochs"], "kept_epoch": d["kept_epoch"],
+            "target_forget_acc": d.get("target_FA")}
+
+
 def format_table(results: dict) -> str:
     """The demo's results as a plain-text table."""
     o = results["original"]
@@ -136,20 +176,22 @@ def format_table(results: dict) -> str:
     for req in results["requests"]:
         cls = req["mode"] == "class"
         lines.append("")
-        lines.append(f"request: forget {req['name']} ({req['n_forget']} samples); "
-                     f"PGU stopped: {req['pgu']['stop_reason']} after {req['pgu']['epochs']} epochs")
-        head = f"  {'method':<10}{'forget':>9}{'retain':>9}{'test':>9}"
+        served = req["served"]
+        lines.append(f"request: forget {req['name']} ({req['n_forget']} samples); served with {served['method']} "
+                     f"(stopped: {served['stop_reason']} after {served['epochs']} epochs); the authors' pgu stopped: "
+                     f"{req['pgu']['stop_reason']} after {req['pgu']['epochs']} epochs")
+        head = f"  {'method':<16}{'forget':>9}{'retain':>9}{'test':>9}"
         head += f"{'test*':>9}" if cls else ""
         head += f"{'seconds':>10}{'speed-up':>10}"
         lines.append(head)
+        labels = {"pgu": "pgu (authors')", "served": served["method"] + " *"}
+        speedups = {"pgu": req["speedup"], "served": served["speedup"]}
         for name, m in req["methods"].items():
-            row = f"  {name:<10}{m['forget_acc']:>9.1f}{m['retain_acc']:>9.1f}{m['test_acc']:>9.1f}"
+            row = f"  {labels.get(name, name):<16}{m['forget_acc']:>9.1f}{m['retain_acc']:>9.1f}{m['test_acc']:>9.1f}"
             row += f"{m['test_acc_other_classes']:>9.1f}" if cls else ""
             row += f"{m['seconds']:>10.2f}" if m["seconds"] is not None else f"{'-':>10}"
-            row += f"{req['speedup']:>9.1f}x" if name == "pgu" else f"{'':>10}"
+            row += f"{speedups[name]:>9.1f}x" if name in speedups else f"{'':>10}"
             lines.append(row)
-        if cls:
-            lines.append("  (accuracies in %; test* = test accuracy on the classes kept)")
-        else:
-            lines.append("  (accuracies in %)")
+        lines.append("  (accuracies in %" + ("; test* = test accuracy on the classes kept" if cls else "")
+                     + f"; * = how pgu serves it, settings from {served['settings_source']})")
     return "\n".join(lines)

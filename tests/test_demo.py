@@ -15,15 +15,19 @@ def test_run_demo_writes_results_with_every_method_and_request(tmp_path):
     assert saved["seed"] == 1 and saved["environment"]["torch"]
     assert [r["mode"] for r in saved["requests"]] == ["sample", "class"]
     for req in saved["requests"]:
-        assert set(req["methods"]) == {"original", "retrain", "pgu"}
+        assert set(req["methods"]) == {"original", "retrain", "pgu", "served"}
         assert req["n_forget"] == len(req["forget_ids"]) > 0
         assert req["speedup"] > 0 and req["pgu"]["stop_reason"]
         assert len(req["pgu"]["history"]) == req["pgu"]["epochs"] + 1
+        served = req["served"]
+        assert served["method"] == ("pgu-heldout" if req["mode"] == "sample" else "pgu")
+        assert served["speedup"] > 0 and served["stop_reason"] and served["settings_source"]
+    assert saved["requests"][0]["served"]["target_forget_acc"] is not None  # the held-out target it aimed at
     cls = saved["requests"][1]["methods"]
     assert cls["retrain"]["forget_acc"] < 5  # a model that never saw the class does not predict it
     assert cls["pgu"]["forget_acc"] < cls["original"]["forget_acc"] - 50
     table = format_table(results)
-    assert "speed-up" in table and "class" in table
+    assert "speed-up" in table and "class" in table and "pgu-heldout *" in table and "pgu (authors')" in table
 
 
 def test_cli_demo(tmp_path):

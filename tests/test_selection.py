@@ -92,6 +92,19 @@ def test_choose_factor_refuses_forgetting_bought_with_val_accuracy():
     assert choose_factor(collapsed, margin=0.1, val_floor=94.4) == 10.0  # none admissible: all compete
 
 
+def test_of_trials_that_measured_the_same_on_val_the_cheapest_is_kept():
+    # digits class 0: 1, 3 and 10 times the published rate all reached the same forget and val accuracy
+    trials = [{"factor": f, "proxy_gap": g, "FA": fa, "VA": 99.6, "samples_processed": n}
+              for f, g, fa, n in ((0.3, 9.2, 18.5, 11900), (1.0, 0.42, 0.84, 6188), (3.0, 0.42, 0.84, 1309),
+                                  (10.0, 0.42, 0.84, 357), (30.0, 50.0, 100.0, 119))]
+    assert choose_factor(trials, margin=0.37) == 10.0
+    trials[3]["VA"] = 99.5  # no longer the same measurement: the one nearest the published value among the rest
+    assert choose_factor(trials, margin=0.37) == 3.0
+    for t in trials:
+        t.pop("samples_processed")  # trials that did not record their cost: the published value
+    assert choose_factor(trials, margin=0.37) == 1.0
+
+
 def test_choose_all_recomputes_every_choice_from_the_recorded_trials():
     from pgu.bench.selection import choose_all
 
@@ -171,7 +184,8 @@ def test_shipped_selected_files_are_valid():
     from pgu.bench.selection import SELECTED_DIR
 
     shipped = sorted(SELECTED_DIR.glob("*.toml"))
-    assert [p.name for p in shipped] == ["mnist-class.toml", "mnist-sample.toml"]
+    assert [p.name for p in shipped] == ["digits-class.toml", "digits-sample.toml", "mnist-class.toml",
+                                         "mnist-sample.toml"]
     for path in shipped:
         tier, mode = path.stem.rsplit("-", 1)
         assert mode in ("sample", "class"), path

@@ -121,7 +121,9 @@ def choose_factor(trials: list[dict], margin: float, val_floor: float | None = N
     it is among them). ``trials`` hold ``factor``, ``proxy_gap`` (``None`` for a trial that
     failed) and ``VA``. With ``val_floor``, only trials whose val accuracy stays at or above it
     compete (all of them when none does): forgetting bought with the model's held-out accuracy is
-    not a setting a user would keep. Ties go to the lower gap, then the lower factor.
+    not a setting a user would keep. Ties go to the lower gap, then the lower factor. Trials that
+    measured exactly the same forget and val accuracy as the one kept did the same thing on val:
+    of those, the one that processed the fewest samples is kept (the same result, sooner).
     """
     done = [t for t in trials if t.get("proxy_gap") is not None and math.isfinite(t["proxy_gap"])]
     if not done:
@@ -130,7 +132,14 @@ def choose_factor(trials: list[dict], margin: float, val_floor: float | None = N
         done = [t for t in done if t["VA"] >= val_floor] or done
     best = min(t["proxy_gap"] for t in done)
     near = [t for t in done if t["proxy_gap"] <= best + margin + 1e-12]
-    chosen = min(near, key=lambda t: (round(abs(math.log(t["factor"])), 9), t["proxy_gap"], t["factor"]))
+    def closeness(t):
+        return round(abs(math.log(t["factor"])), 9), t["proxy_gap"], t["factor"]
+
+    chosen = min(near, key=closeness)
+    same = [t for t in near if t.get("samples_processed") is not None and t.get("FA") == chosen.get("FA")
+            and t.get("VA") == chosen.get("VA")]
+    if chosen in same:
+        chosen = min(same, key=lambda t: (t["samples_processed"], *closeness(t)))
     return float(chosen["factor"])
 
 
