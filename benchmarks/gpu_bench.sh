@@ -4,7 +4,9 @@
 # All-CNN / CIFAR-10 (the authors' 100-epoch recipe; PGU_GPU_TIER names another tier), seed 0, with
 # original, retrain and pgu, one scenario after the other; then every method from each scenario's
 # cached original, in what time is left of TOTAL seconds. PGU_GPU_CANARY_SECONDS (default 60) limits
-# each canary; 0 skips them (after they passed on the same code).
+# each canary; 0 skips them (after they passed on the same code). PGU_GPU_METHODS (default pgu) names the
+# methods of the first bench stage: issue 21's paper sample setting is
+#   PGU_GPU_METHODS=pgu,pgu-heldout bash benchmarks/gpu_bench.sh OUT 560 subclass
 # Usage: PGU_DATA_DIR=... bash benchmarks/gpu_bench.sh OUT_DIR [TOTAL_SECONDS] [SCENARIO...]
 # OUT_DIR gets gpu.log (stage, exit status, seconds), logs.tar.gz (every stage's log) and, for each
 # scenario that finished, bench-TIER-SCENARIO-pgu.json / -all.json (the bench's results.json).
@@ -31,7 +33,8 @@ for s in "${scenarios[@]}"; do
     --methods all --seeds 0 --device cuda --quiet --out "$work/digits-$s"
 done
 for s in "${scenarios[@]}"; do
-  stage "paper-$s-pgu" $((total - SECONDS - 30)) "${bench[@]}" --scenario "$s" --out "$work/$s-pgu"
+  stage "paper-$s-pgu" $((total - SECONDS - 30)) "${bench[@]}" --scenario "$s" --methods "${PGU_GPU_METHODS:-pgu}" \
+    --out "$work/$s-pgu"
   cp "$work/$s-pgu/results.json" "$out/bench-$tier-$s-pgu.json" 2>/dev/null
 done
 for s in "${scenarios[@]}"; do

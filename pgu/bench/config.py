@@ -72,7 +72,7 @@ class BenchConfig:
                                            "reference is trained on the clean ones)", required=True))
     seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata=_option("comma-separated seeds", kind="ints"))
     methods: tuple[str, ...] = field(default=METHODS, metadata=_option(
-        "comma-separated unlearning methods (pgu, pgu-energy, finetune, neggrad, neggrad+, random-label, "
+        "comma-separated unlearning methods (pgu, pgu-energy, pgu-heldout, finetune, neggrad, neggrad+, random-label, "
         "boundary-shrink, scrub, ssd, salun, l1-sparse), or all; original and retrain always run", kind="methods"))
     fraction: float = field(default=0.1, metadata=_option("random: share of D forgotten"))
     forget_class: int = field(default=0, metadata=_option("class and subclass: the class", flag="--class"))
