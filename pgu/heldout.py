@@ -24,8 +24,9 @@ D_f only, never D_r, the test split or a retrained model:
 3. **The stop is the target.** :class:`HeldoutTargetStop` stops once forget accuracy is within
    ``tolerance`` (default one standard error of a D_f-sized sample) of the original's val
    accuracy on D_f's class mix, keeping whichever of that epoch and the previous is closer; or
-   when forget accuracy has stopped falling (``patience`` epochs, less than ``min_drop``)
-   after covering half the way; or, as PGU's guard, when accuracy on the other half of val (never
+   when forget accuracy has stopped falling (less than ``min_drop`` in ``patience`` epochs after
+   covering half the way, or in ``stall_patience`` epochs at any point: a target a few samples
+   from the start may be out of reach); or, as PGU's guard, when accuracy on the other half of val (never
    trained on) fell by more than ``max_val_drop`` points.
 
 Conventions: accuracies in percent; val is split by position (even positions anchor, odd check).
@@ -195,15 +196,18 @@ class HeldoutTargetStop:
     needs_val = True
 
     def __init__(self, target: float, tolerance: float, max_val_drop: float | None = 5.0, patience: int = 3,
-                 min_drop: float = 0.5):
+                 min_drop: float = 0.5, stall_patience: int = 10):
         if not 0 <= target <= 100 or not tolerance >= 0:
             raise ValueError(f"target must lie in [0, 100] and tolerance be >= 0, got {target} and {tolerance}")
         if max_val_drop is not None and not max_val_drop >= 0:
             raise ValueError(f"max_val_drop must be >= 0 points, or None; got {max_val_drop}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1 or not min_drop >= 0:
-            raise ValueError(f"patience must be a whole number >= 1 and min_drop >= 0, got {patience}, {min_drop}")
+        for name, value in (("patience", patience), ("stall_patience", stall_patience)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of epochs >= 1, got {value!r}")
+        if not min_drop >= 0:
+            raise ValueError(f"min_drop must be >= 0 points, got {min_drop}")
         self.target, self.tolerance, self.max_val_drop = float(target), float(tolerance), max_val_drop
-        self.patience, self.min_drop = patience, float(min_drop)
+        self.patience, self.min_drop, self.stall_patience = patience, float(min_drop), stall_patience
 
     def start(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
         self._val_start, self._trace = val_acc, [forget_acc]
@@ -218,9 +222,11 @@ class HeldoutTargetStop:
             return StopDecision("val_drop", keep_previous=True)
         if forget_acc <= self.target + self.tolerance:
             return StopDecision("reached_target", keep_previous=previous_gap < abs(forget_acc - self.target))
+        def stalled(epochs: int) -> bool:
+            return len(self._trace) > epochs and self._trace[-1 - epochs] - forget_acc < self.min_drop
+
         halfway = forget_acc <= (self._trace[0] + self.target) / 2
-        stalled = len(self._trace) > self.patience and self._trace[-1 - self.patience] - forget_acc < self.min_drop
-        if halfway and stalled:
+        if (halfway and stalled(self.patience)) or stalled(max(self.stall_patience, self.patience)):
             return StopDecision("target_plateau")
         return None
 

@@ -91,6 +91,9 @@ def test_the_stop_aims_at_the_target_keeps_the_closer_epoch_and_guards_val():
     assert (e, d.reason, d.keep_previous) == (2, "val_drop", True)
     # stalls before half way: go on; stalls past half way (85): stop
     assert play(HeldoutTargetStop(70, 1.0, patience=2), (100, 68), [(95, 68), (95, 68), (94.9, 68)]) == (None, None)
+    # no progress at all (a target a few samples away): stop after stall_patience epochs
+    e, d = play(HeldoutTargetStop(99.4, 0.25, patience=2, stall_patience=4), (99.7, 99), [(99.8, 99)] * 6)
+    assert (e, d.reason) == (4, "target_plateau")
     e, d = play(HeldoutTargetStop(70, 1.0, patience=2), (100, 68), [(80, 68), (79.8, 68), (79.7, 68)])
     assert (e, d.reason) == (3, "target_plateau")
     assert {"reached_target", "target_plateau"} <= set(STOP_REASONS)
