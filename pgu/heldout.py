@@ -10,11 +10,11 @@ D_f only, never D_r, the test split or a retrained model:
 
 1. **The target is held-out behaviour.** :class:`HeldoutMatchLoss` moves each forget sample's
    margin ``m = z_y - max_{c != y} z_c`` to the margin the model gives unseen samples of its
-   class. Within a batch, the forget samples of class ``c`` are ranked by their margins and the
-   ``i``-th of ``n`` gets the ``(i + 1/2)/n`` quantile of the original model's val margins of
-   class ``c`` (a one-dimensional optimal transport, so the order among the forget samples is
-   kept: the ones the model finds hardest are the ones that end misclassified, as after
-   retraining); the loss is the Huber loss between margin and target. About as many forget
+   class. A forget sample of class ``c`` whose margin ranks ``i``-th of the request's ``n`` in
+   that class gets the ``(i + 1/2)/n`` quantile of the original model's val margins of class
+   ``c`` (a one-dimensional optimal transport, so the order among the forget samples is kept:
+   the ones the model finds hardest are the ones that end misclassified, as after retraining);
+   the loss is the Huber loss between margin and target. About as many forget
    samples end misclassified as val samples are, and no more.
 2. **Held-out outputs are anchored.** Projection protects the inputs of the retained data, but
    unseen data (val, test) lie as much outside that space as D_f does, so on its own a
@@ -46,8 +46,8 @@ from torch import nn
 from pgu.evaluation import predict, split_batch
 from pgu.stopping import StopDecision
 
-__all__ = ["HeldoutRequest", "prepare_heldout", "HeldoutSplit", "split_heldout", "margins", "HeldoutMatchLoss",
-           "HeldoutTargetStop", "heldout_target", "standard_error"]
+__all__ = ["HeldoutRequest", "prepare_heldout", "request_batch_size", "MIN_STEPS_PER_EPOCH", "HeldoutSplit",
+           "split_heldout", "margins", "HeldoutMatchLoss", "HeldoutTargetStop", "heldout_target", "standard_error"]
 
 
 def margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -106,6 +106,19 @@ def heldout_target(model: nn.Module, val_batches, forget_targets: torch.Tensor) 
     return 100.0 * float(sum(a * int(n) for a, n in zip(per_class, counts)) / int(counts.sum()))
 
 
+MIN_STEPS_PER_EPOCH = 8
+"""Steps an epoch of ``pgu-heldout`` takes at least (:func:`request_batch_size`)."""
+
+
+def request_batch_size(n_forget: int, batch_size: int, min_steps: int = MIN_STEPS_PER_EPOCH) -> int:
+    """The forget batch size of a ``pgu-heldout`` request: ``batch_size``, smaller where the request would otherwise
+    take fewer than ``min_steps`` steps per epoch (a 100-image request at 128 takes one, and its stopping rule,
+    which reads val after every epoch, would stall on it)."""
+    if n_forget < 1 or batch_size < 1 or min_steps < 1:
+        raise ValueError(f"n_forget, batch_size and min_steps must be >= 1, got {n_forget}, {batch_size}, {min_steps}")
+    return max(1, min(batch_size, -(-n_forget // min_steps)))
+
+
 def standard_error(accuracy: float, n: int) -> float:
     """One standard error (percentage points) of an accuracy measured on ``n`` samples."""
     p = min(max(accuracy / 100.0, 0.0), 1.0)
@@ -118,6 +131,11 @@ class HeldoutMatchLoss:
     Args:
         val_logits, val_targets: the original model's logits on held-out data and its labels
             (the quantiles' source).
+        forget_margins, forget_targets: the margins of the whole forget set and its labels (from
+            the original model; :func:`prepare_heldout` takes them). With them, a sample's rank is
+            its rank in the whole request's class, read off a record of the request's margins
+            kept up to date from the batches as they pass, so the targets do not depend on the
+            batch size. Without them, the rank is within the batch.
         anchor: ``(inputs, original logits)`` of the anchor half, or None for no anchor term.
         anchor_weight: ``beta`` of ``beta * KL(p_original || p)`` on anchor batches.
         anchor_batch: anchor samples per step (default: the forget batch's size).
@@ -128,15 +146,23 @@ class HeldoutMatchLoss:
     with its working copy before the first step (a bound copy; this object is unchanged).
     """
 
-    def __init__(self, val_logits: torch.Tensor, val_targets: torch.Tensor, *, anchor=None,
-                 anchor_weight: float = 10.0, anchor_batch: int | None = None, huber: float = 1.0, seed: int = 0):
+    def __init__(self, val_logits: torch.Tensor, val_targets: torch.Tensor, *, forget_margins=None,
+                 forget_targets=None, anchor=None, anchor_weight: float = 10.0, anchor_batch: int | None = None,
+                 huber: float = 1.0, seed: int = 0):
         if not anchor_weight >= 0 or not huber > 0:
             raise ValueError(f"anchor_weight must be >= 0 and huber > 0, got {anchor_weight} and {huber}")
         if anchor_batch is not None and anchor_batch < 1:
             raise ValueError(f"anchor_batch must be >= 1, got {anchor_batch}")
+        if (forget_margins is None) != (forget_targets is None):
+            raise ValueError("give forget_margins and forget_targets together (or neither)")
         m = margins(val_logits.double(), val_targets)
         self.quantiles = {int(c): m[val_targets == c].sort().values for c in val_targets.unique()}
         self.overall = m.sort().values
+        self.record = None  # per class: the request's latest margins (a ring, written as batches pass)
+        if forget_margins is not None:
+            forget_margins, forget_targets = forget_margins.double().cpu(), forget_targets.long().cpu()
+            self.record = {int(c): forget_margins[forget_targets == c].clone() for c in forget_targets.unique()}
+        self._cursor = dict.fromkeys(self.record or {}, 0)
         self.anchor, self.anchor_weight, self.anchor_batch = anchor, float(anchor_weight), anchor_batch
         self.huber, self.seed = float(huber), seed
         self.model = None
@@ -147,6 +173,8 @@ class HeldoutMatchLoss:
         bound = HeldoutMatchLoss.__new__(HeldoutMatchLoss)
         bound.__dict__.update(self.__dict__)
         bound.model = model
+        bound.record = None if self.record is None else {c: r.clone() for c, r in self.record.items()}
+        bound._cursor = dict(self._cursor)
         bound._generator = torch.Generator().manual_seed(self.seed)
         bound._order, bound._next = None, 0
         return bound
@@ -157,16 +185,32 @@ class HeldoutMatchLoss:
         return self._passes[0]
 
     def targets(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The target margin of each row: its class's held-out quantile at its rank within the batch's class."""
-        current = margins(logits.detach(), targets)
+        """The target margin of each row: its class's held-out quantile at the row's rank in its class."""
+        current = margins(logits.detach(), targets).double().cpu()
+        targets = targets.cpu()
         out = torch.empty(len(targets), dtype=torch.float64)
         for c in targets.unique().tolist():
-            rows = (targets == c).nonzero().squeeze(1).cpu()
+            rows = (targets == c).nonzero().squeeze(1)
             ref = self.quantiles.get(int(c), self.overall)
-            ranked = rows[current[rows].cpu().argsort()]
-            at = ((torch.arange(len(rows), dtype=torch.float64) + 0.5) / len(rows) * len(ref)).long()
-            out[ranked] = ref[at.clamp(max=len(ref) - 1)]
+            record = None if self.record is None else self.record.get(int(c))
+            if record is None:  # rank within the batch
+                share = torch.empty(len(rows), dtype=torch.float64)
+                share[current[rows].argsort()] = (torch.arange(len(rows), dtype=torch.float64) + 0.5) / len(rows)
+            else:  # rank within the request: the mid-rank among its latest margins
+                known = record.sort().values
+                below = torch.searchsorted(known, current[rows], right=False)
+                upto = torch.searchsorted(known, current[rows], right=True)
+                share = ((below + upto).double() / 2).clamp(0.5, len(known) - 0.5) / len(known)
+                self._remember(int(c), current[rows])
+            out[rows] = ref[(share * len(ref)).long().clamp(max=len(ref) - 1)]
         return out.to(device=logits.device, dtype=logits.dtype)
+
+    def _remember(self, c: int, values: torch.Tensor) -> None:
+        """Write a batch's margins of class ``c`` into the request's record (a ring over the class's samples)."""
+        record = self.record[c]
+        for v in values[: len(record)]:
+            record[self._cursor[c]] = v
+            self._cursor[c] = (self._cursor[c] + 1) % len(record)
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         targets = targets.long()
@@ -252,13 +296,14 @@ def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weigh
     ``unlearn(..., val_loader=r.val_loader, loss=r.loss, stop=r.stop)``.
     """
     split = split_heldout(model, val_loader)
-    forget_targets = torch.cat([split_batch(b, "forget_loader")[1].cpu() for b in forget_loader])
+    forget_logits, forget_targets = predict(model, forget_loader, "forget_loader")
     if forget_targets.numel() == 0:
         raise ValueError("forget_loader yielded no samples")
     target = heldout_target(model, split.check + [(split.anchor_x, split.anchor_y)], forget_targets)
     if tolerance is None:
         tolerance = standard_error(target, forget_targets.numel())
-    loss = HeldoutMatchLoss(split.anchor_logits, split.anchor_y, anchor=(split.anchor_x, split.anchor_logits),
+    loss = HeldoutMatchLoss(split.anchor_logits, split.anchor_y, forget_margins=margins(forget_logits, forget_targets),
+                            forget_targets=forget_targets, anchor=(split.anchor_x, split.anchor_logits),
                             anchor_weight=anchor_weight, seed=seed)
     stop = HeldoutTargetStop(target, tolerance, max_val_drop)
     return HeldoutRequest(loss, stop, split.check, target, tolerance)

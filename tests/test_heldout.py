@@ -14,6 +14,7 @@ from pgu.heldout import (
     heldout_target,
     margins,
     prepare_heldout,
+    request_batch_size,
     split_heldout,
     standard_error,
 )
@@ -42,6 +43,20 @@ def test_targets_keep_the_order_and_are_the_class_quantiles():
         n, k = len(rows), len(ref)
         expected = ref[((torch.arange(n) + 0.5) / n * k).long()]
         torch.testing.assert_close(t[rows][order], expected)
+
+
+def test_with_the_requests_margins_the_targets_do_not_depend_on_the_batch_size():
+    val_logits, val_y = torch.randn(300, 3) * 3, torch.arange(3).repeat(100)
+    logits, y = torch.randn(45, 3) * 4, torch.arange(3).repeat(15)
+    whole = HeldoutMatchLoss(val_logits, val_y, forget_margins=margins(logits, y), forget_targets=y)
+    expected = HeldoutMatchLoss(val_logits, val_y).targets(logits, y)  # one batch: the rank within it is the rank
+    torch.testing.assert_close(whole.targets(logits, y), expected)
+    for size in (1, 4, 7):
+        loss = HeldoutMatchLoss(val_logits, val_y, forget_margins=margins(logits, y), forget_targets=y)
+        got = torch.cat([loss.targets(logits[i:i + size], y[i:i + size]) for i in range(0, 45, size)])
+        torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="together"):
+        HeldoutMatchLoss(val_logits, val_y, forget_margins=margins(logits, y))
 
 
 def test_a_forget_set_that_already_behaves_as_held_out_costs_nothing_and_confident_rows_are_pushed_down():
@@ -114,6 +129,8 @@ def test_the_target_is_val_accuracy_on_the_forget_class_mix():
     expected = 100 * (3 * per_class[0] + per_class[1]) / 4
     assert heldout_target(model, batches(x, y, 32), forget_y) == pytest.approx(expected)
     assert standard_error(50.0, 100) == pytest.approx(5.0)
+    assert request_batch_size(1000, 128) == 125 and request_batch_size(100, 128) == 13
+    assert request_batch_size(5000, 128) == 128 and request_batch_size(3, 128) == 1
 
 
 def test_split_heldout_partitions_val_by_position():

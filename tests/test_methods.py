@@ -220,7 +220,8 @@ def test_pgu_heldout_serves_a_sample_request_with_its_own_loss_and_stop_and_coun
     forget = splits.train.subset(torch.arange(len(splits.train)) % 10 == 0)
     context = _context(splits, stats)
     context.forget_mode = "sample"
-    result = run_method("pgu-heldout", model, forget.loader(64), None, context)
+    # this model trained without label smoothing (sharp logits): at the published 1.0 its 15-sample batches diverge
+    result = run_method("pgu-heldout", model, forget.loader(64), None, context, lr=[0.3, 0.03])
     d = result.details
     assert 0 < d["target_FA"] <= 100 and d["tolerance"] > 0
     assert d["stop_reason"] in ("already_forgotten", "reached_target", "target_plateau", "val_drop", "max_epochs")
