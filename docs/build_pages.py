@@ -300,9 +300,9 @@ SAMPLE_SCENARIOS = ("random", "subclass", "sequential")
 LEGEND = ("Mean ± std over seeds. Main metric: Avg.Gap to the retrained model (0 is retraining) for random, "
           "sub-class, class and sequential forgetting; test accuracy for label flipping; accuracy on trigger-stamped "
           "test images for a backdoor. pgu-heldout: this project's PGU variant for sample requests (docs/method.md "
-          "section 10), where the file ran it. Best baseline: of the other unlearning methods in the same results file (not "
-          "original, retrain, a PGU variant or one that left the model unchanged), the one with the best mean main "
-          "metric; \"reads D_r\" marks a method "
+          "section 10), where the file ran it. Best baseline: of the other unlearning methods in the same results "
+          "file (not original, retrain, a PGU variant or one that left the model unchanged), the one with the best "
+          "mean main metric; \"reads D_r\" marks a method "
           "that needs the retain data, which PGU does not. Speed-up: retrain seconds / method seconds, same run. One "
           "results file per row: the one with the most methods, then seeds, then the default settings.")
 
@@ -518,13 +518,23 @@ def store_sequence_page(files: list[Path]) -> str:
                  f"forget pass, largest relative difference {d['gram_state_largest_relative_difference']:.1e}; "
                  f"`pgu verify` at the end: {'passed' if d['verify']['ok'] else 'FAILED'}. "
                  f"{machine(d.get('environment', {}))}.", ""]
+        if "largest_distance_to_target" in d:
+            slowest = max(r["seconds"]["total"] for r in d["requests"])
+            trained = d.get("train_seconds")
+            body += [f"Largest drop of val accuracy {num(d['val_acc_largest_drop'])} points; largest distance of a "
+                     f"request's forget accuracy from its held-out target (val accuracy on its class mix) "
+                     f"{num(d['largest_distance_to_target'])} points; slowest request {num(slowest, 1)} s"
+                     + (f", {num(trained / slowest, 1)}x faster than training the model ({num(trained, 1)} s)."
+                        if trained else "."), ""]
         rows = []
         for r in d["requests"]:
+            target = num(r["heldout_target"]) if "heldout_target" in r else "-"
             rows.append([r["request"], f"{r['size']:,}", f"{r['retained']:,}",
-                         f"{num(r['forget_acc_before'])} → {num(r['forget_acc_after'])}", num(r["retain_acc"]),
+                         f"{num(r['forget_acc_before'])} → {num(r['forget_acc_after'])}", target, num(r["retain_acc"]),
                          num(r["val_acc"]), f"`{r['stop_reason']}`", f"{r['epochs']} ({r['kept_epoch']})",
                          num(r["seconds"]["total"], 1), f"{r['gram_state_relative_difference']:.1e}"])
-        body += table(["request", "size", "retained", "forget acc", "retain acc", "val acc", "stop reason",
+        body += table(["request", "size", "retained", "forget acc", "held-out target", "retain acc", "val acc",
+                       "stop reason",
                        "epochs (kept)", "seconds", "Gram state difference"], rows)
         body += note(path.stem)
     return page("Twenty requests through a model store", body, "store-sequence")
