@@ -46,7 +46,7 @@ from torch import nn
 from pgu.evaluation import predict, split_batch
 from pgu.stopping import StopDecision
 
-__all__ = ["HeldoutRequest", "prepare_heldout", "request_batch_size", "MIN_STEPS_PER_EPOCH", "HeldoutSplit",
+__all__ = ["HeldoutRequest", "prepare_heldout", "request_batching", "MIN_STEPS_PER_EPOCH", "HeldoutSplit",
            "split_heldout", "margins", "HeldoutMatchLoss", "HeldoutTargetStop", "heldout_target", "standard_error"]
 
 
@@ -106,17 +106,26 @@ def heldout_target(model: nn.Module, val_batches, forget_targets: torch.Tensor) 
     return 100.0 * float(sum(a * int(n) for a, n in zip(per_class, counts)) / int(counts.sum()))
 
 
-MIN_STEPS_PER_EPOCH = 8
-"""Steps an epoch of ``pgu-heldout`` takes at least (:func:`request_batch_size`)."""
+MIN_STEPS_PER_EPOCH = 4
+"""Fewer steps per epoch than this, and a ``pgu-heldout`` request gets smaller batches (:func:`request_batching`)."""
 
 
-def request_batch_size(n_forget: int, batch_size: int, min_steps: int = MIN_STEPS_PER_EPOCH) -> int:
-    """The forget batch size of a ``pgu-heldout`` request: ``batch_size``, smaller where the request would otherwise
-    take fewer than ``min_steps`` steps per epoch (a 100-image request at 128 takes one, and its stopping rule,
-    which reads val after every epoch, would stall on it)."""
+def request_batching(n_forget: int, batch_size: int, lr, min_steps: int = MIN_STEPS_PER_EPOCH):
+    """``(batch size, lr)`` of a ``pgu-heldout`` request of ``n_forget`` samples at ``batch_size`` and ``lr``.
+
+    A request that would take fewer than ``min_steps`` steps per epoch (100 images at 128 take
+    one, and the stopping rule, which reads val after every epoch, stalled on it) runs with
+    batches of ``ceil(n_forget / (2 min_steps))`` instead, and its rates scaled by the batch's share of
+    ``batch_size`` (the linear scaling rule: each sample moves the weights as much per epoch as
+    at the full batch).
+    """
     if n_forget < 1 or batch_size < 1 or min_steps < 1:
         raise ValueError(f"n_forget, batch_size and min_steps must be >= 1, got {n_forget}, {batch_size}, {min_steps}")
-    return max(1, min(batch_size, -(-n_forget // min_steps)))
+    if -(-n_forget // batch_size) >= min_steps:
+        return batch_size, lr
+    batch = max(1, -(-n_forget // (2 * min_steps)))
+    scale = batch / batch_size
+    return batch, (tuple(float(v) * scale for v in lr) if isinstance(lr, (tuple, list)) else float(lr) * scale)
 
 
 def standard_error(accuracy: float, n: int) -> float:

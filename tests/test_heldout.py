@@ -14,7 +14,7 @@ from pgu.heldout import (
     heldout_target,
     margins,
     prepare_heldout,
-    request_batch_size,
+    request_batching,
     split_heldout,
     standard_error,
 )
@@ -129,8 +129,10 @@ def test_the_target_is_val_accuracy_on_the_forget_class_mix():
     expected = 100 * (3 * per_class[0] + per_class[1]) / 4
     assert heldout_target(model, batches(x, y, 32), forget_y) == pytest.approx(expected)
     assert standard_error(50.0, 100) == pytest.approx(5.0)
-    assert request_batch_size(1000, 128) == 125 and request_batch_size(100, 128) == 13
-    assert request_batch_size(5000, 128) == 128 and request_batch_size(3, 128) == 1
+    assert request_batching(1000, 128, (1.0, 0.1)) == (128, (1.0, 0.1))  # 8 steps: as given
+    batch, lr = request_batching(100, 128, (1.0, 0.1))  # one step: 13 per batch, rates scaled with it
+    assert batch == 13 and lr == pytest.approx((13 / 128, 1.3 / 128))
+    assert request_batching(3, 128, 0.5) == (1, 0.5 / 128)
 
 
 def test_split_heldout_partitions_val_by_position():

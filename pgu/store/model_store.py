@@ -53,7 +53,7 @@ import torch
 
 from pgu.data import DatasetNotFoundError, load_dataset
 from pgu.evaluation import accuracy
-from pgu.heldout import prepare_heldout, request_batch_size
+from pgu.heldout import prepare_heldout, request_batching
 from pgu.stats import GramStats, StatsMismatchError
 from pgu.stopping import default_rule
 from pgu.store.ledger import Ledger, LedgerError, ids_sha256, utc_now
@@ -335,7 +335,8 @@ class ModelStore:
             heldout = mode == "sample" and method["sample_method"] == "pgu-heldout"
             rule = dict(val_loader=val_loader, loss=None, stop=default_rule(mode, max_val_drop=allowance))
             if heldout:  # pgu.heldout: its batch size, its loss, its stop, and the check half of val
-                forget_loader = forget_data.loader(request_batch_size(len(forget_data), run.batch_size), device=device)
+                batch, lr = request_batching(len(forget_data), run.batch_size, run.lr)
+                forget_loader, run = forget_data.loader(batch, device=device), run.replace(lr=lr)
                 request = prepare_heldout(model, forget_loader, val_loader, anchor_weight=method["anchor_weight"],
                                           max_val_drop=allowance)
                 rule = dict(val_loader=request.val_loader, loss=request.loss, stop=request.stop)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pgu.bench.methods.base import MethodContext, MethodInfo, MethodResult, register
 from pgu.data import TensorLoader
-from pgu.heldout import prepare_heldout, request_batch_size
+from pgu.heldout import prepare_heldout, request_batching
 from pgu.settings import PGUSettings
 from pgu.unlearn import unlearn
 
@@ -39,11 +39,12 @@ def run_pgu_heldout(model, forget_loader, retain_loader, settings: dict, context
         return _run(model, forget_loader, pgu_settings, context, val_loader=context.val_loader)
     if context.val_loader is None:
         raise ValueError("pgu-heldout aims at held-out behaviour: it needs the val loader (context.val_loader)")
-    if isinstance(forget_loader, TensorLoader):  # at least MIN_STEPS_PER_EPOCH steps per epoch
-        batch = request_batch_size(forget_loader.n_samples, forget_loader.batch_size)
+    if isinstance(forget_loader, TensorLoader):  # a small request: smaller batches, rates scaled with them
+        batch, lr = request_batching(forget_loader.n_samples, forget_loader.batch_size, pgu_settings.lr)
         if batch != forget_loader.batch_size:
             forget_loader = TensorLoader(forget_loader.x, forget_loader.y, batch, shuffle=forget_loader.shuffle,
                                          seed=forget_loader.seed)
+            pgu_settings = pgu_settings.replace(lr=lr)
     request = prepare_heldout(model, forget_loader, context.val_loader, anchor_weight=extras["anchor_weight"],
                               seed=context.seed)
     result = _run(model, forget_loader, pgu_settings, context, val_loader=request.val_loader, loss=request.loss,
