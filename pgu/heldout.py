@@ -115,16 +115,18 @@ def request_batching(n_forget: int, batch_size: int, lr, min_steps: int = MIN_ST
 
     A request that would take fewer than ``min_steps`` steps per epoch (100 images at 128 take
     one, and the stopping rule, which reads val after every epoch, stalled on it) runs with
-    batches of ``ceil(n_forget / (2 min_steps))`` instead, and its rates scaled by the batch's share of
-    ``batch_size`` (the linear scaling rule: each sample moves the weights as much per epoch as
-    at the full batch).
+    batches of ``ceil(n_forget / (2 min_steps))`` instead, and its rates scaled by the square root
+    of the batch's share of ``batch_size`` (the square-root scaling rule). Measured: at the full
+    rate a digits request of 120 images in batches of 15 lost half its val accuracy in one epoch;
+    at the linearly scaled rate a 100-image request on cifar10-memorize did not move its forget
+    accuracy in 10 epochs.
     """
     if n_forget < 1 or batch_size < 1 or min_steps < 1:
         raise ValueError(f"n_forget, batch_size and min_steps must be >= 1, got {n_forget}, {batch_size}, {min_steps}")
     if -(-n_forget // batch_size) >= min_steps:
         return batch_size, lr
     batch = max(1, -(-n_forget // (2 * min_steps)))
-    scale = batch / batch_size
+    scale = math.sqrt(batch / batch_size)
     return batch, (tuple(float(v) * scale for v in lr) if isinstance(lr, (tuple, list)) else float(lr) * scale)
 
 

@@ -131,8 +131,8 @@ def test_the_target_is_val_accuracy_on_the_forget_class_mix():
     assert standard_error(50.0, 100) == pytest.approx(5.0)
     assert request_batching(1000, 128, (1.0, 0.1)) == (128, (1.0, 0.1))  # 8 steps: as given
     batch, lr = request_batching(100, 128, (1.0, 0.1))  # one step: 13 per batch, rates scaled with it
-    assert batch == 13 and lr == pytest.approx((13 / 128, 1.3 / 128))
-    assert request_batching(3, 128, 0.5) == (1, 0.5 / 128)
+    assert batch == 13 and lr == pytest.approx(((13 / 128) ** 0.5, 0.1 * (13 / 128) ** 0.5))
+    assert request_batching(3, 128, 0.5) == (1, pytest.approx(0.5 / 128 ** 0.5))
 
 
 def test_split_heldout_partitions_val_by_position():
