@@ -192,7 +192,9 @@ def test_pgu_settings_come_from_the_tier_and_class_removal_may_have_its_own_rate
     from pgu.settings import TIER_OVERRIDES, PGUSettings
 
     authors = PGUSettings()
-    assert BenchConfig(tier="digits", scenario="class").pgu == authors
+    assert BenchConfig(tier="digits", scenario="class", settings="published").pgu == authors
+    # pgu ships a class rate selected on val for digits (pgu/selected/digits-class.toml): the default applies it
+    assert BenchConfig(tier="digits", scenario="class").pgu == PGUSettings.for_tier("digits", "class") != authors
     assert authors.lr_for("class") == authors.lr_for("sample") == (0.1, 0.01)
     mnist = BenchConfig(tier="mnist", scenario="class", settings="published").pgu  # no selected rate on top
     assert mnist == PGUSettings(**TIER_OVERRIDES["mnist"])
