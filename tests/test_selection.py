@@ -173,8 +173,12 @@ def test_bench_applies_selected_settings_and_records_them(tmp_path):
     assert not published.same_bench(chosen.to_dict() | {"methods": list(published.methods)})
     explicit = BenchConfig(tier="digits", scenario="random", settings=str(path), pgu=PGUSettings(lr=(0.2, 0.02)))
     assert explicit.pgu.lr == (0.2, 0.02)  # an explicit PGU setting wins over the selected rate
-    # the sample-removal file does not apply to class removal
-    assert BenchConfig(tier="digits", scenario="class").selected_path() is None
+    # each mode has its own shipped file, and a tier pgu ships none for has none
+    from pgu.settings import SELECTED_DIR
+
+    assert BenchConfig(tier="digits", scenario="class").selected_path() == SELECTED_DIR / "digits-class.toml"
+    assert BenchConfig(tier="digits", scenario="random").selected_path() == SELECTED_DIR / "digits-sample.toml"
+    assert BenchConfig(tier="fashion", scenario="class").selected_path() is None
     for bad in (str(tmp_path / "none.toml"), "bogus"):
         with pytest.raises(ValueError, match="'published', 'selected' or a selected-settings file"):
             BenchConfig(tier="digits", scenario="random", settings=bad)

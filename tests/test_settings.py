@@ -54,7 +54,7 @@ def test_the_store_and_the_subspace_accept_and_refuse_the_same_thresholds():
 
 
 def test_a_tier_takes_its_overrides_then_its_selected_rates_per_mode():
-    assert PGUSettings.for_tier("digits", "sample") == PGUSettings()  # no override, no selected file
+    assert PGUSettings.for_tier("fashion", "sample") == PGUSettings()  # no override, no selected file
     published = PGUSettings.for_tier("mnist", "class", "published")
     assert published == PGUSettings(**TIER_OVERRIDES["mnist"])
     for mode in ("sample", "class"):
