@@ -39,7 +39,8 @@ from common import write_results
 from pgu import GramStats
 from pgu.bench.runner import sequential_requests
 from pgu.data import load_dataset
-from pgu.evaluation import accuracy, predict
+from pgu.evaluation import accuracy
+from pgu.heldout import heldout_target
 from pgu.store.model_store import ModelStore
 from pgu.zoo.recipes import load_recipe
 from pgu.zoo.runs import load_model, load_run, save_run
@@ -73,14 +74,6 @@ def overrides(args) -> dict:
     return out
 
 
-def heldout_target(model, val, forget_y) -> float:
-    """Val accuracy (percent) of ``model`` on the request's class mix: what a model that never saw it would score."""
-    logits, y = predict(model, val.loader(1024))
-    correct = (logits.argmax(1) == y).double()
-    classes, counts = forget_y.unique(return_counts=True)
-    return 100.0 * float(sum(correct[y == c].mean() * n for c, n in zip(classes, counts)) / counts.sum())
-
-
 def sequence(store: ModelStore, args, data_dir) -> dict:
     info = store.info()
     splits = load_dataset(info["dataset"]["name"], data_dir=data_dir, split_seed=info["dataset"]["split_seed"])
@@ -98,7 +91,7 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
         model, _, _ = store.load()
         request = train.subset(train.positions_of(ids))
         expected = expected - GramStats().fit(model, request.loader(int(info["pgu"]["batch_size"])))
-        target = heldout_target(model, splits.val, request.y)
+        target = heldout_target(model, splits.val.loader(1024), request.y)
         record = store.forget(ids=ids.tolist(), samples=request, val=splits.val, device="cpu",
                               overrides=overrides(args))
         retained &= ~train.mask_of(ids)

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
-from pgu.bench.methods import MethodContext, load_selected, method_settings, run_method
+from pgu.bench.config import BenchConfig
+from pgu.bench.methods import MethodContext, get_method
+from pgu.bench.seed import bench_settings
 from pgu.data import load_dataset
 from pgu.evaluation import accuracy
 from pgu.provenance import environment
@@ -144,18 +146,17 @@ def served_method(mode: str) -> str:
 
 
 def _serve(model, forget, splits, stats, mode: str, config: DemoConfig, budget: int, seed: int, progress: bool):
-    """One request served as pgu serves it (:func:`served_method`), with the tier's settings chosen on val."""
+    """One request served as pgu serves it (:func:`served_method`), with the tier's settings chosen on val: the
+    settings ``pgu bench`` would run it with (:func:`pgu.bench.seed.bench_settings`)."""
     name = served_method(mode)
-    settings, _ = method_settings(name, pgu=PGUSettings.for_tier(config.tier, mode))
-    path = PGUSettings.selected_path(config.tier, mode)
-    chosen = load_selected(path, methods=[name]).get(name, {}) if path is not None else {}
-    settings.update(chosen.get("values", {}))
+    bench = BenchConfig(tier=config.tier, scenario="class" if mode == "class" else "random")
+    settings = bench_settings(name, bench)
+    path = bench.selected_path()
     context = MethodContext(num_classes=splits.num_classes, train_epochs=config.train.epochs, max_samples=budget,
                             forget_mode=mode, val_loader=splits.val.loader(512), stats=stats, seed=seed,
                             progress=progress)
     start = time.perf_counter()
-    result = run_method(name, model, forget.loader(int(settings["batch_size"])), None, context,
-                        **{k: v for k, v in settings.items() if k != "batch_size"})
+    result = get_method(name)[1](model, forget.loader(int(settings["batch_size"])), None, settings, context)
     seconds = time.perf_counter() - start
     d = result.details
     return {"model": result.model, "seconds": seconds, "method": name,

@@ -46,8 +46,9 @@ from torch import nn
 from pgu.evaluation import predict, split_batch
 from pgu.stopping import StopDecision
 
-__all__ = ["HeldoutRequest", "prepare_heldout", "request_batching", "MIN_STEPS_PER_EPOCH", "HeldoutSplit",
-           "split_heldout", "margins", "HeldoutMatchLoss", "HeldoutTargetStop", "heldout_target", "standard_error"]
+__all__ = ["HeldoutRequest", "prepare_heldout", "request_batching", "ANCHOR_WEIGHT", "MIN_STEPS_PER_EPOCH",
+           "HeldoutSplit", "split_heldout", "margins", "HeldoutMatchLoss", "HeldoutTargetStop", "heldout_target",
+           "class_mix_accuracy", "standard_error"]
 
 
 def margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -63,12 +64,15 @@ def margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 @dataclass
 class HeldoutSplit:
     """Val split in two by position: ``anchor`` (even positions: inputs, the original's logits and labels) and
-    ``check`` (odd positions: a list of batches for the stopping rule)."""
+    ``check`` (odd positions: a list of batches for the stopping rule); ``logits`` and ``y``: the original's
+    logits on all of val, in order, and the labels."""
 
     anchor_x: torch.Tensor
     anchor_y: torch.Tensor
     anchor_logits: torch.Tensor
     check: list
+    logits: torch.Tensor
+    y: torch.Tensor
 
     @property
     def n_check(self) -> int:
@@ -76,7 +80,7 @@ class HeldoutSplit:
 
 
 def split_heldout(model: nn.Module, val_loader, batch_size: int = 512) -> HeldoutSplit:
-    """Read ``val_loader`` once, split it by position, and take the original model's logits on the anchor half."""
+    """Read ``val_loader`` once, take the original model's logits on it (one pass), and split it by position."""
     xs, ys = [], []
     for batch in val_loader:
         x, y = split_batch(batch, "val_loader")
@@ -85,26 +89,37 @@ def split_heldout(model: nn.Module, val_loader, batch_size: int = 512) -> Heldou
     if not xs or sum(len(y) for y in ys) < 4:
         raise ValueError("pgu-heldout needs at least 4 held-out samples in val_loader (half anchor, half check)")
     x, y = torch.cat(xs), torch.cat(ys)
+    logits, _ = predict(model, [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)],
+                        "val_loader")
     even = torch.arange(len(y)) % 2 == 0
-    anchor_x, anchor_y = x[even], y[even]
-    anchor_logits, _ = predict(model, [(anchor_x[i:i + batch_size], anchor_y[i:i + batch_size])
-                                       for i in range(0, len(anchor_y), batch_size)], "the anchor half of val")
     cx, cy = x[~even], y[~even]
     check = [(cx[i:i + batch_size], cy[i:i + batch_size]) for i in range(0, len(cy), batch_size)]
-    return HeldoutSplit(anchor_x, anchor_y, anchor_logits, check)
+    return HeldoutSplit(x[even], y[even], logits[even], check, logits, y)
+
+
+def class_mix_accuracy(correct, labels, forget_labels) -> float:
+    """Held-out accuracy (percent) on D_f's class mix: per-class accuracy of ``correct`` (one bool per held-out
+    sample, labelled ``labels``) weighted by the class counts of ``forget_labels``; a class the held-out set lacks
+    counts at its overall accuracy. What a model that never saw D_f would score on it (``pgu select``'s target too).
+    """
+    correct = torch.as_tensor(correct).double().cpu()
+    labels, forget_labels = torch.as_tensor(labels).cpu(), torch.as_tensor(forget_labels).cpu()
+    if correct.numel() == 0 or forget_labels.numel() == 0:
+        raise ValueError("the held-out target needs a non-empty val set and forget set")
+    classes, counts = forget_labels.unique(return_counts=True)
+    per_class = [float(correct[labels == c].mean()) if bool((labels == c).any()) else float(correct.mean())
+                 for c in classes]
+    return 100.0 * float(sum(a * int(n) for a, n in zip(per_class, counts)) / int(counts.sum()))
 
 
 def heldout_target(model: nn.Module, val_batches, forget_targets: torch.Tensor) -> float:
-    """The original's val accuracy (percent) on D_f's class mix: per-class val accuracy weighted by D_f's counts
-    (a class val lacks counts at the overall val accuracy)."""
+    """:func:`class_mix_accuracy` of ``model`` on ``val_batches``: its held-out target for D_f."""
     logits, y = predict(model, val_batches, "val")
-    if y.numel() == 0:
-        raise ValueError("the held-out target needs a non-empty val set")
-    correct = (logits.argmax(1) == y).double()
-    classes, counts = forget_targets.cpu().unique(return_counts=True)
-    per_class = [float(correct[y == c].mean()) if bool((y == c).any()) else float(correct.mean()) for c in classes]
-    return 100.0 * float(sum(a * int(n) for a, n in zip(per_class, counts)) / int(counts.sum()))
+    return class_mix_accuracy(logits.argmax(1) == y, y, forget_targets)
 
+
+ANCHOR_WEIGHT = 10.0
+"""``beta``, the anchor term's weight (module docstring, 2): the default everywhere ``pgu-heldout`` runs."""
 
 MIN_STEPS_PER_EPOCH = 4
 """Fewer steps per epoch than this, and a ``pgu-heldout`` request gets smaller batches (:func:`request_batching`)."""
@@ -158,8 +173,8 @@ class HeldoutMatchLoss:
     """
 
     def __init__(self, val_logits: torch.Tensor, val_targets: torch.Tensor, *, forget_margins=None,
-                 forget_targets=None, anchor=None, anchor_weight: float = 10.0, anchor_batch: int | None = None,
-                 huber: float = 1.0, seed: int = 0):
+                 forget_targets=None, anchor=None, anchor_weight: float = ANCHOR_WEIGHT,
+                 anchor_batch: int | None = None, huber: float = 1.0, seed: int = 0):
         if not anchor_weight >= 0 or not huber > 0:
             raise ValueError(f"anchor_weight must be >= 0 and huber > 0, got {anchor_weight} and {huber}")
         if anchor_batch is not None and anchor_batch < 1:
@@ -219,9 +234,9 @@ class HeldoutMatchLoss:
     def _remember(self, c: int, values: torch.Tensor) -> None:
         """Write a batch's margins of class ``c`` into the request's record (a ring over the class's samples)."""
         record = self.record[c]
-        for v in values[: len(record)]:
-            record[self._cursor[c]] = v
-            self._cursor[c] = (self._cursor[c] + 1) % len(record)
+        values = values[: len(record)]
+        record[(self._cursor[c] + torch.arange(len(values))) % len(record)] = values
+        self._cursor[c] = (self._cursor[c] + len(values)) % len(record)
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         targets = targets.long()
@@ -298,7 +313,7 @@ class HeldoutRequest:
     tolerance: float
 
 
-def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weight: float = 10.0,
+def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weight: float = ANCHOR_WEIGHT,
                     tolerance: float | None = None, max_val_drop: float | None = 5.0, seed: int = 0) -> HeldoutRequest:
     """The loss, stopping rule and check loader of one ``pgu-heldout`` request (module docstring).
 
@@ -310,7 +325,7 @@ def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weigh
     forget_logits, forget_targets = predict(model, forget_loader, "forget_loader")
     if forget_targets.numel() == 0:
         raise ValueError("forget_loader yielded no samples")
-    target = heldout_target(model, split.check + [(split.anchor_x, split.anchor_y)], forget_targets)
+    target = class_mix_accuracy(split.logits.argmax(1) == split.y, split.y, forget_targets)
     if tolerance is None:
         tolerance = standard_error(target, forget_targets.numel())
     loss = HeldoutMatchLoss(split.anchor_logits, split.anchor_y, forget_margins=margins(forget_logits, forget_targets),

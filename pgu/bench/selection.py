@@ -46,6 +46,7 @@ from pgu.bench.scoring import softmax_outputs
 from pgu.bench.seed import SeedRun, published_settings
 from pgu.data import load_dataset
 from pgu.data.forget_sets import resolve_forget_spec
+from pgu.heldout import class_mix_accuracy, standard_error
 from pgu.provenance import environment
 from pgu.settings import SELECTED_DIR
 from pgu.zoo.recipes import load_recipe
@@ -100,12 +101,7 @@ def heldout_target(val_correct: np.ndarray, val_y: np.ndarray, forget_y: np.ndar
     """
     if mode == "class":
         return 0.0
-    if len(val_y) == 0 or len(forget_y) == 0:
-        raise ValueError("the held-out target needs a non-empty val split and forget set")
-    overall = float(val_correct.mean())
-    classes, counts = np.unique(forget_y, return_counts=True)
-    per_class = [float(val_correct[val_y == c].mean()) if (val_y == c).any() else overall for c in classes]
-    return 100.0 * float(np.dot(per_class, counts) / counts.sum())
+    return class_mix_accuracy(val_correct, val_y, forget_y)
 
 
 def proxy_gap(forget_acc: float, val_acc: float, target: float, val_acc_original: float) -> float:
@@ -189,7 +185,7 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
 
     fa0, va0, val_correct0 = accuracies(original)
     target = heldout_target(val_correct0, val.y.numpy(), forget_data.y.numpy(), forget.mode)
-    margin = 100.0 * math.sqrt(max(va0 / 100 * (1 - va0 / 100), 0.0) / len(val))
+    margin = standard_error(va0, len(val))
     selection = {"format": "pgu.selection/1", "tier": tier, "scenario": scenario, "seed": seed,
                  "forget_spec": forget.spec, "forget_mode": forget.mode, "n_forget": int(mask.sum()),
                  "n_val": len(val), "ladder": list(ladder), "budget_samples": budget,

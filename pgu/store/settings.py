@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pgu.heldout import ANCHOR_WEIGHT
 from pgu.settings import PGUSettings
 
 __all__ = ["StoreError", "RequestRefused", "LIFETIME_VAL_DROP", "SAMPLE_METHODS", "default_pgu_settings",
@@ -15,7 +16,7 @@ SAMPLE_METHODS = ("pgu", "pgu-heldout")
 """How a store serves sample requests: the authors' PGU, or the variant aimed at held-out behaviour
 (:mod:`pgu.heldout`; its ``anchor_weight`` is a store setting too). Class requests always run as PGU."""
 
-_METHOD_KEYS = {"sample_method": "pgu", "anchor_weight": 10.0}
+_METHOD_KEYS = {"sample_method": "pgu", "anchor_weight": ANCHOR_WEIGHT}
 
 
 class StoreError(ValueError):

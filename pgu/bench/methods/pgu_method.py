@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pgu.bench.methods.base import MethodContext, MethodInfo, MethodResult, register
 from pgu.data import TensorLoader
-from pgu.heldout import prepare_heldout, request_batching
+from pgu.heldout import ANCHOR_WEIGHT, prepare_heldout, request_batching
 from pgu.settings import PGUSettings
 from pgu.unlearn import unlearn
 
@@ -22,7 +22,7 @@ __all__ = ["run_pgu", "run_pgu_heldout", "PGU_VARIANTS", "VARIANT_EXTRAS"]
 PGU_VARIANTS = ("pgu", "pgu-energy", "pgu-heldout")
 """The methods whose settings are a :class:`pgu.PGUSettings` (``settings.toml`` holds what a variant changes)."""
 
-VARIANT_EXTRAS = {"pgu-heldout": {"anchor_weight": 10.0}}
+VARIANT_EXTRAS = {"pgu-heldout": {"anchor_weight": ANCHOR_WEIGHT}}
 """Settings of a variant beyond :class:`pgu.PGUSettings`'s fields, with their defaults."""
 
 
