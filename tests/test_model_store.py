@@ -24,6 +24,7 @@ import torch
 from pgu import GramStats
 from pgu.cli import main
 from pgu.data import load_dataset
+from pgu.heldout import STORE_LR, request_batching
 from pgu.store.model_store import ModelStore, RequestRefused, StoreError
 from pgu.store.sample_files import read_samples, sample_digests, write_samples
 from pgu.zoo.recipes import load_recipe
@@ -101,9 +102,19 @@ def test_pgu_heldout_serves_sample_requests_when_chosen_and_a_bad_method_is_refu
              overrides={"sample_method": "finetune"})
     _refused(store, digits_run, "anchor_weight", ids=ids_of(train, 5),
              overrides={"sample_method": "pgu-heldout", "anchor_weight": -1})
+    for bad in ([0.1, 0.3], [0, 0.1], "fast", [0.1, 0.05, 0.01]):
+        _refused(store, digits_run, "heldout_lr", ids=ids_of(train, 5),
+                 overrides={"sample_method": "pgu-heldout", "heldout_lr": bad})
     record = forget(store, digits_run, ids_of(train, 40), overrides={"sample_method": "pgu-heldout"})
     settings = record["settings"]
     assert settings["method"] == "pgu-heldout" and settings["anchor_weight"] == 10.0
+    # its own rate (not PGU's), scaled as request_batching scales a small request's
+    assert settings["heldout_lr"] == list(STORE_LR) != settings["lr"]
+    assert settings["lr_used"] == pytest.approx(list(request_batching(40, settings["batch_size"], STORE_LR)[1]))
+    # a request's own lr wins over the store's heldout_lr
+    given = forget(store, digits_run, ids_of(train, 40, start=100), overrides={"sample_method": "pgu-heldout",
+                                                                            "lr": (0.05, 0.01)})["settings"]
+    assert given["lr_used"] == pytest.approx(list(request_batching(40, given["batch_size"], (0.05, 0.01))[1]))
     assert 0 < settings["target_forget_acc"] <= 100 and settings["tolerance"] > 0
     assert record["stop_reason"] in ("already_forgotten", "reached_target", "target_plateau", "val_drop", "max_epochs")
     assert forget(store, digits_run, ids_of(train, 5, start=40))["settings"]["method"] == "pgu"  # the store's default

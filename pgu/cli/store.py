@@ -25,7 +25,8 @@ def add_commands(sub) -> None:
     init.add_argument("--from", dest="run", required=True, metavar="RUN", help="a run folder written by `pgu train`")
     init.add_argument("--pgu-settings", metavar="FILE",
                       help="TOML of PGU settings: any pgu.PGUSettings field (threshold, rule, lr, class_lr, epochs, "
-                           "batch_size, ...) and max_val_drop; the rest keep their defaults: the tier's for the "
+                           "batch_size, ...), max_val_drop, and pgu-heldout's anchor_weight and heldout_lr; the "
+                           "rest keep their defaults: the tier's for the "
                            "run's recipe (pgu.PGUSettings.for_tier), else the authors', and max_val_drop 2")
     init.add_argument("--sample-method", choices=("pgu", "pgu-heldout"),
                       help="how sample requests are served: the authors' pgu (default) or pgu-heldout, which moves "
@@ -47,7 +48,8 @@ def add_commands(sub) -> None:
                         help="held-out samples for the stopping rule (.npz: y, and x or images); default: the "
                              "dataset's val split")
     forget.add_argument("--lr", type=lr_pair, metavar="LR0,LR1",
-                        help="this request's learning rates (default: the store's)")
+                        help="this request's learning rates (default: the store's lr, or its heldout_lr for a "
+                             "pgu-heldout sample request)")
     forget.add_argument("--epochs", type=int, help="this request's epoch cap (default: the store's)")
     forget.add_argument("--threshold", type=float, help="this request's CGS threshold (default: the store's)")
     forget.add_argument("--method", choices=("pgu", "pgu-heldout"),

@@ -286,7 +286,8 @@ class ModelStore:
         dataset the store was made from (``data_dir`` / ``$PGU_DATA_DIR``): only the forget rows
         of its training split are used. ``overrides``: PGU settings for this request only
         (``lr``, ``class_lr``, ``epochs``, ``threshold``, ``rule``, ``batch_size``, ``max_val_drop``,
-        ``sample_method``, ``anchor_weight``).
+        ``sample_method``, ``anchor_weight``, ``heldout_lr``; a ``pgu-heldout`` request runs at ``lr`` where
+        given, else at the store's ``heldout_lr``).
         """
         if (ids is None) == (forget_class is None):
             raise RequestRefused("name the samples to forget: sample ids, or one class (not both)")
@@ -335,7 +336,8 @@ class ModelStore:
             heldout = mode == "sample" and method["sample_method"] == "pgu-heldout"
             rule = dict(val_loader=val_loader, loss=None, stop=default_rule(mode, max_val_drop=allowance))
             if heldout:  # pgu.heldout: its batch size, its loss, its stop, and the check half of val
-                batch, lr = request_batching(len(forget_data), run.batch_size, run.lr)
+                rate = tuple(given["lr"]) if given.get("lr") is not None else tuple(method["heldout_lr"])
+                batch, lr = request_batching(len(forget_data), run.batch_size, rate)
                 forget_loader, run = forget_data.loader(batch, device=device), run.replace(lr=lr)
                 request = prepare_heldout(model, forget_loader, val_loader, anchor_weight=method["anchor_weight"],
                                           max_val_drop=allowance)
@@ -367,7 +369,8 @@ class ModelStore:
                       "settings": settings.to_dict() | {"max_val_drop": max_val_drop, "lr_used": list(run.lr),
                                                         "mode": mode, "device": str(device)}
                                   | {"method": "pgu-heldout" if heldout else "pgu"}
-                                  | ({"anchor_weight": method["anchor_weight"], "target_forget_acc":
+                                  | ({"anchor_weight": method["anchor_weight"], "heldout_lr": method["heldout_lr"],
+                                      "target_forget_acc":
                                       _round(request.target), "tolerance": _round(request.tolerance)}
                                      if heldout else {}),
                       "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgu.heldout import ANCHOR_WEIGHT
+from pgu.heldout import ANCHOR_WEIGHT, STORE_LR
 from pgu.settings import PGUSettings
 
 __all__ = ["StoreError", "RequestRefused", "LIFETIME_VAL_DROP", "SAMPLE_METHODS", "default_pgu_settings",
@@ -14,9 +14,10 @@ LIFETIME_VAL_DROP = 2.0
 
 SAMPLE_METHODS = ("pgu", "pgu-heldout")
 """How a store serves sample requests: the authors' PGU, or the variant aimed at held-out behaviour
-(:mod:`pgu.heldout`; its ``anchor_weight`` is a store setting too). Class requests always run as PGU."""
+(:mod:`pgu.heldout`; its ``anchor_weight`` and its rate ``heldout_lr`` are store settings too). Class requests
+always run as PGU."""
 
-_METHOD_KEYS = {"sample_method": "pgu", "anchor_weight": ANCHOR_WEIGHT}
+_METHOD_KEYS = {"sample_method": "pgu", "anchor_weight": ANCHOR_WEIGHT, "heldout_lr": list(STORE_LR)}
 
 
 class StoreError(ValueError):
@@ -59,7 +60,8 @@ def request_settings(stored: dict, overrides: dict | None) -> tuple[PGUSettings,
 
 
 def check_sample_method(settings: dict) -> dict:
-    """``{"sample_method", "anchor_weight"}`` of a store's settings (defaults: ``pgu``, 10), checked."""
+    """``{"sample_method", "anchor_weight", "heldout_lr"}`` of a store's settings (defaults: ``pgu``, 10,
+    :data:`pgu.heldout.STORE_LR`), checked."""
     chosen = {key: settings.get(key, default) for key, default in _METHOD_KEYS.items()}
     chosen = {k: _METHOD_KEYS[k] if v is None else v for k, v in chosen.items()}
     if chosen["sample_method"] not in SAMPLE_METHODS:
@@ -69,4 +71,11 @@ def check_sample_method(settings: dict) -> dict:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1e6:
         raise RequestRefused(f"anchor_weight (pgu-heldout's weight on held-out outputs) must be a number >= 0, "
                              f"got {weight!r}")
-    return {"sample_method": chosen["sample_method"], "anchor_weight": float(weight)}
+    rate = chosen["heldout_lr"]
+    rate = list(rate) if isinstance(rate, (list, tuple)) else [rate, rate]
+    if (len(rate) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e3 for v in rate)
+            or rate[1] > rate[0]):
+        raise RequestRefused(f"heldout_lr (pgu-heldout's rates LR0, LR1, decaying per epoch) must be one or two "
+                             f"numbers in (0, 1000) with LR1 <= LR0, got {chosen['heldout_lr']!r}")
+    return {"sample_method": chosen["sample_method"], "anchor_weight": float(weight),
+            "heldout_lr": [float(v) for v in rate]}
