@@ -323,14 +323,22 @@ class HeldoutRequest:
 
 
 def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weight: float = ANCHOR_WEIGHT,
-                    tolerance: float | None = None, max_val_drop: float | None = 5.0, seed: int = 0) -> HeldoutRequest:
+                    tolerance: float | None = None, max_val_drop: float | None = 5.0, seed: int = 0,
+                    reference: nn.Module | None = None) -> HeldoutRequest:
     """The loss, stopping rule and check loader of one ``pgu-heldout`` request (module docstring).
 
     Reads ``val_loader`` once and D_f's labels; ``tolerance`` defaults to one standard error of
     the target on a sample of D_f's size. Pass the result as
     ``unlearn(..., val_loader=r.val_loader, loss=r.loss, stop=r.stop)``.
+
+    ``reference``: the model whose held-out behaviour the request aims at and anchors to: the
+    quantiles, the target and the anchor's logits come from it (default ``model``). A model store
+    passes the trained model (its version 0), so that requests in a row pull val back to where
+    the user's model had it instead of each starting from the drift the earlier ones left (which
+    compounded: every request's target fell with val). The forget samples' ranks are always
+    ``model``'s.
     """
-    split = split_heldout(model, val_loader)
+    split = split_heldout(model if reference is None else reference, val_loader)
     forget_logits, forget_targets = predict(model, forget_loader, "forget_loader")
     if forget_targets.numel() == 0:
         raise ValueError("forget_loader yielded no samples")

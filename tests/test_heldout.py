@@ -184,3 +184,20 @@ def test_a_request_end_to_end_leaves_the_input_alone_keeps_the_projection_and_mo
     with torch.no_grad():  # and so the retained samples' outputs barely move
         change = (result.model(x_train[retain]) - model(x_train[retain])).abs().max()
     assert change < 0.05 * model(x_train[retain]).abs().max()
+
+
+def test_a_reference_model_sets_the_target_and_the_anchor_while_ranks_stay_the_models():
+    torch.manual_seed(3)
+    model, reference = nn.Linear(6, 3), nn.Linear(6, 3)
+    x_val, y_val = torch.randn(80, 6), torch.randint(0, 3, (80,))
+    x_f, y_f = torch.randn(12, 6), torch.randint(0, 3, (12,))
+    own = prepare_heldout(model, batches(x_f, y_f, 4), batches(x_val, y_val, 40))
+    ref = prepare_heldout(model, batches(x_f, y_f, 4), batches(x_val, y_val, 40), reference=reference)
+    with torch.no_grad():
+        assert ref.target == pytest.approx(heldout_target(reference, batches(x_val, y_val, 40), y_f))
+        assert own.target == pytest.approx(heldout_target(model, batches(x_val, y_val, 40), y_f))
+        torch.testing.assert_close(ref.loss.anchor[1], reference(x_val[0::2]))
+        torch.testing.assert_close(own.loss.anchor[1], model(x_val[0::2]))
+        for c, record in ref.loss.record.items():  # the request's ranks: the model's margins, not the reference's
+            torch.testing.assert_close(record, margins(model(x_f), y_f).double()[y_f == c])
+    assert not torch.equal(ref.loss.anchor[1], own.loss.anchor[1])

@@ -332,7 +332,6 @@ class ModelStore:
             reference_val = accuracy(reference, val_loader, exclude_classes=classes, what="the val samples")
             current_val = accuracy(model, val_loader, exclude_classes=classes, what="the val samples")
             allowance = max(0.0, max_val_drop - max(0.0, reference_val - current_val))
-            del reference
             heldout = mode == "sample" and method["sample_method"] == "pgu-heldout"
             rule = dict(val_loader=val_loader, loss=None, stop=default_rule(mode, max_val_drop=allowance))
             if heldout:  # pgu.heldout: its batch size, its loss, its stop, and the check half of val
@@ -340,8 +339,9 @@ class ModelStore:
                 batch, lr = request_batching(len(forget_data), run.batch_size, rate)
                 forget_loader, run = forget_data.loader(batch, device=device), run.replace(lr=lr)
                 request = prepare_heldout(model, forget_loader, val_loader, anchor_weight=method["anchor_weight"],
-                                          max_val_drop=allowance)
+                                          max_val_drop=allowance, reference=reference)
                 rule = dict(val_loader=request.val_loader, loss=request.loss, stop=request.stop)
+            del reference
             try:
                 result = unlearn(model, forget_loader, state, mode=mode, settings=run, progress=progress, **rule)
             except FloatingPointError as exc:
