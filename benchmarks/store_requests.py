@@ -7,7 +7,10 @@ the store's PGU settings. After each: accuracy on the samples the model retains 
 the report only; the store never reads them), on val, and on the request's samples; the phases'
 seconds; and the bookkeeping check, the largest difference between the store's Gram state and
 ``G(D) - sum_t G_{w_{t-1}}(D_f^(t))`` summed here independently (each forget pass with the
-store's model before that request), relative to the largest entry of ``G(D)``.
+store's model before that request), relative to the largest entry of ``G(D)``. Each request's
+held-out target is recorded twice: ``heldout_target``, the model's val accuracy on the request's
+class mix just before it, and ``store_target``, what a ``pgu-heldout`` store aimed at (the
+trained model's, from the ledger).
 
 ``latency``: from the same store, fresh copies take one random request of each size in
 ``--sizes`` (``--repeats`` seeds each); per phase (load and hash check, forget-set statistics,
@@ -102,7 +105,8 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
                "val_acc": accuracy(model, splits.val.loader(1024)),
                "forget_acc_before": record["metrics"]["before"]["forget_acc"],
                "forget_acc_after": record["metrics"]["after"]["forget_acc"],
-               "heldout_target": target, "method": record["settings"].get("method", "pgu"),
+               "heldout_target": target, "store_target": record["settings"].get("target_forget_acc"),
+               "method": record["settings"].get("method", "pgu"),
                "stop_reason": record["stop_reason"], "epochs": record["epochs"], "kept_epoch": record["kept_epoch"],
                "seconds": record["seconds"], "gram_state_relative_difference": drift,
                "n_samples_in_state": state.n_samples_}
