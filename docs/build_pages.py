@@ -529,6 +529,8 @@ def store_sequence_page(files: list[Path]) -> str:
         rows = []
         for r in d["requests"]:
             target = num(r["heldout_target"]) if "heldout_target" in r else "-"
+            if r.get("store_target") is not None:  # what a pgu-heldout store aimed at (the trained model's)
+                target += f" (store: {num(r['store_target'])})"
             rows.append([r["request"], f"{r['size']:,}", f"{r['retained']:,}",
                          f"{num(r['forget_acc_before'])} → {num(r['forget_acc_after'])}", target, num(r["retain_acc"]),
                          num(r["val_acc"]), f"`{r['stop_reason']}`", f"{r['epochs']} ({r['kept_epoch']})",
