@@ -18,6 +18,10 @@ eigendecomposition, unlearning, writing the files and the ledger) mean and std. 
 is fixed; what grows with the request is the forget pass and the unlearning epochs, and nothing
 reads the training set.
 
+``--retrain-reference`` (with ``--from-bench-cache``) also retrains from scratch without every
+removed sample, as ``pgu bench`` retrains, and records its val and retained accuracy: where a
+faithful unlearner would end.
+
 ``--run`` is a run folder written by ``pgu train``; ``--from-bench-cache DIR --recipe NAME``
 instead wraps the original a ``pgu bench`` cached (``DIR/model.safetensors``,
 ``DIR/stats.safetensors``: trained on the whole training split) as a run first.
@@ -118,11 +122,36 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
               f"Gram state vs independent sum {drift:.1e}")
     report = store.verify()
     worst = min(r["retain_acc"] for r in rows)
-    return {"start": start, "requests": rows, "verify": report,
+    reference = retrain_reference(args, torch.cat(requests), data_dir) if args.retrain_reference else None
+    if reference:
+        cached = ", cached" if reference["cached"] else ""
+        print(f"retrained without all {reference['removed']}: retain acc {reference['retain_acc']:.2f}, "
+              f"val {reference['val_acc']:.2f} ({reference['seconds']:.1f} s{cached})")
+    return {"start": start, "requests": rows, "verify": report, "retrain_without_all": reference,
             "val_acc_largest_drop": start["val_acc"] - min(r["val_acc"] for r in rows),
             "largest_distance_to_target": max(abs(r["forget_acc_after"] - r["heldout_target"]) for r in rows),
             "retain_acc_largest_drop": start["retain_acc"] - worst,
             "gram_state_largest_relative_difference": max(r["gram_state_relative_difference"] for r in rows)}
+
+
+def retrain_reference(args, removed: torch.Tensor, data_dir=None) -> dict:
+    """What a faithful unlearner would end the sequence at: the model retrained from scratch without every sample
+    the sequence removed, by ``pgu bench``'s own retraining (its recipe at ``--bench-seed``), cached beside the
+    bench's original (``--from-bench-cache``'s parent), so a rerun reuses it; scored on val and on what is retained."""
+    from pgu.bench.config import TIERS, BenchConfig
+    from pgu.bench.seed import SeedRun
+
+    tier = next((t for t, r in TIERS.items() if r == args.recipe), None)
+    if tier is None:
+        raise SystemExit(f"--retrain-reference: recipe {args.recipe!r} is no bench tier's ({sorted(TIERS.values())})")
+    recipe = load_recipe(args.recipe)
+    splits = load_dataset(recipe.dataset, data_dir=data_dir, split_seed=0)  # as pgu bench loads it
+    seed_run = SeedRun(BenchConfig(tier=tier, scenario="random", seeds=[args.bench_seed]), recipe, splits,
+                       args.bench_seed, torch.device("cpu"), Path(args.from_bench_cache).parent, progress=True)
+    mask = splits.train.mask_of(removed)
+    model, info = seed_run.retrain_without(mask, f"retrain without the {len(removed)} removed")
+    return {"removed": int(len(removed)), "val_acc": accuracy(model, splits.val.loader(1024)),
+            "retain_acc": accuracy(model, splits.train.subset(~mask).loader(1024)), **info}
 
 
 def latency(base: ModelStore, args, data_dir) -> dict:
@@ -207,11 +236,17 @@ def main(argv=None) -> int:
     parser.add_argument("--max-val-drop", type=float, help="the store's lifetime guard, points (default: the store's)")
     parser.add_argument("--sample-method", choices=("pgu", "pgu-heldout"),
                         help="how the store serves the sample requests (default: the store's, pgu)")
+    parser.add_argument("--retrain-reference", action="store_true",
+                        help="sequence, with --from-bench-cache: also retrain from scratch without every removed "
+                             "sample (pgu bench's retraining, cached beside the bench's original) and record it")
+    parser.add_argument("--bench-seed", type=int, default=0, help="--retrain-reference: the bench seed of the original")
     parser.add_argument("--tag", default="", help="appended to the result file's name")
     parser.add_argument("--data-dir")
     parser.add_argument("--work", default="runs/store-bench", help="where the stores are made")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
+    if args.retrain_reference and not (args.from_bench_cache and args.what == "sequence"):
+        parser.error("--retrain-reference needs --from-bench-cache and the sequence benchmark")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.from_bench_cache:

@@ -526,6 +526,13 @@ def store_sequence_page(files: list[Path]) -> str:
                      f"{num(d['largest_distance_to_target'])} points; slowest request {num(slowest, 1)} s"
                      + (f", {num(trained / slowest, 1)}x faster than training the model ({num(trained, 1)} s)."
                         if trained else "."), ""]
+        ref = d.get("retrain_without_all")
+        if ref:
+            body += [f"A model retrained from scratch without all {ref['removed']:,} removed samples (`pgu bench`'s "
+                     f"retraining): val accuracy {num(ref['val_acc'])}, retained accuracy {num(ref['retain_acc'])}, "
+                     f"{num(ref['seconds'], 1)} s to train ({ref.get('torch_threads', '?')} torch threads)"
+                     + (f"; each request was {num(ref['seconds'] / slowest, 1)}x faster or more."
+                        if "largest_distance_to_target" in d else "."), ""]
         rows = []
         for r in d["requests"]:
             target = num(r["heldout_target"]) if "heldout_target" in r else "-"
