@@ -46,9 +46,9 @@ from torch import nn
 from pgu.evaluation import predict, split_batch
 from pgu.stopping import StopDecision
 
-__all__ = ["HeldoutRequest", "prepare_heldout", "request_batching", "ANCHOR_WEIGHT", "MIN_STEPS_PER_EPOCH", "STORE_LR",
-           "HeldoutSplit", "split_heldout", "margins", "HeldoutMatchLoss", "HeldoutTargetStop", "heldout_target",
-           "class_mix_accuracy", "standard_error"]
+__all__ = ["HeldoutRequest", "prepare_heldout", "request_batching", "ANCHOR_WEIGHT", "MIN_STEPS_PER_EPOCH",
+           "HELDOUT_LR", "HeldoutSplit", "split_heldout", "margins", "HeldoutMatchLoss", "HeldoutTargetStop",
+           "heldout_target", "class_mix_accuracy", "standard_error"]
 
 
 def margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -121,14 +121,10 @@ def heldout_target(model: nn.Module, val_batches, forget_targets: torch.Tensor) 
 ANCHOR_WEIGHT = 10.0
 """``beta``, the anchor term's weight (module docstring, 2): the default everywhere ``pgu-heldout`` runs."""
 
-STORE_LR = (0.3, 0.03)
-"""``pgu-heldout``'s rate (before :func:`request_batching`) in a model store, whose requests are small.
-
-Read off val on four 100-image requests (10 per class) of cifar10-memorize seed 0
-(docs/results/notes/cifar10-memorize-random.md): at the bench's 1.0 -> 0.1, read off a request of
-1,000, forget accuracy fell from 81% to 44% in one epoch, past its target's band; at 0.1 -> 0.01 it
-took 15 epochs; at 0.3 -> 0.03, four or five, landing within a standard error.
-"""
+HELDOUT_LR = (1.0, 0.1)
+"""``pgu-heldout``'s rate (``lr0 -> lr1``, before :func:`request_batching`): the bench's (its ``settings.toml``) and a
+model store's default ``heldout_lr``. Read off val on cifar10-memorize seed 0's request of 1,000 images
+(docs/results/notes/cifar10-memorize-random.md)."""
 
 MIN_STEPS_PER_EPOCH = 4
 """Fewer steps per epoch than this, and a ``pgu-heldout`` request gets smaller batches (:func:`request_batching`)."""
@@ -139,18 +135,19 @@ def request_batching(n_forget: int, batch_size: int, lr, min_steps: int = MIN_ST
 
     A request that would take fewer than ``min_steps`` steps per epoch (100 images at 128 take
     one, and the stopping rule, which reads val after every epoch, stalled on it) runs with
-    batches of ``ceil(n_forget / (2 min_steps))`` instead, and its rates scaled by the square root
-    of the batch's share of ``batch_size`` (the square-root scaling rule). Measured: at the full
-    rate a digits request of 120 images in batches of 15 lost half its val accuracy in one epoch;
-    at the linearly scaled rate a 100-image request on cifar10-memorize did not move its forget
-    accuracy in 10 epochs.
+    batches of ``ceil(n_forget / (2 min_steps))`` instead, and its rates scaled by the batch's
+    share of ``batch_size`` (linear scaling: the same step per sample). Measured at
+    :data:`HELDOUT_LR` on cifar10-memorize's 100-image requests: at the full rate a digits request
+    of 120 images in batches of 15 lost half its val accuracy in one epoch; scaled by the square
+    root of the share, forget accuracy fell from 81% to 44% in one epoch, past its target's band;
+    scaled linearly, four or five epochs landed within it.
     """
     if n_forget < 1 or batch_size < 1 or min_steps < 1:
         raise ValueError(f"n_forget, batch_size and min_steps must be >= 1, got {n_forget}, {batch_size}, {min_steps}")
     if -(-n_forget // batch_size) >= min_steps:
         return batch_size, lr
     batch = max(1, -(-n_forget // (2 * min_steps)))
-    scale = math.sqrt(batch / batch_size)
+    scale = batch / batch_size
     return batch, (tuple(float(v) * scale for v in lr) if isinstance(lr, (tuple, list)) else float(lr) * scale)
 
 

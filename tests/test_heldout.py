@@ -131,8 +131,8 @@ def test_the_target_is_val_accuracy_on_the_forget_class_mix():
     assert standard_error(50.0, 100) == pytest.approx(5.0)
     assert request_batching(1000, 128, (1.0, 0.1)) == (128, (1.0, 0.1))  # 8 steps: as given
     batch, lr = request_batching(100, 128, (1.0, 0.1))  # one step: 13 per batch, rates scaled with it
-    assert batch == 13 and lr == pytest.approx(((13 / 128) ** 0.5, 0.1 * (13 / 128) ** 0.5))
-    assert request_batching(3, 128, 0.5) == (1, pytest.approx(0.5 / 128 ** 0.5))
+    assert batch == 13 and lr == pytest.approx((13 / 128, 0.1 * 13 / 128))  # the same step per sample
+    assert request_batching(3, 128, 0.5) == (1, pytest.approx(0.5 / 128))
 
 
 def test_split_heldout_partitions_val_by_position():
@@ -201,3 +201,17 @@ def test_a_reference_model_sets_the_target_and_the_anchor_while_ranks_stay_the_m
         for c, record in ref.loss.record.items():  # the request's ranks: the model's margins, not the reference's
             torch.testing.assert_close(record, margins(model(x_f), y_f).double()[y_f == c])
     assert not torch.equal(ref.loss.anchor[1], own.loss.anchor[1])
+
+
+def test_the_bench_and_a_store_run_pgu_heldout_at_one_rate():
+    from pathlib import Path
+
+    import tomllib
+
+    import pgu.bench.methods
+    from pgu.heldout import HELDOUT_LR
+    from pgu.store.settings import check_sample_method
+
+    published = tomllib.loads((Path(pgu.bench.methods.__file__).parent / "settings.toml").read_text())
+    assert tuple(published["pgu-heldout"]["lr"]) == HELDOUT_LR
+    assert check_sample_method({})["heldout_lr"] == list(HELDOUT_LR)

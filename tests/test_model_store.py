@@ -24,7 +24,7 @@ import torch
 from pgu import GramStats
 from pgu.cli import main
 from pgu.data import load_dataset
-from pgu.heldout import STORE_LR, request_batching
+from pgu.heldout import HELDOUT_LR, request_batching
 from pgu.store.model_store import ModelStore, RequestRefused, StoreError
 from pgu.store.sample_files import read_samples, sample_digests, write_samples
 from pgu.zoo.recipes import load_recipe
@@ -109,8 +109,8 @@ def test_pgu_heldout_serves_sample_requests_when_chosen_and_a_bad_method_is_refu
     settings = record["settings"]
     assert settings["method"] == "pgu-heldout" and settings["anchor_weight"] == 10.0
     # its own rate (not PGU's), scaled as request_batching scales a small request's
-    assert settings["heldout_lr"] == list(STORE_LR) != settings["lr"]
-    assert settings["lr_used"] == pytest.approx(list(request_batching(40, settings["batch_size"], STORE_LR)[1]))
+    assert settings["heldout_lr"] == list(HELDOUT_LR) != settings["lr"]
+    assert settings["lr_used"] == pytest.approx(list(request_batching(40, settings["batch_size"], HELDOUT_LR)[1]))
     # a request's own lr wins over the store's heldout_lr
     given = forget(store, digits_run, ids_of(train, 40, start=100), overrides={"sample_method": "pgu-heldout",
                                                                             "lr": (0.05, 0.01)})["settings"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgu.heldout import ANCHOR_WEIGHT, STORE_LR
+from pgu.heldout import ANCHOR_WEIGHT, HELDOUT_LR
 from pgu.settings import PGUSettings
 
 __all__ = ["StoreError", "RequestRefused", "LIFETIME_VAL_DROP", "SAMPLE_METHODS", "default_pgu_settings",
@@ -17,7 +17,7 @@ SAMPLE_METHODS = ("pgu", "pgu-heldout")
 (:mod:`pgu.heldout`; its ``anchor_weight`` and its rate ``heldout_lr`` are store settings too). Class requests
 always run as PGU."""
 
-_METHOD_KEYS = {"sample_method": "pgu", "anchor_weight": ANCHOR_WEIGHT, "heldout_lr": list(STORE_LR)}
+_METHOD_KEYS = {"sample_method": "pgu", "anchor_weight": ANCHOR_WEIGHT, "heldout_lr": list(HELDOUT_LR)}
 
 
 class StoreError(ValueError):
@@ -61,7 +61,7 @@ def request_settings(stored: dict, overrides: dict | None) -> tuple[PGUSettings,
 
 def check_sample_method(settings: dict) -> dict:
     """``{"sample_method", "anchor_weight", "heldout_lr"}`` of a store's settings (defaults: ``pgu``, 10,
-    :data:`pgu.heldout.STORE_LR`), checked."""
+    :data:`pgu.heldout.HELDOUT_LR`), checked."""
     chosen = {key: settings.get(key, default) for key, default in _METHOD_KEYS.items()}
     chosen = {k: _METHOD_KEYS[k] if v is None else v for k, v in chosen.items()}
     if chosen["sample_method"] not in SAMPLE_METHODS:
