@@ -46,9 +46,9 @@ from torch import nn
 from pgu.evaluation import predict, split_batch
 from pgu.stopping import StopDecision
 
-__all__ = ["HeldoutRequest", "prepare_heldout", "request_batching", "ANCHOR_WEIGHT", "MIN_STEPS_PER_EPOCH",
-           "HELDOUT_LR", "HeldoutSplit", "split_heldout", "margins", "HeldoutMatchLoss", "HeldoutTargetStop",
-           "heldout_target", "class_mix_accuracy", "standard_error"]
+__all__ = ["HeldoutRequest", "prepare_heldout", "request_batching", "request_anchor", "ANCHOR_WEIGHT",
+           "MIN_STEPS_PER_EPOCH", "HELDOUT_LR", "HeldoutSplit", "split_heldout", "margins", "HeldoutMatchLoss",
+           "HeldoutTargetStop", "heldout_target", "class_mix_accuracy", "standard_error"]
 
 
 def margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -149,6 +149,26 @@ def request_batching(n_forget: int, batch_size: int, lr, min_steps: int = MIN_ST
     batch = max(1, -(-n_forget // (2 * min_steps)))
     scale = batch / batch_size
     return batch, (tuple(float(v) * scale for v in lr) if isinstance(lr, (tuple, list)) else float(lr) * scale)
+
+
+def request_anchor(batch: int, batch_size: int, anchor_weight: float) -> tuple[float, int | None]:
+    """``(anchor_weight, anchor_batch)`` of a request that :func:`request_batching` runs at ``batch`` instead of
+    ``batch_size``: ``(anchor_weight, None)`` (anchor batches as large as the forget batches) when it runs at
+    ``batch_size``.
+
+    Linear scaling shrinks a small request's rate by the batch share, and the anchor's pull per
+    step with it, though the anchor term does not depend on the forget batch. So a small request's
+    anchor weight is divided by that share (``lr * anchor_weight`` per step is what it is at full
+    batch), and its anchor batches stay ``batch_size``: each step reads as much of val as at full
+    batch. Measured on cifar10-memorize's 100-image requests (docs/results/notes/cifar10-memorize-random.md):
+    with the anchor at the forget batch's size and weight, val fell about as fast as without it.
+    """
+    if batch < 1 or batch_size < 1 or not anchor_weight >= 0:
+        raise ValueError(f"batch and batch_size must be >= 1 and anchor_weight >= 0, got {batch}, {batch_size}, "
+                         f"{anchor_weight}")
+    if batch >= batch_size:
+        return float(anchor_weight), None
+    return float(anchor_weight) * batch_size / batch, batch_size
 
 
 def standard_error(accuracy: float, n: int) -> float:
@@ -321,7 +341,7 @@ class HeldoutRequest:
 
 def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weight: float = ANCHOR_WEIGHT,
                     tolerance: float | None = None, max_val_drop: float | None = 5.0, seed: int = 0,
-                    reference: nn.Module | None = None) -> HeldoutRequest:
+                    reference: nn.Module | None = None, anchor_batch: int | None = None) -> HeldoutRequest:
     """The loss, stopping rule and check loader of one ``pgu-heldout`` request (module docstring).
 
     Reads ``val_loader`` once and D_f's labels; ``tolerance`` defaults to one standard error of
@@ -333,7 +353,8 @@ def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weigh
     passes the trained model (its version 0), so that requests in a row pull val back to where
     the user's model had it instead of each starting from the drift the earlier ones left (which
     compounded: every request's target fell with val). The forget samples' ranks are always
-    ``model``'s.
+    ``model``'s. ``anchor_batch``: anchor samples per step (default: the forget batch's size;
+    :func:`request_anchor` gives a small request's).
     """
     split = split_heldout(model if reference is None else reference, val_loader)
     forget_logits, forget_targets = predict(model, forget_loader, "forget_loader")
@@ -344,6 +365,6 @@ def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weigh
         tolerance = standard_error(target, forget_targets.numel())
     loss = HeldoutMatchLoss(split.anchor_logits, split.anchor_y, forget_margins=margins(forget_logits, forget_targets),
                             forget_targets=forget_targets, anchor=(split.anchor_x, split.anchor_logits),
-                            anchor_weight=anchor_weight, seed=seed)
+                            anchor_weight=anchor_weight, anchor_batch=anchor_batch, seed=seed)
     stop = HeldoutTargetStop(target, tolerance, max_val_drop)
     return HeldoutRequest(loss, stop, split.check, target, tolerance)

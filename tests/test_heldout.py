@@ -14,6 +14,7 @@ from pgu.heldout import (
     heldout_target,
     margins,
     prepare_heldout,
+    request_anchor,
     request_batching,
     split_heldout,
     standard_error,
@@ -133,6 +134,16 @@ def test_the_target_is_val_accuracy_on_the_forget_class_mix():
     batch, lr = request_batching(100, 128, (1.0, 0.1))  # one step: 13 per batch, rates scaled with it
     assert batch == 13 and lr == pytest.approx((13 / 128, 0.1 * 13 / 128))  # the same step per sample
     assert request_batching(3, 128, 0.5) == (1, pytest.approx(0.5 / 128))
+
+
+def test_a_small_requests_anchor_pulls_per_step_as_at_full_batch():
+    assert request_anchor(128, 128, 10.0) == (10.0, None)  # full batch: unchanged, anchor batches as forget batches
+    batch, lr = request_batching(100, 128, (1.0, 0.1))
+    weight, anchor_batch = request_anchor(batch, 128, 10.0)
+    assert anchor_batch == 128 and weight == pytest.approx(10.0 * 128 / 13)
+    assert lr[0] * weight == pytest.approx(1.0 * 10.0)  # rate x weight per step: the full batch's
+    with pytest.raises(ValueError, match="anchor_weight"):
+        request_anchor(13, 128, -1.0)
 
 
 def test_split_heldout_partitions_val_by_position():

@@ -24,7 +24,7 @@ import torch
 from pgu import GramStats
 from pgu.cli import main
 from pgu.data import load_dataset
-from pgu.heldout import HELDOUT_LR, request_batching
+from pgu.heldout import HELDOUT_LR, request_anchor, request_batching
 from pgu.store.model_store import ModelStore, RequestRefused, StoreError
 from pgu.store.sample_files import read_samples, sample_digests, write_samples
 from pgu.zoo.recipes import load_recipe
@@ -111,6 +111,8 @@ def test_pgu_heldout_serves_sample_requests_when_chosen_and_a_bad_method_is_refu
     # its own rate (not PGU's), scaled as request_batching scales a small request's
     assert settings["heldout_lr"] == list(HELDOUT_LR) != settings["lr"]
     assert settings["lr_used"] == pytest.approx(list(request_batching(40, settings["batch_size"], HELDOUT_LR)[1]))
+    batch = request_batching(40, settings["batch_size"], HELDOUT_LR)[0]
+    assert settings["anchor_weight_used"] == pytest.approx(request_anchor(batch, settings["batch_size"], 10.0)[0])
     # a request's own lr wins over the store's heldout_lr
     given = forget(store, digits_run, ids_of(train, 40, start=100), overrides={"sample_method": "pgu-heldout",
                                                                             "lr": (0.05, 0.01)})["settings"]

@@ -53,7 +53,7 @@ import torch
 
 from pgu.data import DatasetNotFoundError, load_dataset
 from pgu.evaluation import accuracy
-from pgu.heldout import prepare_heldout, request_batching
+from pgu.heldout import prepare_heldout, request_anchor, request_batching
 from pgu.stats import GramStats, StatsMismatchError
 from pgu.stopping import default_rule
 from pgu.store.ledger import Ledger, LedgerError, ids_sha256, utc_now
@@ -337,9 +337,10 @@ class ModelStore:
             if heldout:  # pgu.heldout: its batch size, its loss, its stop, and the check half of val
                 rate = tuple(given["lr"]) if given.get("lr") is not None else tuple(method["heldout_lr"])
                 batch, lr = request_batching(len(forget_data), run.batch_size, rate)
+                weight, anchor_batch = request_anchor(batch, run.batch_size, method["anchor_weight"])
                 forget_loader, run = forget_data.loader(batch, device=device), run.replace(lr=lr)
-                request = prepare_heldout(model, forget_loader, val_loader, anchor_weight=method["anchor_weight"],
-                                          max_val_drop=allowance, reference=reference)
+                request = prepare_heldout(model, forget_loader, val_loader, anchor_weight=weight,
+                                          anchor_batch=anchor_batch, max_val_drop=allowance, reference=reference)
                 rule = dict(val_loader=request.val_loader, loss=request.loss, stop=request.stop)
             del reference
             try:
@@ -370,7 +371,7 @@ class ModelStore:
                                                         "mode": mode, "device": str(device)}
                                   | {"method": "pgu-heldout" if heldout else "pgu"}
                                   | ({"anchor_weight": method["anchor_weight"], "heldout_lr": method["heldout_lr"],
-                                      "target_forget_acc":
+                                      "anchor_weight_used": request.loss.anchor_weight, "target_forget_acc":
                                       _round(request.target), "tolerance": _round(request.tolerance)}
                                      if heldout else {}),
                       "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,

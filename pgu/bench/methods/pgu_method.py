@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pgu.bench.methods.base import MethodContext, MethodInfo, MethodResult, register
 from pgu.data import TensorLoader
-from pgu.heldout import ANCHOR_WEIGHT, prepare_heldout, request_batching
+from pgu.heldout import ANCHOR_WEIGHT, prepare_heldout, request_anchor, request_batching
 from pgu.settings import PGUSettings
 from pgu.unlearn import unlearn
 
@@ -39,14 +39,16 @@ def run_pgu_heldout(model, forget_loader, retain_loader, settings: dict, context
         return _run(model, forget_loader, pgu_settings, context, val_loader=context.val_loader)
     if context.val_loader is None:
         raise ValueError("pgu-heldout aims at held-out behaviour: it needs the val loader (context.val_loader)")
-    if isinstance(forget_loader, TensorLoader):  # a small request: smaller batches, rates scaled with them
+    weight, anchor_batch = extras["anchor_weight"], None
+    if isinstance(forget_loader, TensorLoader):  # a small request: smaller batches, rates and anchor scaled with them
         batch, lr = request_batching(forget_loader.n_samples, forget_loader.batch_size, pgu_settings.lr)
+        weight, anchor_batch = request_anchor(batch, forget_loader.batch_size, weight)
         if batch != forget_loader.batch_size:
             forget_loader = TensorLoader(forget_loader.x, forget_loader.y, batch, shuffle=forget_loader.shuffle,
                                          seed=forget_loader.seed)
             pgu_settings = pgu_settings.replace(lr=lr)
-    request = prepare_heldout(model, forget_loader, context.val_loader, anchor_weight=extras["anchor_weight"],
-                              seed=context.seed)
+    request = prepare_heldout(model, forget_loader, context.val_loader, anchor_weight=weight,
+                              anchor_batch=anchor_batch, seed=context.seed)
     result = _run(model, forget_loader, pgu_settings, context, val_loader=request.val_loader, loss=request.loss,
                   stop=request.stop)
     result.details.update({"target_FA": round(request.target, 4), "tolerance": round(request.tolerance, 4),
