@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pgu.heldout import ANCHOR_WEIGHT, HELDOUT_LR
-from pgu.settings import PGUSettings
+from pgu.settings import PGUSettings, check_schedule
 
 __all__ = ["StoreError", "RequestRefused", "LIFETIME_VAL_DROP", "SAMPLE_METHODS", "default_pgu_settings",
            "check_settings", "check_sample_method", "request_settings"]
@@ -71,11 +71,10 @@ def check_sample_method(settings: dict) -> dict:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1e6:
         raise RequestRefused(f"anchor_weight (pgu-heldout's weight on held-out outputs) must be a number >= 0, "
                              f"got {weight!r}")
-    rate = chosen["heldout_lr"]
-    rate = list(rate) if isinstance(rate, (list, tuple)) else [rate, rate]
-    if (len(rate) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e3 for v in rate)
-            or rate[1] > rate[0]):
-        raise RequestRefused(f"heldout_lr (pgu-heldout's rates LR0, LR1, decaying per epoch) must be one or two "
-                             f"numbers in (0, 1000) with LR1 <= LR0, got {chosen['heldout_lr']!r}")
-    return {"sample_method": chosen["sample_method"], "anchor_weight": float(weight),
-            "heldout_lr": [float(v) for v in rate]}
+    try:  # pgu-heldout's rates LR0 -> LR1, checked as every PGU rate is, and decaying
+        lr0, lr1 = check_schedule(chosen["heldout_lr"], "heldout_lr")
+    except ValueError as exc:
+        raise RequestRefused(str(exc)) from None
+    if lr1 > lr0:
+        raise RequestRefused(f"heldout_lr: the rate decays per epoch, so LR1 must be <= LR0, got {lr0}, {lr1}")
+    return {"sample_method": chosen["sample_method"], "anchor_weight": float(weight), "heldout_lr": [lr0, lr1]}
