@@ -3,6 +3,7 @@ using it."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,14 +189,23 @@ def test_shipped_selected_files_are_valid():
     from pgu.bench.selection import SELECTED_DIR
 
     shipped = sorted(SELECTED_DIR.glob("*.toml"))
-    assert [p.name for p in shipped] == ["digits-class.toml", "digits-sample.toml", "mnist-class.toml",
-                                         "mnist-sample.toml"]
+    assert [p.name for p in shipped] == ["cifar10-memorize-sample.toml", "digits-class.toml", "digits-sample.toml",
+                                         "mnist-class.toml", "mnist-sample.toml"]
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     for path in shipped:
         tier, mode = path.stem.rsplit("-", 1)
         assert mode in ("sample", "class"), path
-        assert load_selected(path), path
+        chosen = load_selected(path)
+        assert chosen, path
         scenario = "class" if mode == "class" else "random"
         assert BenchConfig(tier=tier, scenario=scenario).selected_path() == path
+        # Each shipped file is backed by the selection it was written from, with every trial.
+        record = json.loads((results / f"selection-{tier}-{scenario}.json").read_text())
+        assert (record["tier"], record["scenario"]) == (tier, scenario)
+        assert {name: m["chosen_factor"] for name, m in record["methods"].items()} == \
+            {name: c["factor"] for name, c in chosen.items()}, path
+        for name, c in chosen.items():
+            assert record["methods"][name]["chosen"] == c["values"], (path, name)
 
 
 class Untouchable:
