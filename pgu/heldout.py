@@ -27,7 +27,10 @@ D_f only, never D_r, the test split or a retrained model:
    when forget accuracy has stopped falling (less than ``min_drop`` in ``patience`` epochs after
    covering half the way, or in ``stall_patience`` epochs at any point: a target a few samples
    from the start may be out of reach); or, as PGU's guard, when accuracy on the other half of val (never
-   trained on) fell by more than ``max_val_drop`` points.
+   trained on) fell by more than ``max_val_drop`` points. An epoch that jumps from above the
+   band ``target +- tolerance`` to below it asks :func:`pgu.unlearn` for a line search along its
+   update (:class:`pgu.stopping.StopDecision`'s ``aim``): on a small request one epoch moved
+   forget accuracy by 15-20 points, past a band 9 points wide (store requests of 100 images).
 
 Conventions: accuracies in percent; val is split by position (even positions anchor, odd check).
 docs/method.md section 10 describes it; docs/results/notes/cifar10-memorize-random.md lists each idea
@@ -292,7 +295,7 @@ class HeldoutTargetStop:
     needs_val = True
 
     def __init__(self, target: float, tolerance: float, max_val_drop: float | None = 5.0, patience: int = 3,
-                 min_drop: float = 0.5, stall_patience: int = 10):
+                 min_drop: float = 0.5, stall_patience: int = 10, line_search: bool = True):
         if not 0 <= target <= 100 or not tolerance >= 0:
             raise ValueError(f"target must lie in [0, 100] and tolerance be >= 0, got {target} and {tolerance}")
         if max_val_drop is not None and not max_val_drop >= 0:
@@ -304,6 +307,7 @@ class HeldoutTargetStop:
             raise ValueError(f"min_drop must be >= 0 points, got {min_drop}")
         self.target, self.tolerance, self.max_val_drop = float(target), float(tolerance), max_val_drop
         self.patience, self.min_drop, self.stall_patience = patience, float(min_drop), stall_patience
+        self.line_search = bool(line_search)
 
     def start(self, forget_acc: float, val_acc: float | None) -> StopDecision | None:
         self._val_start, self._trace = val_acc, [forget_acc]
@@ -317,7 +321,9 @@ class HeldoutTargetStop:
         if self.max_val_drop is not None and self._val_start - val_acc > self.max_val_drop:
             return StopDecision("val_drop", keep_previous=True)
         if forget_acc <= self.target + self.tolerance:
-            return StopDecision("reached_target", keep_previous=previous_gap < abs(forget_acc - self.target))
+            jumped = self.line_search and forget_acc < self.target - self.tolerance  # across the band in one epoch
+            return StopDecision("reached_target", keep_previous=previous_gap < abs(forget_acc - self.target),
+                                aim=self.target if jumped else None)
         def stalled(epochs: int) -> bool:
             return len(self._trace) > epochs and self._trace[-1 - epochs] - forget_acc < self.min_drop
 
@@ -341,7 +347,8 @@ class HeldoutRequest:
 
 def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weight: float = ANCHOR_WEIGHT,
                     tolerance: float | None = None, max_val_drop: float | None = 5.0, seed: int = 0,
-                    reference: nn.Module | None = None, anchor_batch: int | None = None) -> HeldoutRequest:
+                    reference: nn.Module | None = None, anchor_batch: int | None = None,
+                    split: HeldoutSplit | None = None) -> HeldoutRequest:
     """The loss, stopping rule and check loader of one ``pgu-heldout`` request (module docstring).
 
     Reads ``val_loader`` once and D_f's labels; ``tolerance`` defaults to one standard error of
@@ -354,9 +361,11 @@ def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weigh
     the user's model had it instead of each starting from the drift the earlier ones left (which
     compounded: every request's target fell with val). The forget samples' ranks are always
     ``model``'s. ``anchor_batch``: anchor samples per step (default: the forget batch's size;
-    :func:`request_anchor` gives a small request's).
+    :func:`request_anchor` gives a small request's). ``split``: :func:`split_heldout` of ``reference`` (else
+    ``model``) on ``val_loader``, where the caller has it already (it is then not recomputed).
     """
-    split = split_heldout(model if reference is None else reference, val_loader)
+    if split is None:
+        split = split_heldout(model if reference is None else reference, val_loader)
     forget_logits, forget_targets = predict(model, forget_loader, "forget_loader")
     if forget_targets.numel() == 0:
         raise ValueError("forget_loader yielded no samples")

@@ -61,10 +61,20 @@ STOP_REASONS = {
 
 @dataclass(frozen=True)
 class StopDecision:
-    """Why a request stops (a key of :data:`STOP_REASONS`) and whether the previous epoch's weights are kept."""
+    """Why a request stops (a key of :data:`STOP_REASONS`) and which weights it keeps.
+
+    ``keep_previous``: the previous epoch's weights instead of this one's. ``aim``: a forget accuracy
+    (percent) to look for along the last epoch's update before stopping: :func:`pgu.unlearn`
+    then keeps ``w_prev + t (w_last - w_prev)`` for the ``t`` in [0, 1] of a short bisection whose
+    forget accuracy is nearest ``aim`` (both ends included, so it is never further from ``aim``
+    than ``keep_previous`` would be; that flag is then not read). Every point of that segment
+    differs from the request's start by projected updates only, so it too leaves the CGS alone.
+    The authors' rules never set it (``pgu`` stops on whole epochs); :class:`pgu.heldout.HeldoutTargetStop`
+    does when one epoch jumps across its target band."""
 
     reason: str
     keep_previous: bool = False
+    aim: float | None = None
 
 
 class StoppingRule(Protocol):

@@ -11,7 +11,8 @@
    :class:`ProjectedOptimizer` keeps that true under momentum and weight decay), learning rate
    decaying per epoch as ``lr_e = lr0 (lr1/lr0)^(e/E)``, BatchNorm in eval mode throughout,
    until the stopping rule (section 6; :mod:`pgu.stopping`), the epoch cap or a compute budget
-   stops them.
+   stops them. A rule's stop may keep the previous epoch, or ask for a line search along the
+   last epoch's update (:class:`~pgu.stopping.StopDecision`'s ``aim``; the authors' rules never do).
 
 The settings are a :class:`pgu.PGUSettings` (one request runs with
 :meth:`~pgu.PGUSettings.for_mode`); the stopping rule and the loss are objects, each chosen by
@@ -57,6 +58,10 @@ class UnlearnResult:
             change how that layer responds to D_f.
         epochs: epochs of updates run (a partial epoch cut by the budget counts).
         kept_epoch: the epoch whose weights ``model`` holds (0 = the input weights).
+        kept_share: the share ``t`` of the kept epoch's update that ``model`` holds (1 unless a line
+            search, :class:`pgu.stopping.StopDecision`'s ``aim``, stopped part-way along it).
+        line_search: None, or what that search measured: ``share``, ``aim``, the ``forget_acc`` and
+            ``val_acc`` kept, and every ``probes`` entry ``[t, forget_acc]`` (ends included).
         stop_reason: a key of :data:`pgu.stopping.STOP_REASONS`.
         history: one dict per evaluation: epoch, lr, loss, forget_acc, val_acc, samples.
         samples_processed: forget samples passed forward and backward.
@@ -74,6 +79,8 @@ class UnlearnResult:
     samples_processed: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     forget_outside_cgs: dict[str, float | None] = field(default_factory=dict)
+    kept_share: float = 1.0
+    line_search: dict | None = None
 
 
 def lr_schedule(lr, epochs: int) -> list[float]:
@@ -146,7 +153,8 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
     return UnlearnResult(
         model=work, retain_stats=forget.retain_stats, forget_stats=forget.stats, cgs=cgs, epochs=epochs.run,
         kept_epoch=epochs.kept, stop_reason=epochs.stop_reason, history=epochs.history,
-        samples_processed=epochs.processed, forget_outside_cgs=forget_outside,
+        samples_processed=epochs.processed, forget_outside_cgs=forget_outside, kept_share=epochs.share,
+        line_search=epochs.line_search,
         seconds={"forget_stats": forget.seconds, "subspace": t_subspace, "unlearning": t_unlearn,
                  "total": time.perf_counter() - t_start},
     )
@@ -262,6 +270,8 @@ class _Epochs:
     stop_reason: str
     history: list[dict]
     processed: int
+    share: float = 1.0
+    line_search: dict | None = None
 
 
 def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader, run: PGUSettings, rule, loss,
@@ -288,7 +298,7 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
     history = [{"epoch": 0, "lr": None, "loss": None, "forget_acc": a_f, "val_acc": a_v, "samples": 0}]
     decision: StopDecision | None = rule.start(a_f, a_v)
     keeps_previous = not isinstance(rule, NoStop)  # only a stopping rule may ask for the previous epoch back
-    processed, epochs_run, kept_epoch = 0, 0, 0
+    processed, epochs_run, kept_epoch, share, line_search = 0, 0, 0, 1.0, None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -345,7 +355,17 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
                 decision = rule.after_epoch(a_f, a_v)
                 if decision is None and budget_hit:
                     decision = StopDecision("budget")
-                if decision is not None and decision.keep_previous and previous is not None:
+                if decision is not None and decision.aim is not None and previous is not None:
+                    searched = _line_search(work, projector.projected_params, previous, forget_loader,
+                                            decision.aim, history[-2]["forget_acc"], a_f, len(forget.targets))
+                    t, line_search = searched["share"], searched
+                    if t == 0.0:
+                        kept_epoch, searched["val_acc"] = epoch - 1, history[-2]["val_acc"]
+                    elif t == 1.0:
+                        searched["val_acc"] = a_v
+                    else:
+                        share, searched["val_acc"] = t, val_accuracy()
+                elif decision is not None and decision.keep_previous and previous is not None:
                     with torch.no_grad():
                         for p, old in zip(projector.projected_params, previous):
                             p.copy_(old)
@@ -354,4 +374,37 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
         if bar is not None:
             bar.close()
     stop_reason = decision.reason if decision is not None else "max_epochs"
-    return _Epochs(epochs_run, kept_epoch, stop_reason, history, processed)
+    return _Epochs(epochs_run, kept_epoch, stop_reason, history, processed, share, line_search)
+
+
+LINE_SEARCH_PROBES = 5
+"""Bisection steps of a line search (:class:`pgu.stopping.StopDecision`'s ``aim``): ``t`` to 1/32 of the epoch."""
+
+
+@torch.no_grad()
+def _line_search(work, params, previous, forget_loader, aim: float, acc_previous: float, acc_last: float,
+                 n_forget: int, probes: int = LINE_SEARCH_PROBES) -> dict:
+    """Leave ``params`` at ``previous + t (last - previous)`` for the ``t`` in [0, 1] whose forget accuracy is nearest
+    ``aim``, found by bisection from the ends (``acc_previous`` above ``aim``, ``acc_last`` below; forget accuracy
+    taken to fall along the segment; the best point measured is kept whether or not it does). Stops early within
+    half a sample of ``aim``. Returns ``share`` (t), ``aim``, ``forget_acc`` and ``probes`` ([t, accuracy] each)."""
+    last = [p.detach().clone() for p in params]
+    measured = [[0.0, float(acc_previous)], [1.0, float(acc_last)]]
+
+    def move_to(t: float) -> None:
+        for p, old, new in zip(params, previous, last):
+            p.copy_(old + t * (new - old))
+
+    low, high = 0.0, 1.0
+    for _ in range(probes if acc_previous > aim > acc_last else 0):
+        t = (low + high) / 2
+        move_to(t)
+        a = accuracy(work, forget_loader, what="forget_loader")
+        measured.append([t, a])
+        if abs(a - aim) <= 50.0 / max(n_forget, 1):
+            break
+        low, high = (t, high) if a > aim else (low, t)
+    t, a = min(measured, key=lambda m: (abs(m[1] - aim), m[0]))
+    for p, old, new in zip(params, previous, last):  # the ends exactly, not through the arithmetic
+        p.copy_(old if t == 0.0 else new if t == 1.0 else old + t * (new - old))
+    return {"share": t, "aim": float(aim), "forget_acc": a, "probes": measured}

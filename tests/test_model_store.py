@@ -119,7 +119,11 @@ def test_pgu_heldout_serves_sample_requests_when_chosen_and_a_bad_method_is_refu
     assert given["lr_used"] == pytest.approx(list(request_batching(40, given["batch_size"], (0.05, 0.01))[1]))
     assert 0 < settings["target_forget_acc"] <= 100 and settings["tolerance"] > 0
     assert record["stop_reason"] in ("already_forgotten", "reached_target", "target_plateau", "val_drop", "max_epochs")
-    assert forget(store, digits_run, ids_of(train, 5, start=40))["settings"]["method"] == "pgu"  # the store's default
+    plain = forget(store, digits_run, ids_of(train, 5, start=40))
+    assert plain["settings"]["method"] == "pgu"  # the store's default
+    # pgu-heldout reads the trained model's val accuracy off its one pass over val: the figure pgu's request reads
+    assert record["metrics"]["before"]["reference_val_acc"] == plain["metrics"]["before"]["reference_val_acc"]
+    assert "line_search" in record["metrics"] and "line_search" in plain["metrics"]
     assert store.verify()["ok"]
     # a store made to serve pgu-heldout, and class requests still run as pgu there
     made = ModelStore.create(tmp_path / "heldout", digits_run["run"], sample_method="pgu-heldout")

@@ -53,7 +53,7 @@ import torch
 
 from pgu.data import DatasetNotFoundError, load_dataset
 from pgu.evaluation import accuracy
-from pgu.heldout import prepare_heldout, request_anchor, request_batching
+from pgu.heldout import prepare_heldout, request_anchor, request_batching, split_heldout
 from pgu.stats import GramStats, StatsMismatchError
 from pgu.stopping import default_rule
 from pgu.store.ledger import Ledger, LedgerError, ids_sha256, utc_now
@@ -329,10 +329,12 @@ class ModelStore:
             # (version 0) over all requests; this request may use what earlier ones left. Val accuracy is
             # measured as the stopping rule measures it (for class removal, on the classes kept).
             val_key = "val_acc_kept_classes" if classes else "val_acc"
-            reference_val = accuracy(reference, val_loader, exclude_classes=classes, what="the val samples")
+            heldout = mode == "sample" and method["sample_method"] == "pgu-heldout"
+            split = split_heldout(reference, val_loader) if heldout else None  # the reference's one pass over val
+            reference_val = (100.0 * float((split.logits.argmax(1) == split.y).double().mean()) if heldout else
+                             accuracy(reference, val_loader, exclude_classes=classes, what="the val samples"))
             current_val = accuracy(model, val_loader, exclude_classes=classes, what="the val samples")
             allowance = max(0.0, max_val_drop - max(0.0, reference_val - current_val))
-            heldout = mode == "sample" and method["sample_method"] == "pgu-heldout"
             rule = dict(val_loader=val_loader, loss=None, stop=default_rule(mode, max_val_drop=allowance))
             if heldout:  # pgu.heldout: its batch size, its loss, its stop, and the check half of val
                 rate = tuple(given["lr"]) if given.get("lr") is not None else tuple(method["heldout_lr"])
@@ -340,7 +342,8 @@ class ModelStore:
                 weight, anchor_batch = request_anchor(batch, run.batch_size, method["anchor_weight"])
                 forget_loader, run = forget_data.loader(batch, device=device), run.replace(lr=lr)
                 request = prepare_heldout(model, forget_loader, val_loader, anchor_weight=weight,
-                                          anchor_batch=anchor_batch, max_val_drop=allowance, reference=reference)
+                                          anchor_batch=anchor_batch, max_val_drop=allowance, reference=reference,
+                                          split=split)
                 rule = dict(val_loader=request.val_loader, loss=request.loss, stop=request.stop)
             del reference
             try:
@@ -355,7 +358,7 @@ class ModelStore:
                                      "is unchanged: retry with a lower --lr")
             # Before and after, as the stopping rule measured them (epoch 0 and the epoch kept): no second pass.
             first = result.history[0]
-            kept = next(h for h in result.history if h["epoch"] == result.kept_epoch)
+            kept = result.line_search or next(h for h in result.history if h["epoch"] == result.kept_epoch)
             before = {"forget_acc": _round(first["forget_acc"]), val_key: _round(first["val_acc"]),
                       "reference_val_acc": _round(reference_val), "val_drop_allowed": _round(allowance)}
             after = {"forget_acc": _round(kept["forget_acc"]), val_key: _round(kept["val_acc"])}
@@ -375,7 +378,7 @@ class ModelStore:
                                       _round(request.target), "tolerance": _round(request.tolerance)}
                                      if heldout else {}),
                       "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
-                      "metrics": {"before": before, "after": after,
+                      "metrics": {"before": before, "after": after, "line_search": result.line_search,
                                   "per_epoch": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()}
                                                 for h in result.history]}}
             with self.ledger() as ledger:

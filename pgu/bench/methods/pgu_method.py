@@ -66,6 +66,7 @@ def _run(model, forget_loader, settings: PGUSettings, context: MethodContext, *,
                      settings=settings, stop=stop, loss=loss, max_samples=context.max_samples,
                      progress=context.progress)
     details = {"stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
+               "kept_share": result.kept_share, "line_search": result.line_search,
                "samples_processed": result.samples_processed, "hit_budget": result.stop_reason == "budget",
                "seconds": {k: round(v, 4) for k, v in result.seconds.items()}, "history": result.history,
                "ranks": result.cgs.summary(),
