@@ -264,10 +264,43 @@ def test_bench_runs_baselines_and_gives_retain_data_only_to_methods_that_need_it
     assert "| finetune |" in (tmp_path / "b" / "results.md").read_text()
 
 
-def test_sequential_bench_refuses_methods_it_cannot_chain(tmp_path):
-    with pytest.raises(ValueError, match="cannot run in it"):
-        run_bench(BenchConfig(tier="digits", scenario="sequential", methods=("original", "retrain", "finetune")),
-                  tmp_path / "b", progress=False)
+def test_the_sequential_bench_chains_every_method_on_what_no_request_removed(tmp_path, monkeypatch):
+    import torch
+
+    import pgu.bench.seed as seed_module
+
+    calls, real = [], seed_module.get_method
+
+    def spying(name):  # record what each request of each method starts from and reads
+        info, run = real(name)
+
+        def recorded(model, forget_loader, retain_loader, settings, context):
+            result = run(model, forget_loader, retain_loader, settings, context)
+            retained = None if retain_loader is None else torch.cat([b[1] for b in retain_loader]).numel()
+            calls.append({"name": name, "start": model, "out": result.model, "retained": retained,
+                          "forget": torch.cat([b[1] for b in forget_loader]).numel(), "stats": context.stats})
+            return result
+        return info, recorded
+
+    monkeypatch.setattr(seed_module, "get_method", spying)
+    config = BenchConfig(tier="digits", scenario="sequential", seeds=(0,), steps=2, per_class=5,
+                         methods=("original", "retrain", "pgu", "pgu-heldout", "finetune"))
+    results = run_bench(config, tmp_path / "b", progress=False)
+    seed, n_train = results["seeds"][0], results["dataset"]["train"]
+    assert all(set(step["methods"]) == {"original", "retrain", "pgu", "pgu-heldout", "finetune"}
+               for step in seed["steps"])
+    for name in ("pgu", "pgu-heldout", "finetune"):
+        first, second = [c for c in calls if c["name"] == name]
+        assert first["forget"] == second["forget"] == 50
+        assert second["start"] is first["out"] and first["start"] is not first["out"]  # each starts where it left off
+        if name == "finetune":  # reads retain data: what neither request removed
+            assert (first["retained"], second["retained"]) == (n_train - 50, n_train - 100)
+        else:  # data-free, and the second request starts from the statistics the first one left
+            assert first["retained"] is None and second["stats"] is not first["stats"]
+            assert second["stats"].n_samples_ == first["stats"].n_samples_ - 50
+
+
+def test_bench_refuses_unknown_methods(tmp_path):
     with pytest.raises(ValueError, match="unknown methods"):
         run_bench(BenchConfig(tier="digits", scenario="class", methods=("original", "retrain", "fine-tune")),
                   tmp_path / "c", progress=False)

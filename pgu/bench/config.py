@@ -145,10 +145,6 @@ class BenchConfig:
         if self.challenge and (self.scenario == "sequential" or "pgu" not in self.methods):
             raise ValueError("the challenge score is taken for pgu on a single request: not with the sequential "
                              "scenario, and pgu must be among the methods")
-        chained = {m for m in self.methods if m not in REFERENCES} - {"pgu"}
-        if self.scenario == "sequential" and chained:
-            raise ValueError(f"the sequential scenario chains pgu's requests (model and retain statistics); "
-                             f"{sorted(chained)} cannot run in it: leave them out of --methods")
         if self.per_class is not None and self.per_class < 1:
             raise ValueError(f"per_class must be a positive number of samples, got {self.per_class}")
         if self.challenge and self.scenario in POISON_SCENARIOS:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pgu.bench.challenge import challenge_score
-from pgu.bench.config import FORMAT, POISON_SCENARIOS, TIERS, BenchConfig
+from pgu.bench.config import FORMAT, POISON_SCENARIOS, REFERENCES, TIERS, BenchConfig
 from pgu.bench.metrics import top1_accuracy
 from pgu.bench.report import write_report
 from pgu.bench.scoring import score_poisoning, softmax_outputs
@@ -225,19 +225,28 @@ def sequential_requests(train_y: torch.Tensor, ids: torch.Tensor, steps: int, pe
 
 
 def _run_sequential(run: SeedRun) -> dict:
-    """Requests one after another; after each, every method is scored against a model retrained without all so far."""
+    """Requests one after another; after each, every method is scored against a model retrained without all so far.
+
+    Every method serves the requests in a row: request ``t`` starts from the model its request
+    ``t - 1`` left (the PGU family also from the retain statistics it left), forgets request
+    ``t``'s samples, and, where it reads retain data, reads what no request so far removed. Each
+    step is timed on its own, against the retraining of that step."""
     config, splits, seed = run.config, run.splits, run.seed
     requests = sequential_requests(splits.train.y, splits.train.ids, config.steps, config.per_class, seed)
-    model, current_stats = run.original, run.stats
+    chained = [name for name in config.methods if name not in REFERENCES]
+    models, stats = dict.fromkeys(chained, run.original), dict.fromkeys(chained, run.stats)
     steps, forgotten = [], splits.train.ids[:0]
     for t, request in enumerate(requests, start=1):
         forgotten = torch.cat([forgotten, request]).sort().values
         mask = splits.train.mask_of(forgotten)
         method_runs = {}
-        if "pgu" in config.methods:
-            pgu_run = run.run_method("pgu", splits.train.mask_of(request), "sample", model=model, stats=current_stats)
-            model, current_stats = pgu_run["model"], pgu_run.pop("retain_stats")
-            method_runs["pgu"] = pgu_run
+        for name in chained:
+            step = run.run_method(name, splits.train.mask_of(request), "sample", model=models[name], stats=stats[name],
+                                  retain=~mask)
+            models[name] = step["model"]
+            if "retain_stats" in step:
+                stats[name] = step.pop("retain_stats")
+            method_runs[name] = step
         scored = run.score_request(mask, (), method_runs, desc=f"seed {seed}: retrain without requests 1-{t}")
         steps.append({"step": t, "request_size": int(request.numel()), **forget_record(forgotten), **scored})
     last = steps[-1]

@@ -115,15 +115,20 @@ class SeedRun:
     # -- one request by one method --------------------------------------------------------
 
     def run_method(self, name: str, mask: torch.Tensor, mode: str, *, model: nn.Module | None = None,
-                   stats: GramStats | None = None, settings: dict | None = None) -> dict:
+                   stats: GramStats | None = None, settings: dict | None = None,
+                   retain: torch.Tensor | None = None) -> dict:
         """One request by method ``name``, timed, as the bench records it (the model, seconds and what it reports).
 
         The method gets the forget set (``mask`` of the training set), the retain set only when
         it is not data-free (PGU gets the retain statistics instead), the val split, and the
         budget in sample passes. ``model`` / ``stats``: the model the request starts from and
         its retain statistics (default: the original's); ``settings``: default the bench's
-        (:func:`bench_settings`).
+        (:func:`bench_settings`); ``retain``: the retain set's mask (default ``~mask``; after earlier
+        requests, what none of them removed), read by the methods that are not data-free.
         """
+        retain = ~mask if retain is None else retain
+        if bool((retain & mask).any()):
+            raise ValueError(f"{name}: the retain set and the forget set overlap")
         info, run = get_method(name)
         if settings is None:
             settings = bench_settings(name, self.config)
@@ -132,7 +137,7 @@ class SeedRun:
         retain_loader = None
         if not info.data_free:
             batch = int(settings.get("retain_batch_size", settings["batch_size"]))
-            retain_loader = splits.train.subset(~mask).loader(batch, shuffle=True, seed=self.seed, device=device)
+            retain_loader = splits.train.subset(retain).loader(batch, shuffle=True, seed=self.seed, device=device)
         mean, std = _pixel_scale(splits.info)
         context = MethodContext(num_classes=splits.num_classes, train_epochs=self.train_cfg.epochs,
                                 max_samples=self.budget, forget_mode=mode,
