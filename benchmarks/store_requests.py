@@ -112,6 +112,7 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
                "heldout_target": target, "store_target": record["settings"].get("target_forget_acc"),
                "method": record["settings"].get("method", "pgu"),
                "stop_reason": record["stop_reason"], "epochs": record["epochs"], "kept_epoch": record["kept_epoch"],
+               "kept_share": (record["metrics"].get("line_search") or {}).get("share", 1.0),
                "seconds": record["seconds"], "gram_state_relative_difference": drift,
                "n_samples_in_state": state.n_samples_}
         rows.append(row)
