@@ -278,7 +278,8 @@ def test_the_sequential_bench_chains_every_method_on_what_no_request_removed(tmp
             result = run(model, forget_loader, retain_loader, settings, context)
             retained = None if retain_loader is None else torch.cat([b[1] for b in retain_loader]).numel()
             calls.append({"name": name, "start": model, "out": result.model, "retained": retained,
-                          "forget": torch.cat([b[1] for b in forget_loader]).numel(), "stats": context.stats})
+                          "forget": torch.cat([b[1] for b in forget_loader]).numel(), "stats": context.stats,
+                          "reference": context.reference})
             return result
         return info, recorded
 
@@ -293,6 +294,7 @@ def test_the_sequential_bench_chains_every_method_on_what_no_request_removed(tmp
         first, second = [c for c in calls if c["name"] == name]
         assert first["forget"] == second["forget"] == 50
         assert second["start"] is first["out"] and first["start"] is not first["out"]  # each starts where it left off
+        assert first["reference"] is second["reference"] is first["start"]  # the model as trained, as a store's
         if name == "finetune":  # reads retain data: what neither request removed
             assert (first["retained"], second["retained"]) == (n_train - 50, n_train - 100)
         else:  # data-free, and the second request starts from the statistics the first one left

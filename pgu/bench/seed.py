@@ -143,7 +143,7 @@ class SeedRun:
                                 max_samples=self.budget, forget_mode=mode,
                                 val_loader=splits.val.loader(512, device=device),
                                 stats=self.stats if stats is None else stats, seed=self.seed, pixel_mean=mean,
-                                pixel_std=std, progress=self.progress)
+                                pixel_std=std, progress=self.progress, reference=self.original)
         synchronize(device)
         start = time.perf_counter()
         result = run(self.original if model is None else model, forget_loader, retain_loader, settings, context)

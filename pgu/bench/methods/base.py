@@ -50,6 +50,8 @@ class MethodContext:
     ``"class"`` (the forget set is whole classes). ``val_loader``: held-out data, never the
     test split. ``stats``: the Gram statistics of the data the model retains (PGU). ``seed``:
     for every random draw a method makes. ``progress``: show a progress bar where the method has one.
+    ``reference``: the model as trained, before any request of a sequence (``pgu-heldout`` aims at
+    and anchors to its held-out behaviour, as a model store does; None: the model the request starts from).
     """
 
     num_classes: int
@@ -62,6 +64,7 @@ class MethodContext:
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
     progress: bool = False
+    reference: object = None
 
     def pixel_scale(self, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel ``(mean, std)`` that map pixels in 0..1 to the model's inputs (``x = (p - mean) / std``).

@@ -48,7 +48,7 @@ def run_pgu_heldout(model, forget_loader, retain_loader, settings: dict, context
                                          seed=forget_loader.seed)
             pgu_settings = pgu_settings.replace(lr=lr)
     request = prepare_heldout(model, forget_loader, context.val_loader, anchor_weight=weight,
-                              anchor_batch=anchor_batch, seed=context.seed)
+                              anchor_batch=anchor_batch, seed=context.seed, reference=context.reference)
     result = _run(model, forget_loader, pgu_settings, context, val_loader=request.val_loader, loss=request.loss,
                   stop=request.stop)
     result.details.update({"target_FA": round(request.target, 4), "tolerance": round(request.tolerance, 4),
