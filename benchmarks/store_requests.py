@@ -55,13 +55,6 @@ from pgu.zoo.runs import load_model, load_run, save_run
 PHASES = ("load", "forget_stats", "subspace", "unlearning", "write", "total")
 
 
-def _kept_share(line_search) -> float:
-    """The share of the kept epoch's update the model holds: a line search's ``t`` when it stopped part-way, else 1
-    (a search that chose an end keeps that whole epoch, the previous one at ``t = 0``)."""
-    share = 1.0 if not line_search else float(line_search["share"])
-    return share if 0.0 < share < 1.0 else 1.0
-
-
 def run_from_bench_cache(cache: Path, recipe_name: str, out: Path, data_dir=None) -> Path:
     """A run folder for the bench's cached original (trained on the whole training split, with its statistics)."""
     recipe = load_recipe(recipe_name)
@@ -119,7 +112,7 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
                "heldout_target": target, "store_target": record["settings"].get("target_forget_acc"),
                "method": record["settings"].get("method", "pgu"),
                "stop_reason": record["stop_reason"], "epochs": record["epochs"], "kept_epoch": record["kept_epoch"],
-               "kept_share": _kept_share(record["metrics"].get("line_search")),
+               "kept_share": record["metrics"].get("kept_share", 1.0),
                "seconds": record["seconds"], "gram_state_relative_difference": drift,
                "n_samples_in_state": state.n_samples_}
         rows.append(row)

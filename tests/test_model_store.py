@@ -124,6 +124,7 @@ def test_pgu_heldout_serves_sample_requests_when_chosen_and_a_bad_method_is_refu
     # pgu-heldout reads the trained model's val accuracy off its one pass over val: the figure pgu's request reads
     assert record["metrics"]["before"]["reference_val_acc"] == plain["metrics"]["before"]["reference_val_acc"]
     assert "line_search" in record["metrics"] and "line_search" in plain["metrics"]
+    assert 0 < record["metrics"]["kept_share"] <= 1 and plain["metrics"]["kept_share"] == 1.0
     assert store.verify()["ok"]
     # a store made to serve pgu-heldout, and class requests still run as pgu there
     made = ModelStore.create(tmp_path / "heldout", digits_run["run"], sample_method="pgu-heldout")

@@ -108,7 +108,7 @@ def cmd_forget(args) -> int:
     what = f"class {record['class']}" if record["kind"] == "class" else "ids"
     print(f"request {record['id']}: forgot {record['n_samples']} samples ({what}) -> version {record['version']} "
           f"in {record['seconds']['total']:.2f} s; stop: {record['stop_reason']} after {record['epochs']} epochs "
-          f"(kept epoch {record['kept_epoch']}{_share(m.get('line_search'))})")
+          f"(kept epoch {record['kept_epoch']}{_share(m)})")
     val_key = "val_acc_kept_classes" if "val_acc_kept_classes" in m["after"] else "val_acc"
     print(f"  forget accuracy {m['before']['forget_acc']:.2f} -> {m['after']['forget_acc']:.2f}, "
           f"val accuracy{' on the classes kept' if val_key != 'val_acc' else ''} "
@@ -122,12 +122,12 @@ def cmd_forget(args) -> int:
     return 0
 
 
-def _share(line_search) -> str:
+def _share(metrics) -> str:
     """How much of the kept epoch a line search (pgu.stopping.StopDecision.aim) kept, when it kept part of it."""
-    if not line_search or line_search["share"] in (0.0, 1.0):
+    if metrics.get("kept_share", 1.0) == 1.0:
         return ""
-    return f", {line_search['share']:.3g} of its update: a line search aimed at forget accuracy "\
-           f"{line_search['aim']:.1f}"
+    return f", {metrics['kept_share']:.3g} of its update: a line search aimed at forget accuracy "\
+           f"{metrics['line_search']['aim']:.1f}"
 
 
 def cmd_history(args) -> int:

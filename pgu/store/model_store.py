@@ -378,7 +378,8 @@ class ModelStore:
                                       _round(request.target), "tolerance": _round(request.tolerance)}
                                      if heldout else {}),
                       "stop_reason": result.stop_reason, "epochs": result.epochs, "kept_epoch": result.kept_epoch,
-                      "metrics": {"before": before, "after": after, "line_search": result.line_search,
+                      "metrics": {"before": before, "after": after, "kept_share": result.kept_share,
+                                  "line_search": result.line_search,
                                   "per_epoch": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()}
                                                 for h in result.history]}}
             with self.ledger() as ledger:
