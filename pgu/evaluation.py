@@ -9,6 +9,7 @@ from torch import nn
 
 from pgu.fast_forward import FastForward
 from pgu.modes import eval_mode
+from pgu.outputs import logits_output
 from pgu.stats import _model_device
 
 __all__ = ["predict", "accuracy", "split_batch"]
@@ -28,15 +29,19 @@ def split_batch(batch, what: str = "loader"):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, what: str = "loader") -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: nn.Module, loader, what: str = "loader", *, output=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits, targets)`` over the whole loader, in eval mode (modes restored after), on CPU.
+
+    ``output``: where the logits are in the model's output (:func:`pgu.outputs.logits_of`; default: a
+    tensor, a tuple's first element, a dict's ``"logits"``, a ``.logits`` field).
 
     Forwards go through :class:`~pgu.fast_forward.FastForward` (on a CPU: channels-last, in
     chunks; the model's weights are put back as they were).
     """
     device = _model_device(model)
     logits, targets = [], []
-    with eval_mode(model), FastForward(model, device, on_fallback=logits.clear) as forward:
+    with eval_mode(model), logits_output(model, output), \
+            FastForward(model, device, on_fallback=logits.clear) as forward:
         for batch in loader:
             x, y = split_batch(batch, what)
             logits.extend(out.float().cpu() for out in forward(x.to(device)))
@@ -47,9 +52,10 @@ def predict(model: nn.Module, loader, what: str = "loader") -> tuple[torch.Tenso
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, loader, *, exclude_classes: Iterable[int] = (), what: str = "loader") -> float | None:
+def accuracy(model: nn.Module, loader, *, exclude_classes: Iterable[int] = (), what: str = "loader",
+             output=None) -> float | None:
     """Top-1 accuracy in percent over samples whose label is not excluded; None when there are none."""
-    logits, targets = predict(model, loader, what)
+    logits, targets = predict(model, loader, what, output=output)
     if targets.numel() == 0:
         return None
     keep = torch.ones_like(targets, dtype=torch.bool)

@@ -82,7 +82,7 @@ class HeldoutSplit:
         return sum(int(b[1].shape[0]) for b in self.check)
 
 
-def split_heldout(model: nn.Module, val_loader, batch_size: int = 512) -> HeldoutSplit:
+def split_heldout(model: nn.Module, val_loader, batch_size: int = 512, *, output=None) -> HeldoutSplit:
     """Read ``val_loader`` once, take the original model's logits on it (one pass), and split it by position."""
     xs, ys = [], []
     for batch in val_loader:
@@ -93,7 +93,7 @@ def split_heldout(model: nn.Module, val_loader, batch_size: int = 512) -> Heldou
         raise ValueError("pgu-heldout needs at least 4 held-out samples in val_loader (half anchor, half check)")
     x, y = torch.cat(xs), torch.cat(ys)
     logits, _ = predict(model, [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)],
-                        "val_loader")
+                        "val_loader", output=output)
     even = torch.arange(len(y)) % 2 == 0
     cx, cy = x[~even], y[~even]
     check = [(cx[i:i + batch_size], cy[i:i + batch_size]) for i in range(0, len(cy), batch_size)]
@@ -115,9 +115,9 @@ def class_mix_accuracy(correct, labels, forget_labels) -> float:
     return 100.0 * float(sum(a * int(n) for a, n in zip(per_class, counts)) / int(counts.sum()))
 
 
-def heldout_target(model: nn.Module, val_batches, forget_targets: torch.Tensor) -> float:
+def heldout_target(model: nn.Module, val_batches, forget_targets: torch.Tensor, *, output=None) -> float:
     """:func:`class_mix_accuracy` of ``model`` on ``val_batches``: its held-out target for D_f."""
-    logits, y = predict(model, val_batches, "val")
+    logits, y = predict(model, val_batches, "val", output=output)
     return class_mix_accuracy(logits.argmax(1) == y, y, forget_targets)
 
 
@@ -348,7 +348,7 @@ class HeldoutRequest:
 def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weight: float = ANCHOR_WEIGHT,
                     tolerance: float | None = None, max_val_drop: float | None = 5.0, seed: int = 0,
                     reference: nn.Module | None = None, anchor_batch: int | None = None,
-                    split: HeldoutSplit | None = None) -> HeldoutRequest:
+                    split: HeldoutSplit | None = None, output=None) -> HeldoutRequest:
     """The loss, stopping rule and check loader of one ``pgu-heldout`` request (module docstring).
 
     Reads ``val_loader`` once and D_f's labels; ``tolerance`` defaults to one standard error of
@@ -362,11 +362,12 @@ def prepare_heldout(model: nn.Module, forget_loader, val_loader, *, anchor_weigh
     compounded: every request's target fell with val). The forget samples' ranks are always
     ``model``'s. ``anchor_batch``: anchor samples per step (default: the forget batch's size;
     :func:`request_anchor` gives a small request's). ``split``: :func:`split_heldout` of ``reference`` (else
-    ``model``) on ``val_loader``, where the caller has it already (it is then not recomputed).
+    ``model``) on ``val_loader``, where the caller has it already (it is then not recomputed). ``output``:
+    where the logits are in the model's output (:mod:`pgu.outputs`); pass the same to :func:`pgu.unlearn`.
     """
     if split is None:
-        split = split_heldout(model if reference is None else reference, val_loader)
-    forget_logits, forget_targets = predict(model, forget_loader, "forget_loader")
+        split = split_heldout(model if reference is None else reference, val_loader, output=output)
+    forget_logits, forget_targets = predict(model, forget_loader, "forget_loader", output=output)
     if forget_targets.numel() == 0:
         raise ValueError("forget_loader yielded no samples")
     target = class_mix_accuracy(split.logits.argmax(1) == split.y, split.y, forget_targets)

@@ -35,6 +35,7 @@ from torch import nn
 from pgu.fast_forward import FastForward
 from pgu.gram.layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
 from pgu.modes import eval_mode
+from pgu.outputs import OutputError
 
 __all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs", "stats_batch_size", "STATS_BATCH_SIZE"]
 
@@ -451,7 +452,7 @@ class _Accumulator:
         try:
             with torch.no_grad():
                 self.forward(inputs)
-        except UnsupportedLayerError:
+        except (UnsupportedLayerError, OutputError):
             raise
         except (RuntimeError, ValueError) as exc:
             raise ValueError(

@@ -25,6 +25,8 @@ def explicit_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x.double()
     if isinstance(module, nn.Linear):
         return x.reshape(-1, module.in_features)
+    if isinstance(module, nn.Conv1d):
+        return _conv1d_rows(module, x)
     if not isinstance(module, nn.Conv2d):
         raise TypeError(f"no oracle for {type(module).__name__}")
     kh, kw = module.kernel_size
@@ -52,6 +54,34 @@ def explicit_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
                         for v in range(kw):
                             row.append(xp[b, ch, i * sh + u * dh, j * sw + v * dw])
                 rows.append(torch.stack(row))
+    return torch.stack(rows)
+
+
+def _conv1d_rows(module: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """One row per (sample, output position), each element read from the layer's definition (padding included)."""
+    (k,), (s,), (d,) = module.kernel_size, module.stride, module.dilation
+    if module.padding == "same":
+        left, right = _same_padding(k, d)
+    elif module.padding == "valid":
+        left = right = 0
+    else:
+        left = right = module.padding[0]
+    n, c, length = x.shape
+
+    def at(b: int, ch: int, pos: int) -> torch.Tensor:
+        if 0 <= pos < length:
+            return x[b, ch, pos]
+        if module.padding_mode == "zeros":
+            return torch.zeros((), dtype=x.dtype)
+        if module.padding_mode == "circular":
+            return x[b, ch, pos % length]
+        if module.padding_mode == "replicate":
+            return x[b, ch, min(max(pos, 0), length - 1)]
+        return x[b, ch, -pos if pos < 0 else 2 * (length - 1) - pos]  # reflect
+
+    out_len = (length + left + right - d * (k - 1) - 1) // s + 1
+    rows = [torch.stack([at(b, ch, t * s - left + j * d) for ch in range(c) for j in range(k)])
+            for b in range(n) for t in range(out_len)]
     return torch.stack(rows)
 
 

@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from pgu.coverage import coverage
 from pgu.evaluation import accuracy, split_batch
 from pgu.losses import default_loss
 from pgu.modes import unlearning_mode
+from pgu.outputs import check_output_selector, logits_output
 from pgu.projection import GradientProjector, ProjectedOptimizer
 from pgu.settings import PGUSettings, check_mode, check_schedule
 from pgu.stats import GramStats, _model_device
@@ -95,12 +98,13 @@ def lr_schedule(lr, epochs: int) -> list[float]:
 
 def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=None, mode: str = "sample",
             settings: PGUSettings | None = None, stop: StoppingRule | str = "auto", loss=None,
-            max_samples: int | None = None, inplace: bool = False, progress: bool = False,
+            max_samples: int | None = None, inplace: bool = False, progress: bool = False, output=None,
             **overrides) -> UnlearnResult:
     """Make ``model`` forget the samples ``forget_loader`` yields, with PGU.
 
     Args:
-        model: the trained classifier (any net whose trainable weights sit in Conv2d/Linear).
+        model: the trained classifier. Its covered layers' weights move (:func:`pgu.coverage.coverage`
+            lists every trainable parameter); a warning names those frozen because pgu cannot project them.
         forget_loader: re-iterable, yields ``(inputs, targets)`` batches of D_f with the same
             preprocessing as the statistics pass (one epoch = one pass). For ``mode="poison"``
             the targets are the (wrong) labels the samples were trained with.
@@ -123,6 +127,9 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
             For a share ``s`` of the training run's compute pass ``int(s * samples_seen)``.
         inplace: write the result into ``model`` (only when the request succeeds).
         progress: show a tqdm bar over epochs.
+        output: where the logits are in the model's output (:mod:`pgu.outputs`): None reads a tensor, a
+            tuple's first element, a dict's ``"logits"`` or a ``.logits`` field; a callable maps the output
+            to ``[batch, classes]`` logits (a sequence model: its reduction to one prediction per input).
     """
     t_start = time.perf_counter()
     check_mode(mode)
@@ -133,19 +140,22 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
     rule = _stopping_rule(stop, mode)
     loss = default_loss(mode) if loss is None else loss
     _validate(rule, mode, max_samples, forget_loader, val_loader, stats, loss)
+    check_output_selector(output)
     stats.check_model(model)
+    _warn_uncovered(model, stats, run.bias)
     work = copy.deepcopy(model)
     if callable(getattr(loss, "bind", None)):  # a loss that also runs the model (pgu.heldout's anchor term)
         loss = loss.bind(work)
 
-    forget = _forget_pass(work, forget_loader, stats)
-    t0 = time.perf_counter()
-    cgs, forget_outside = _fit_subspace(run, forget)
-    t_subspace = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    epochs = _projected_epochs(work, cgs, forget, forget_loader, val_loader, run, rule, loss, mode, max_samples,
-                               progress)
-    t_unlearn = time.perf_counter() - t0
+    with logits_output(work, output):  # every forward of the request sees [batch, classes] logits
+        forget = _forget_pass(work, forget_loader, stats)
+        t0 = time.perf_counter()
+        cgs, forget_outside = _fit_subspace(run, forget)
+        t_subspace = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        epochs = _projected_epochs(work, cgs, forget, forget_loader, val_loader, run, rule, loss, mode, max_samples,
+                                   progress)
+        t_unlearn = time.perf_counter() - t0
 
     if inplace:
         model.load_state_dict(work.state_dict())
@@ -170,6 +180,13 @@ _NOT_SETTINGS = {
     "poison_min_drop": "stop=pgu.stopping.PoisonRemovalStop(min_drop=...)",
 }
 """Keywords of the stopping rule and the loss, which ``unlearn`` takes as objects: how to pass each."""
+
+
+def _warn_uncovered(model: nn.Module, stats: GramStats, bias: str) -> None:
+    """One warning per request naming the trainable parameters pgu cannot project (they stay frozen)."""
+    message = coverage(model, stats.layer_names, bias=bias).warning()
+    if message:
+        warnings.warn(message, stacklevel=3)
 
 
 def _stopping_rule(stop, mode: str) -> StoppingRule:

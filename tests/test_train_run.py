@@ -130,6 +130,10 @@ def test_cli_train_and_its_errors(tmp_path):
                    "random:0.1", "--quiet", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "test" in proc.stdout and load_run(out).config["recipe"]["train"]["batch_size"] == 128
+    # the coverage table after the statistics pass: every trainable parameter, projected or frozen
+    for name, _ in load_run(out).model.named_parameters():
+        assert name in proc.stdout, name
+    assert "projected" in proc.stdout and "0 of them not by choice" in proc.stdout
     again = pgu_cli("train", "--dataset", "digits", "--quiet", "--out", str(out))
     assert again.returncode == 1 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
     for args, message in [(["--dataset", "nope"], "no recipe"), (["--recipe", "nope"], "unknown recipe"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pgu.cli.common import add_data_and_device, parse_setting
+from pgu.coverage import coverage
 from pgu.data.poisoning import POISON_SPEC_HELP
 from pgu.demo import format_table, run_demo
 from pgu.zoo.recipes import available_recipes, find_recipe, load_recipe
@@ -81,5 +82,8 @@ def cmd_train(args) -> int:
           + f") in {res['train_seconds']:.1f} s: "
           f"val {res['val_acc']:.2f}%, test {res['test_acc']:.2f}%"
           + (f"; Gram statistics in {res['stats_seconds']:.1f} s" if res["stats_seconds"] is not None else ""))
+    if res["stats_seconds"] is not None:
+        print(f"\nWhat a request moves and what stays frozen (pgu.coverage, bias as the authors):\n"
+              f"{coverage(run.model).table()}\n")
     print(f"wrote {args.out}")
     return 0

@@ -13,6 +13,9 @@ Row conventions (every adapter returns a ``(n_rows, d)`` tensor in the input's d
   ``d = C_in * k_h * k_w`` ordered channel-major then kernel row then kernel column, which is
   the order of ``weight.reshape(C_out, -1)``. Grouped convolutions are refused with a clear
   error (their weight is block-diagonal; leave such layers out with ``layers=[...]``).
+* ``nn.Conv1d``: each input window, ``d = C_in * k`` ordered channel-major then kernel position
+  (``weight.reshape(C_out, -1)``), with the layer's stride, dilation, padding (numbers,
+  ``'same'``, ``'valid'``) and ``padding_mode``; grouped ones are refused as for Conv2d.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ __all__ = [
     "adapter_for",
     "find_layers",
     "conv2d_explicit_padding",
+    "check_shared_parameters",
+    "NoSupportedLayerError",
 ]
 
 
@@ -77,6 +82,10 @@ class LayerAdapter:
 
 
 _REGISTRY: dict[type, LayerAdapter] = {}
+
+
+class NoSupportedLayerError(UnsupportedLayerError):
+    """The model has no layer PGU can cover."""
 
 
 def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulator=None):
@@ -122,22 +131,32 @@ def linear_rows(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 # --- Conv2d ---------------------------------------------------------------------------
 
 
-def _conv2d_geometry(module: nn.Conv2d) -> dict:
-    return {
-        "kernel_size": list(module.kernel_size),
-        "stride": list(module.stride),
-        "dilation": list(module.dilation),
-        "padding": list(conv2d_explicit_padding(module)),
-        "padding_mode": module.padding_mode,
-    }
+def _conv_geometry(explicit_padding):
+    """The geometry recorder of a conv kind: everything that changes its rows, padding made explicit."""
+
+    def geometry(module: nn.Module) -> dict:
+        return {
+            "kernel_size": list(module.kernel_size),
+            "stride": list(module.stride),
+            "dilation": list(module.dilation),
+            "padding": list(explicit_padding(module)),
+            "padding_mode": module.padding_mode,
+        }
+
+    return geometry
 
 
-def _conv2d_check(module: nn.Conv2d, name: str) -> None:
-    if module.groups != 1:
-        raise UnsupportedLayerError(
-            f"Conv2d {name!r} has groups={module.groups}; PGU statistics support groups=1 only. "
-            f"Leave it out with GramStats(layers=[...]) (its weights then stay frozen during unlearning)."
-        )
+def _ungrouped(kind: str):
+    """The check of a conv kind whose grouped form has no adapter yet."""
+
+    def check(module: nn.Module, name: str) -> None:
+        if module.groups != 1:
+            raise UnsupportedLayerError(
+                f"{kind} {name!r} has groups={module.groups}; PGU statistics support groups=1 only. "
+                f"Leave it out with GramStats(layers=[...]) (its weights then stay frozen during unlearning)."
+            )
+
+    return check
 
 
 def _conv2d_unfold(module: nn.Conv2d, xp: torch.Tensor) -> torch.Tensor:
@@ -146,10 +165,41 @@ def _conv2d_unfold(module: nn.Conv2d, xp: torch.Tensor) -> torch.Tensor:
     return patches.transpose(1, 2).reshape(-1, patches.shape[1])
 
 
-@register_layer(nn.Conv2d, "Conv2d", geometry=_conv2d_geometry, check=_conv2d_check,
+@register_layer(nn.Conv2d, "Conv2d", geometry=_conv_geometry(conv2d_explicit_padding), check=_ungrouped("Conv2d"),
                 accumulator=Conv2dGramAccumulator)
 def conv2d_rows(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return _conv2d_unfold(module, conv2d_padded(module, x))
+
+
+# --- Conv1d ---------------------------------------------------------------------------
+
+
+def conv1d_explicit_padding(module: nn.Conv1d) -> tuple[int, int]:
+    """``(left, right)`` padding of a Conv1d, ``'same'`` resolved as PyTorch does (the smaller half first)."""
+    pad = module.padding
+    if isinstance(pad, str):
+        if pad == "valid":
+            return (0, 0)
+        if pad == "same":
+            total = module.dilation[0] * (module.kernel_size[0] - 1)
+            return (total // 2, total - total // 2)
+        raise UnsupportedLayerError(f"unknown Conv1d padding {pad!r}")
+    return (pad[0], pad[0])
+
+
+@register_layer(nn.Conv1d, "Conv1d", geometry=_conv_geometry(conv1d_explicit_padding), check=_ungrouped("Conv1d"))
+def conv1d_rows(module: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
+    if x.dim() != 3 or x.shape[1] != module.in_channels:
+        raise ValueError(f"expected inputs of shape (N, {module.in_channels}, L), got {tuple(x.shape)}")
+    pads = conv1d_explicit_padding(module)
+    if any(pads):
+        x = F.pad(x, pads, mode="constant" if module.padding_mode == "zeros" else module.padding_mode)
+    (k,), (stride,), (dilation,) = module.kernel_size, module.stride, module.dilation
+    span = dilation * (k - 1) + 1
+    windows = x.unfold(2, span, stride)[..., ::dilation]  # (N, C, L_out, k)
+    return windows.permute(0, 2, 1, 3).reshape(-1, x.shape[1] * k)  # channel-major, then kernel position
 
 
 # --- lookup ---------------------------------------------------------------------------
@@ -161,8 +211,8 @@ def find_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[s
     ``layers=None`` takes every module of a registered class (or subclass) whose weight is
     trainable; a layer its adapter cannot handle (a grouped convolution) is left out with a
     warning, so it stays frozen during unlearning. Named layers must exist and be supported.
-    A weight shared by two layers (weight tying) is refused: projecting it for each layer in
-    turn would not keep it orthogonal to both spaces. Raises :class:`UnsupportedLayerError`
+    A parameter a covered layer shares with any other module (weight tying) is refused
+    (:func:`check_shared_parameters`). Raises :class:`UnsupportedLayerError`
     with the reason and the fix.
     """
     modules = dict(model.named_modules())
@@ -183,7 +233,7 @@ def find_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[s
             warnings.warn(f"left out, so frozen during unlearning: {'; '.join(skipped)}", stacklevel=3)
         if not found:
             kinds = ", ".join(sorted({a.kind for a in _REGISTRY.values()}))
-            raise UnsupportedLayerError(
+            raise NoSupportedLayerError(
                 f"{type(model).__name__} has no layer PGU supports ({kinds}, or subclasses) with a trainable "
                 f"weight; PGU projects the updates of such layers, so the model needs at least one."
             )
@@ -209,20 +259,34 @@ def find_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[s
             found[name] = (module, adapter)
         order = {n: i for i, n in enumerate(modules)}
         found = dict(sorted(found.items(), key=lambda item: order[item[0]]))
-    _refuse_tied_weights(modules, found)
+    check_shared_parameters(model, found)
     return found
 
 
-def _refuse_tied_weights(modules: dict[str, nn.Module], found: dict) -> None:
-    owners: dict[int, list[str]] = {}
-    for name, module in modules.items():
-        weight = getattr(module, "weight", None)
-        if adapter_for(module) is not None and isinstance(weight, torch.Tensor):
-            owners.setdefault(id(weight), []).append(name)
-    for name, (module, _) in found.items():
-        shared = owners.get(id(module.weight), [])
-        if len(shared) > 1:
-            raise UnsupportedLayerError(
-                f"layers {shared} share one weight tensor (weight tying); PGU cannot keep a shared weight's "
-                f"change orthogonal to each layer's retained inputs. Untie the weights to unlearn this model."
-            )
+def check_shared_parameters(model: nn.Module, layers: Iterable[str]) -> None:
+    """Refuse a covered layer's parameter that another module also owns (weight tying across modules).
+
+    PGU keeps a weight's change orthogonal to the retained inputs of the layer it projects for; a
+    tensor shared with another module (a language model's output head and its ``nn.Embedding``, two
+    Linear layers) would move that module unchecked. The same module registered under two names (and
+    so called twice) is fine: its statistics take the rows of every call. Raises
+    :class:`UnsupportedLayerError` naming both owners and the fix.
+    """
+    owners: dict[int, list[tuple[str, nn.Module]]] = {}
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for p_name, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append((f"{mod_name}.{p_name}" if mod_name else p_name, module))
+    modules = dict(model.named_modules())
+    for name in layers:
+        module = modules[name]
+        for p_name, p in module.named_parameters(recurse=False):
+            others = [(n, m) for n, m in owners.get(id(p), []) if m is not module]
+            if others:
+                other_name, other = others[0]
+                raise UnsupportedLayerError(
+                    f"{name}.{p_name} ({type(module).__name__}) is the same tensor as {other_name} "
+                    f"({type(other).__name__}): weight tying across modules, which PGU cannot project (it keeps "
+                    f"the change orthogonal to the retained inputs of {name!r} only, so {other_name} would move "
+                    f"unchecked). Untie them, e.g. {other_name} = nn.Parameter({other_name}.detach().clone()) "
+                    f"on the model, or leave {name!r} out with GramStats(layers=[...])."
+                )

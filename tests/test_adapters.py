@@ -1,0 +1,82 @@
+"""Layer adapters beyond Linear and Conv2d (issue 22, item 2), each exact against a per-row oracle:
+the rows reproduce the layer's output, the Gram equals an explicit loop, and a request's change stays
+outside the CGS."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import pgu
+from pgu.gram.layers import adapter_for
+from pgu.testing import explicit_rows
+
+CONV1D_CASES = [
+    dict(),
+    dict(padding=2),
+    dict(padding="same", dilation=2),
+    dict(padding="valid", stride=3),
+    dict(stride=2, padding=1, padding_mode="reflect"),
+    dict(padding=3, padding_mode="circular", dilation=2),
+    dict(padding=1, padding_mode="replicate", bias=False),
+]
+
+
+@pytest.mark.parametrize("case", CONV1D_CASES, ids=str)
+def test_conv1d_rows_reproduce_the_layer_and_match_the_explicit_loop(case):
+    torch.manual_seed(0)
+    layer = nn.Conv1d(3, 5, 3, **case).double()
+    x = torch.randn(2, 3, 11, dtype=torch.float64)
+    rows = adapter_for(layer).rows(layer, x)
+    assert torch.equal(rows, explicit_rows(layer, x))
+    out = rows @ layer.weight.reshape(5, -1).T
+    if layer.bias is not None:
+        out = out + layer.bias
+    assert torch.allclose(out.reshape(2, -1, 5).permute(0, 2, 1), layer(x), atol=1e-12)
+    stats = pgu.GramStats(precision="float64").fit(nn.Sequential(layer), [x])
+    oracle = explicit_rows(layer, x)
+    assert torch.allclose(stats.gram_["0"], oracle.T @ oracle, atol=1e-10)
+    assert stats.n_rows_["0"] == oracle.shape[0]
+
+
+class Conv1dNet(nn.Module):
+    """A small 1-D conv classifier (sequences of 4 channels)."""
+
+    def __init__(self, classes=3, groups_last=1):
+        super().__init__()
+        self.c1 = nn.Conv1d(4, 8, 5, padding="same")
+        self.c2 = nn.Conv1d(8, 8, 3, stride=2, padding=1, groups=groups_last)
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x):
+        h = torch.relu(self.c2(torch.relu(self.c1(x))))
+        return self.head(h.mean(2))
+
+
+def test_a_1d_conv_net_is_covered_and_its_request_stays_outside_the_cgs():
+    torch.manual_seed(0)
+    model = Conv1dNet()
+    x, y = torch.randn(96, 4, 20), torch.randint(0, 3, (96,))
+    cov = {e.name: e.status for e in pgu.coverage(model)}
+    assert cov["c1.weight"] == cov["c2.weight"] == cov["head.weight"] == "projected"
+    stats = pgu.GramStats().fit(model, [(x, y)])
+    assert stats.layer_names == ["c1", "c2", "head"]
+    forget = [(x[y == 0], y[y == 0])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing frozen without a word
+        result = pgu.unlearn(model, forget, stats, mode="class", stop="none", epochs=3, lr=0.5)
+    moved = {n for n in ("c1", "c2", "head")
+             if not torch.equal(getattr(model, n).weight, getattr(result.model, n).weight)}
+    assert moved == {"c1", "c2", "head"}
+    leak = pgu.projection_residual(model, result.model, result.cgs)
+    assert max(leak.values()) <= 1e-4, leak
+
+
+def test_grouped_conv1d_is_left_out_with_its_reason():
+    model = Conv1dNet(groups_last=2)
+    with pytest.warns(UserWarning, match="groups=2"):
+        stats = pgu.GramStats().fit(model, [torch.randn(8, 4, 20)])
+    assert stats.layer_names == ["c1", "head"]
+    frozen = {e.name: e for e in pgu.coverage(model) if e.status == "frozen"}
+    assert not frozen["c2.weight"].chosen and "groups=2" in frozen["c2.weight"].reason

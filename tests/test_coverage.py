@@ -1,0 +1,225 @@
+"""Coverage (every trainable parameter projected or frozen, with the reason), weight sharing across
+modules, and models whose output is not a bare logits tensor (issue 22, items 1 and 3)."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import pgu
+from pgu.coverage import coverage
+from pgu.evaluation import predict
+from pgu.gram.layers import UnsupportedLayerError
+from pgu.outputs import OutputError, logits_of, logits_output
+
+
+class Mixed(nn.Module):
+    """One of every kind of parameter the coverage table distinguishes."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(30, 8)
+        self.token = nn.Parameter(torch.zeros(1, 1, 8))
+        self.norm = nn.LayerNorm(8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.conv1d = nn.Conv1d(8, 8, 3, padding=1)
+        self.grouped = nn.Conv2d(4, 4, 3, groups=2)
+        self.fc = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+        self.fixed = nn.Linear(8, 8)
+        self.fixed.weight.requires_grad_(False)
+        self.fixed.bias.requires_grad_(False)
+
+    def forward(self, t):
+        h = self.norm(self.emb(t) + self.token)
+        h = self.attn(h, h, h, need_weights=False)[0]
+        h = self.conv1d(h.transpose(1, 2)).transpose(1, 2)
+        return self.head(torch.relu(self.fc(h)).mean(1))
+
+
+def _by_name(cov):
+    return {e.name: e for e in cov}
+
+
+def test_every_trainable_parameter_is_listed_once_with_its_status():
+    model = Mixed()
+    cov = _by_name(coverage(model))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sorted(cov) == sorted(trainable)
+    projected = {n for n, e in cov.items() if e.status == "projected"}
+    assert projected == {"fc.weight", "head.weight", "attn.out_proj.weight", "conv1d.weight"}  # subclasses too
+    # frozen by policy: no warning
+    for name in ("fc.bias", "norm.weight", "norm.bias", "token"):
+        assert cov[name].status == "frozen" and cov[name].chosen, name
+    assert "authors" in cov["fc.bias"].reason and "normalisation" in cov["norm.weight"].reason
+    assert "free tensor" in cov["token"].reason
+    # frozen because pgu cannot project them: each with its reason
+    for name in ("emb.weight", "attn.in_proj_weight", "grouped.weight"):
+        assert cov[name].status == "frozen" and not cov[name].chosen, name
+    assert "Embedding" in cov["emb.weight"].reason and "groups=2" in cov["grouped.weight"].reason
+
+
+def test_projected_bias_and_chosen_layers_change_the_table():
+    model = Mixed()
+    cov = _by_name(coverage(model, bias="projected"))
+    assert cov["fc.bias"].status == "projected" and cov["head.bias"].status == "projected"
+    cov = _by_name(coverage(model, layers=["head"]))
+    assert cov["head.weight"].status == "projected"
+    assert cov["fc.weight"].status == "frozen" and cov["fc.weight"].chosen  # left out by the user
+    assert not cov["emb.weight"].chosen  # still not projectable
+    with pytest.raises(ValueError, match="bias"):
+        coverage(model, bias="sometimes")
+
+
+def test_table_and_summary_count_values():
+    model = Mixed()
+    cov = coverage(model)
+    table = cov.table()
+    for e in cov:
+        assert e.name in table
+    assert cov.numel("projected") == 8 * 8 + 3 * 8 + 8 * 8 + 8 * 8 * 3
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert cov.numel("projected") + cov.numel("frozen") == total
+    assert "not by choice" in cov.summary()
+
+
+class TinyLM(nn.Module):
+    """nanoGPT-style: the output head shares its weight with the token embedding."""
+
+    def __init__(self, vocab=20, dim=8, tie=True):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, dim)
+        self.mlp = nn.Linear(dim, dim)
+        self.lm_head = nn.Linear(dim, vocab, bias=False)
+        if tie:
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, t):
+        return self.lm_head(torch.relu(self.mlp(self.wte(t)))), None  # (logits per position, loss)
+
+
+def test_weight_tied_to_an_embedding_is_refused_naming_both():
+    model = TinyLM()
+    tokens = torch.randint(0, 20, (16, 5))
+    for call in (lambda: pgu.GramStats().fit(model, [(tokens, tokens[:, -1])]), lambda: coverage(model)):
+        with pytest.raises(UnsupportedLayerError, match="weight tying") as info:
+            call()
+        assert "lm_head.weight" in str(info.value) and "wte.weight" in str(info.value)
+
+
+def test_the_issue_reproducer_no_longer_moves_the_embedding():
+    """Statistics taken before the tie (the issue's reproducer ties after building): the request refuses."""
+    torch.manual_seed(0)
+    model = TinyLM(tie=False)
+    tokens = torch.randint(0, 20, (32, 5))
+    stats = pgu.GramStats().fit(model, [(tokens, tokens[:, -1])])
+    model.lm_head.weight = model.wte.weight
+    before = model.wte.weight.detach().clone()
+    with pytest.raises(UnsupportedLayerError, match="wte.weight"):
+        pgu.unlearn(model, [(tokens[:8], tokens[:8, -1])], stats, mode="class", stop="none", epochs=2,
+                    output=lambda out: out[0][:, -1])
+    assert torch.equal(model.wte.weight, before)
+
+
+def test_a_module_called_twice_is_not_weight_tying():
+    layer = nn.Linear(4, 4)
+    model = nn.Sequential(layer, nn.ReLU(), layer, nn.Flatten(), nn.Linear(4, 2))
+    cov = _by_name(coverage(model))
+    assert cov["0.weight"].status == "projected"
+    stats = pgu.GramStats().fit(model, [torch.randn(8, 4)])
+    assert stats.n_rows_["0"] == 16  # both calls' rows
+
+
+def _with_frozen_embedding_warning(model, tokens, labels, **kw):
+    stats = pgu.GramStats().fit(model, [(tokens, labels)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = pgu.unlearn(model, [(tokens[:8], labels[:8])], stats, mode="class", stop="none", epochs=2, **kw)
+    return result, [str(w.message) for w in caught if "cannot project" in str(w.message)]
+
+
+class Pooled(nn.Module):
+    def __init__(self, kind="tensor"):
+        super().__init__()
+        self.kind = kind
+        self.emb = nn.Embedding(30, 8)
+        self.fc = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, t):
+        logits = self.head(torch.relu(self.fc(self.emb(t))).mean(1))
+        if self.kind == "dict":
+            return {"logits": logits, "hidden": None}
+        if self.kind == "tuple":
+            return logits, torch.zeros(())
+        if self.kind == "attr":
+            return type("ModelOutput", (), {"logits": logits, "loss": None})()
+        return logits
+
+
+def test_unlearn_warns_once_about_parameters_it_cannot_project():
+    torch.manual_seed(0)
+    tokens, labels = torch.randint(0, 30, (64, 5)), torch.randint(0, 4, (64,))
+    model = Pooled()
+    result, messages = _with_frozen_embedding_warning(model, tokens, labels)
+    assert len(messages) == 1 and "emb (Embedding" in messages[0]
+    assert torch.equal(result.model.emb.weight, model.emb.weight)
+    model.emb.weight.requires_grad_(False)  # the user freezes it: no warning
+    _, messages = _with_frozen_embedding_warning(model, tokens, labels)
+    assert messages == []
+
+
+@pytest.mark.parametrize("kind", ["dict", "tuple", "attr"])
+def test_outputs_other_than_a_tensor_give_the_same_request(kind):
+    torch.manual_seed(0)
+    tokens, labels = torch.randint(0, 30, (64, 5)), torch.randint(0, 4, (64,))
+    plain = Pooled()
+    other = Pooled(kind)
+    other.load_state_dict(plain.state_dict())
+    r_plain, _ = _with_frozen_embedding_warning(plain, tokens, labels)
+    r_other, _ = _with_frozen_embedding_warning(other, tokens, labels)
+    assert r_other.epochs == r_plain.epochs == 2
+    for k, v in r_plain.model.state_dict().items():
+        assert torch.equal(v, r_other.model.state_dict()[k]), k
+    assert not other._forward_hooks and not r_other.model._forward_hooks  # the hook is gone
+    logits, _ = predict(other, [(tokens, labels)])
+    assert torch.allclose(logits, plain(tokens))
+
+
+def test_sequence_logits_need_a_reduction_and_say_how():
+    torch.manual_seed(0)
+    model = TinyLM(tie=False)
+    tokens = torch.randint(0, 20, (32, 5))
+    labels = tokens[:, -1]
+    stats = pgu.GramStats().fit(model, [(tokens, labels)])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    warnings.simplefilter("ignore")  # the frozen embedding's warning (pytest restores the filters)
+    with pytest.raises(OutputError, match=r"\[32, 5, 20\].*Classifiers: reduce to \[batch, classes\] logits"):
+        pgu.unlearn(model, [(tokens, labels)], stats, mode="class", stop="none", epochs=1)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing lost
+    result = pgu.unlearn(model, [(tokens[:8], labels[:8])], stats, mode="class", stop="none", epochs=2,
+                         output=lambda out: out[0][:, -1])
+    assert result.epochs == 2
+    assert not torch.equal(result.model.mlp.weight, model.mlp.weight)
+    with pytest.raises(TypeError, match="output must be a callable"):
+        pgu.unlearn(model, [(tokens, labels)], stats, mode="class", stop="none", output="logits")
+
+
+def test_logits_of_reads_each_form_and_refuses_others():
+    x = torch.randn(4, 3)
+    assert logits_of(x) is x
+    assert logits_of({"logits": x}) is x
+    assert logits_of((x, None)) is x
+    assert logits_of(type("O", (), {"logits": x})()) is x
+    assert logits_of({"out": x}, select=lambda o: o["out"]) is x
+    with pytest.raises(OutputError, match="not a logits tensor"):
+        logits_of({"hidden": x})
+    with pytest.raises(OutputError, match="classes >= 2"):
+        logits_of(torch.randn(4, 1))
+    with pytest.raises(OutputError, match="output= failed"):
+        logits_of({"a": x}, select=lambda o: o["missing"])
+    model = nn.Linear(3, 2)
+    with logits_output(model):
+        assert len(model._forward_hooks) == 1
+    assert not model._forward_hooks
