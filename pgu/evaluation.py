@@ -10,7 +10,7 @@ from torch import nn
 from pgu.fast_forward import FastForward
 from pgu.modes import eval_mode
 from pgu.outputs import logits_output
-from pgu.stats import _model_device
+from pgu.stats_pass import model_device
 
 __all__ = ["predict", "accuracy", "split_batch"]
 
@@ -38,7 +38,7 @@ def predict(model: nn.Module, loader, what: str = "loader", *, output=None) -> t
     Forwards go through :class:`~pgu.fast_forward.FastForward` (on a CPU: channels-last, in
     chunks; the model's weights are put back as they were).
     """
-    device = _model_device(model)
+    device = model_device(model)
     logits, targets = [], []
     with eval_mode(model), logits_output(model, output), \
             FastForward(model, device, on_fallback=logits.clear) as forward:

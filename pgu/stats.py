@@ -32,10 +32,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from pgu.fast_forward import FastForward
-from pgu.gram.layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
-from pgu.modes import eval_mode
-from pgu.outputs import OutputError
+from pgu.distributed import active as reduce_over_ranks
+from pgu.stats_pass import StatsPass, describe_layer, find_layers_quiet, layer_info
 
 __all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs", "stats_batch_size", "STATS_BATCH_SIZE"]
 
@@ -73,12 +71,6 @@ def batch_inputs(batch):
     )
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 class GramStats:
     """Uncentred float64 Gram statistics of every covered layer's input rows.
 
@@ -111,23 +103,27 @@ class GramStats:
 
     # -- fitting -------------------------------------------------------------------------
 
-    def fit(self, model: nn.Module, loader, *, progress: bool = False, desc: str = "Gram statistics") -> "GramStats":
+    def fit(self, model: nn.Module, loader, *, progress: bool = False, desc: str = "Gram statistics",
+            distributed: bool | None = None) -> "GramStats":
         """Take the statistics of every batch ``loader`` yields; returns ``self``.
 
-        The object is only changed when the whole pass succeeds.
+        The object is only changed when the whole pass succeeds. Under ``torchrun`` (a process group
+        of several ranks is initialised; ``distributed=None``) each rank passes its own shard of the
+        data and the statistics are summed over ranks (:mod:`pgu.distributed`): every rank ends with
+        those of the union, sample count included. ``distributed=False`` keeps them per process.
         """
-        fitted = _Accumulator(model, self.layers, self.precision)
+        fitted = StatsPass(model, self.layers, self.precision)
         iterator = loader
         if progress:
             from tqdm.auto import tqdm
 
             iterator = tqdm(loader, desc=desc, leave=False)
-        n_batches = 0
         with fitted:
             for batch in iterator:
                 fitted.add(batch_inputs(batch))
-                n_batches += 1
-        if n_batches == 0 or fitted.n_samples == 0:
+        if reduce_over_ranks(distributed):
+            fitted.reduce_over_ranks()  # a rank with an empty shard still takes part
+        if fitted.n_samples == 0:
             raise ValueError("the loader yielded no samples; statistics of an empty set are not defined")
         fitted.warn_unused()
         self._set_from(fitted)
@@ -135,7 +131,7 @@ class GramStats:
 
     def partial_fit(self, model: nn.Module, inputs: torch.Tensor) -> "GramStats":
         """Add one batch of model inputs to the statistics (starting them if unfitted)."""
-        acc = _Accumulator(model, self.layers, self.precision)
+        acc = StatsPass(model, self.layers, self.precision)
         with acc:
             acc.add(inputs)
         batch_stats = GramStats(self.layers, precision=self.precision)
@@ -146,7 +142,7 @@ class GramStats:
             self._copy_from(self + batch_stats)
         return self
 
-    def _set_from(self, acc: "_Accumulator") -> None:
+    def _set_from(self, acc: "StatsPass") -> None:
         acc.finalize()
         self.gram_ = acc.gram
         self.row_sum_ = acc.row_sum
@@ -208,11 +204,11 @@ class GramStats:
             if module is None:
                 problems.append(f"layer {name!r} is missing from the model")
                 continue
-            current = _layer_info(module, name)
+            current = layer_info(module, name)
             if current is None:
                 problems.append(f"layer {name!r} is a {type(module).__name__}, not a {info['kind']}")
             elif current != info:
-                problems.append(f"layer {name!r} is {_describe(current)} in the model but {_describe(info)} "
+                problems.append(f"layer {name!r} is {describe_layer(current)} in the model but {describe_layer(info)} "
                                 f"in the statistics")
         if not problems:
             extra = [n for n in find_layers_quiet(model) if n not in self.layer_info_]
@@ -246,8 +242,8 @@ class GramStats:
         for name, info in self.layer_info_.items():
             if info != other.layer_info_[name]:
                 raise StatsMismatchError(
-                    f"cannot {op} statistics: layer {name!r} is {_describe(info)} in one and "
-                    f"{_describe(other.layer_info_[name])} in the other"
+                    f"cannot {op} statistics: layer {name!r} is {describe_layer(info)} in one and "
+                    f"{describe_layer(other.layer_info_[name])} in the other"
                 )
 
     def _combine(self, other: "GramStats", sign: int) -> "GramStats":
@@ -359,131 +355,3 @@ class GramStats:
         out.layer_info_ = layer_info
         out.metadata_ = json.loads(header.get("user", "{}"))
         return out
-
-
-def find_layers_quiet(model: nn.Module) -> list[str]:
-    """Names of the layers ``GramStats()`` would cover by default, without warnings or errors."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return list(find_layers(model))
-        except UnsupportedLayerError:
-            return []
-
-
-def _layer_info(module: nn.Module, name: str) -> dict | None:
-    adapter = adapter_for(module)
-    if adapter is None:
-        return None
-    return {
-        "kind": adapter.kind,
-        "weight_shape": list(weight_matrix_shape(module)),
-        "has_bias": getattr(module, "bias", None) is not None,
-        "geometry": adapter.geometry(module),
-    }
-
-
-def _describe(info: dict) -> str:
-    c_out, d = info["weight_shape"]
-    geo = "".join(f", {k}={v}" for k, v in info["geometry"].items())
-    return f"{info['kind']}({c_out}x{d}{', bias' if info['has_bias'] else ''}{geo})"
-
-
-class _Accumulator:
-    """One statistics pass: installs forward pre-hooks on entry, removes them on exit.
-
-    Each covered layer feeds its inputs to an accumulator of :mod:`pgu.gram.accumulators`
-    (one per input dtype); :meth:`finalize` collects their float64 results. Batches are
-    forwarded through :class:`~pgu.fast_forward.FastForward` (on a CPU: channels-last, in
-    chunks; same statistics, less time).
-    """
-
-    def __init__(self, model: nn.Module, layers, precision: str = "auto"):
-        self.model = model
-        self.precision = precision
-        self.found = find_layers(model, layers)
-        self.layer_info = {n: _layer_info(m, n) for n, (m, _) in self.found.items()}
-        self.device = _model_device(model)
-        self.accumulators: dict[tuple[str, torch.dtype], object] = {}
-        self.n_samples = 0
-        self.finalized = False
-
-    def __enter__(self):
-        self.handles = []
-        self.modes = eval_mode(self.model)
-        self.modes.__enter__()
-        self.forward = FastForward(self.model, self.device, on_fallback=self.accumulators.clear)
-        try:
-            self.forward.__enter__()
-            for name, (module, adapter) in self.found.items():
-                self.handles.append(module.register_forward_pre_hook(self._hook(name, adapter)))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-        self.forward.__exit__(None, None, None)
-        self.modes.__exit__(None, None, None)
-        return False
-
-    def _hook(self, name, adapter):
-        def hook(module, args):
-            if not args or not isinstance(args[0], torch.Tensor):
-                raise UnsupportedLayerError(f"layer {name!r} was called without a positional input tensor")
-            x = args[0].detach()
-            dtype = x.dtype if self.precision == "auto" and x.dtype in (torch.float32, torch.float64) else torch.float64
-            key = (name, dtype)
-            acc = self.accumulators.get(key)
-            if acc is None:
-                acc = self.accumulators[key] = adapter.new_accumulator(module, dtype)
-            acc.add(x)
-
-        return hook
-
-    def add(self, inputs: torch.Tensor) -> None:
-        if not isinstance(inputs, torch.Tensor):
-            raise ValueError(f"model inputs must be a tensor, got {type(inputs).__name__}")
-        if inputs.dim() == 0 or inputs.shape[0] == 0:
-            return
-        inputs = inputs.to(self.device)
-        try:
-            with torch.no_grad():
-                self.forward(inputs)
-        except (UnsupportedLayerError, OutputError):
-            raise
-        except (RuntimeError, ValueError) as exc:
-            raise ValueError(
-                f"the model failed on a batch of inputs of shape {tuple(inputs.shape)} from the loader: {exc}. "
-                f"Check that the loader yields what the model expects."
-            ) from exc
-        self.n_samples += int(inputs.shape[0])
-
-    def finalize(self) -> None:
-        """Collect every layer's float64 ``(G, s, n_rows)`` (zeros for a layer never called), on the CPU."""
-        if self.finalized:
-            return
-        self.gram, self.row_sum, self.n_rows = {}, {}, {}
-        for name, (module, _) in self.found.items():
-            results = [acc.result() for (layer, _), acc in self.accumulators.items() if layer == name]
-            results = [(g.cpu(), s.cpu(), n) for g, s, n in (r for r in results if r is not None)]
-            if not results:
-                d = weight_matrix_shape(module)[1]
-                results = [(torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), 0)]
-            gram, row_sum, n_rows = results[0]
-            for g, s, n in results[1:]:  # a layer fed inputs of two dtypes
-                gram, row_sum, n_rows = gram + g, row_sum + s, n_rows + n
-            self.gram[name], self.row_sum[name], self.n_rows[name] = gram, row_sum, n_rows
-        self.accumulators.clear()
-        self.finalized = True
-
-    def warn_unused(self) -> None:
-        self.finalize()
-        unused = [n for n, c in self.n_rows.items() if c == 0]
-        if unused:
-            warnings.warn(
-                f"layers {unused} were never called during the statistics pass (nothing is known about their "
-                f"inputs), so unlearning will keep them frozen", stacklevel=3,
-            )

@@ -40,7 +40,8 @@ from pgu.modes import unlearning_mode
 from pgu.outputs import check_output_selector, logits_output
 from pgu.projection import GradientProjector, ProjectedOptimizer
 from pgu.settings import PGUSettings, check_mode, check_schedule
-from pgu.stats import GramStats, _model_device
+from pgu.stats import GramStats
+from pgu.stats_pass import model_device
 from pgu.stopping import NoStop, StopDecision, StoppingRule, default_rule
 from pgu.subspace import CoreGradientSpace
 
@@ -261,7 +262,9 @@ def _forget_pass(work: nn.Module, forget_loader, stats: GramStats) -> _ForgetPas
     handle = work.register_forward_hook(keep_predictions)
     try:
         # Same layers and precision as the statistics it is subtracted from.
-        forget_stats = GramStats(stats.layer_names, precision=stats.precision).fit(work, forget_inputs())
+        # one process, one request (a request over several processes is not supported yet)
+        forget_stats = GramStats(stats.layer_names, precision=stats.precision).fit(work, forget_inputs(),
+                                                                                    distributed=False)
     finally:
         handle.remove()
     targets = torch.cat(targets_seen).cpu()
@@ -294,7 +297,7 @@ class _Epochs:
 def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader, run: PGUSettings, rule, loss,
                       mode: str, max_samples, progress: bool) -> _Epochs:
     """Step 3: epochs of projected SGD over D_f until the rule, the epoch cap or the budget stops them."""
-    device = _model_device(work)
+    device = model_device(work)
     learning_rates = lr_schedule(run.lr, run.epochs)
     projector = GradientProjector(work, cgs)
     sgd = torch.optim.SGD(projector.projected_params, lr=learning_rates[0], momentum=run.momentum,

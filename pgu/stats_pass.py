@@ -1,0 +1,176 @@
+"""One statistics pass over a model (docs/method.md section 2), and its sum over processes.
+
+:class:`StatsPass` installs a forward pre-hook on every covered layer for the length of a ``with``
+block (removed on exit, also on error), feeds each layer's inputs to an accumulator of
+:mod:`pgu.gram.accumulators` and collects their float64 ``(G, s, n_rows)``. Under ``torchrun``
+:meth:`StatsPass.reduce_over_ranks` sums those over processes (:mod:`pgu.distributed`), so ranks that
+each read a shard end with the statistics of the union. :class:`pgu.GramStats` is the public face.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import torch
+from torch import nn
+
+from pgu import distributed
+from pgu.fast_forward import FastForward
+from pgu.gram.layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
+from pgu.modes import eval_mode
+from pgu.outputs import OutputError
+
+__all__ = ["StatsPass", "model_device", "layer_info", "describe_layer", "find_layers_quiet"]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def find_layers_quiet(model: nn.Module) -> list[str]:
+    """Names of the layers ``GramStats()`` would cover by default, without warnings or errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return list(find_layers(model))
+        except UnsupportedLayerError:
+            return []
+
+
+def layer_info(module: nn.Module, name: str) -> dict | None:
+    adapter = adapter_for(module)
+    if adapter is None:
+        return None
+    return {
+        "kind": adapter.kind,
+        "weight_shape": list(weight_matrix_shape(module)),
+        "has_bias": getattr(module, "bias", None) is not None,
+        "geometry": adapter.geometry(module),
+    }
+
+
+def describe_layer(info: dict) -> str:
+    c_out, d = info["weight_shape"]
+    geo = "".join(f", {k}={v}" for k, v in info["geometry"].items())
+    return f"{info['kind']}({c_out}x{d}{', bias' if info['has_bias'] else ''}{geo})"
+
+
+class StatsPass:
+    """One statistics pass: installs forward pre-hooks on entry, removes them on exit.
+
+    Each covered layer feeds its inputs to an accumulator of :mod:`pgu.gram.accumulators`
+    (one per input dtype); :meth:`finalize` collects their float64 results. Batches are
+    forwarded through :class:`~pgu.fast_forward.FastForward` (on a CPU: channels-last, in
+    chunks; same statistics, less time).
+    """
+
+    def __init__(self, model: nn.Module, layers, precision: str = "auto"):
+        self.model = model
+        self.precision = precision
+        self.found = find_layers(model, layers)
+        self.layer_info = {n: layer_info(m, n) for n, (m, _) in self.found.items()}
+        self.device = model_device(model)
+        self.accumulators: dict[tuple[str, torch.dtype], object] = {}
+        self.n_samples = 0
+        self.finalized = False
+
+    def __enter__(self):
+        self.handles = []
+        self.modes = eval_mode(self.model)
+        self.modes.__enter__()
+        self.forward = FastForward(self.model, self.device, on_fallback=self.accumulators.clear)
+        try:
+            self.forward.__enter__()
+            for name, (module, adapter) in self.found.items():
+                self.handles.append(module.register_forward_pre_hook(self._hook(name, adapter)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.forward.__exit__(None, None, None)
+        self.modes.__exit__(None, None, None)
+        return False
+
+    def _hook(self, name, adapter):
+        def hook(module, args):
+            if not args or not isinstance(args[0], torch.Tensor):
+                raise UnsupportedLayerError(f"layer {name!r} was called without a positional input tensor")
+            x = args[0].detach()
+            dtype = x.dtype if self.precision == "auto" and x.dtype in (torch.float32, torch.float64) else torch.float64
+            key = (name, dtype)
+            acc = self.accumulators.get(key)
+            if acc is None:
+                acc = self.accumulators[key] = adapter.new_accumulator(module, dtype)
+            acc.add(x)
+
+        return hook
+
+    def add(self, inputs: torch.Tensor) -> None:
+        if not isinstance(inputs, torch.Tensor):
+            raise ValueError(f"model inputs must be a tensor, got {type(inputs).__name__}")
+        if inputs.dim() == 0 or inputs.shape[0] == 0:
+            return
+        inputs = inputs.to(self.device)
+        try:
+            with torch.no_grad():
+                self.forward(inputs)
+        except (UnsupportedLayerError, OutputError):
+            raise
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(
+                f"the model failed on a batch of inputs of shape {tuple(inputs.shape)} from the loader: {exc}. "
+                f"Check that the loader yields what the model expects."
+            ) from exc
+        self.n_samples += int(inputs.shape[0])
+
+    def finalize(self) -> None:
+        """Collect every layer's float64 ``(G, s, n_rows)`` (zeros for a layer never called), on the CPU."""
+        if self.finalized:
+            return
+        self.gram, self.row_sum, self.n_rows = {}, {}, {}
+        for name, (module, _) in self.found.items():
+            results = [acc.result() for (layer, _), acc in self.accumulators.items() if layer == name]
+            results = [(g.cpu(), s.cpu(), n) for g, s, n in (r for r in results if r is not None)]
+            if not results:
+                d = weight_matrix_shape(module)[1]
+                results = [(torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), 0)]
+            gram, row_sum, n_rows = results[0]
+            for g, s, n in results[1:]:  # a layer fed inputs of two dtypes
+                gram, row_sum, n_rows = gram + g, row_sum + s, n_rows + n
+            self.gram[name], self.row_sum[name], self.n_rows[name] = gram, row_sum, n_rows
+        self.accumulators.clear()
+        self.finalized = True
+
+    def reduce_over_ranks(self) -> None:
+        """Sum every layer's ``(G, s, n_rows)`` and the sample count over the processes of the group.
+
+        Every rank must cover the same layers (checked first, on every rank, so none is left waiting).
+        """
+        self.finalize()
+        signature = json.dumps({"layers": self.layer_info, "precision": self.precision}, sort_keys=True)
+        distributed.check_same_everywhere(signature, "the layers the statistics cover")
+        for name in self.found:
+            distributed.all_reduce_sum_(self.gram[name])
+            distributed.all_reduce_sum_(self.row_sum[name])
+        counts = torch.tensor([self.n_rows[n] for n in self.found] + [self.n_samples], dtype=torch.int64)
+        distributed.all_reduce_sum_(counts)
+        for i, name in enumerate(self.found):
+            self.n_rows[name] = int(counts[i])
+        self.n_samples = int(counts[-1])
+
+    def warn_unused(self) -> None:
+        self.finalize()
+        unused = [n for n, c in self.n_rows.items() if c == 0]
+        if unused:
+            warnings.warn(
+                f"layers {unused} were never called during the statistics pass (nothing is known about their "
+                f"inputs), so unlearning will keep them frozen", stacklevel=3,
+            )

@@ -1,0 +1,100 @@
+"""Statistics over several processes (issue 22, item 6): 2 gloo processes, each fitting its own shard,
+end with the statistics of the union, as one process on the union computes them."""
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import pgu
+from pgu.distributed import DistributedMismatchError
+
+WORLD = 2
+
+
+def _model(seed=0, width=6):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                          nn.Conv2d(width, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 3 * 3, 4))
+    model.eval()
+    return model
+
+
+def _data(n=90):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+def _worker(rank, world, folder, case):
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        x, y = _data()
+        model = _model(width=6 if case != "mismatch" or rank == 0 else 7)
+        if case == "empty":
+            ids = torch.arange(len(y)) if rank == 0 else torch.arange(0)
+        else:
+            ids = torch.arange(rank, len(y), world)  # a strided shard, as DistributedSampler deals them
+        batches = [(x[ids[i:i + 16]], y[ids[i:i + 16]]) for i in range(0, len(ids), 16)]
+        precision = "float64" if case == "float64" else "auto"
+        try:
+            stats = pgu.GramStats(precision=precision).fit(model, batches)
+        except DistributedMismatchError as exc:
+            open(f"{folder}/mismatch-{rank}", "w").write(str(exc))
+            return
+        stats.save(f"{folder}/stats-{rank}.safetensors")
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(tmp_path, case):
+    mp.start_processes(_worker, args=(WORLD, str(tmp_path), case), nprocs=WORLD, join=True, start_method="spawn")
+
+
+def _single_process(precision):
+    x, y = _data()
+    return pgu.GramStats(precision=precision).fit(_model(), [(x, y)])
+
+
+@pytest.mark.parametrize("case,tolerance", [("float64", 1e-9), ("auto", 1e-6)])
+def test_two_processes_on_shards_equal_one_process_on_the_union(tmp_path, case, tolerance):
+    _run(tmp_path, case)
+    single = _single_process("float64" if case == "float64" else "auto")
+    for rank in range(WORLD):
+        stats = pgu.GramStats.load(tmp_path / f"stats-{rank}.safetensors")
+        assert stats.n_samples_ == single.n_samples_ == 90
+        assert stats.layer_names == single.layer_names
+        for name in single.layer_names:
+            assert stats.n_rows_[name] == single.n_rows_[name]
+            g, ref = stats.gram_[name], single.gram_[name]
+            assert float((g - ref).norm() / ref.norm()) <= tolerance, (name, float((g - ref).norm() / ref.norm()))
+            s, s_ref = stats.row_sum_[name], single.row_sum_[name]
+            assert float((s - s_ref).norm() / s_ref.norm()) <= tolerance
+
+
+def test_a_rank_with_an_empty_shard_takes_part(tmp_path):
+    _run(tmp_path, "empty")
+    single = _single_process("auto")
+    stats = pgu.GramStats.load(tmp_path / "stats-1.safetensors")  # the rank that read nothing
+    assert stats.n_samples_ == 90
+    for name in single.layer_names:
+        g, ref = stats.gram_[name], single.gram_[name]
+        assert float((g - ref).norm() / ref.norm()) <= 1e-6
+
+
+def test_ranks_with_different_models_are_refused_on_every_rank(tmp_path):
+    _run(tmp_path, "mismatch")
+    for rank in range(WORLD):
+        message = (tmp_path / f"mismatch-{rank}").read_text()
+        assert "disagree on the layers" in message
+
+
+def test_without_a_process_group_nothing_is_reduced_and_true_is_refused():
+    x, y = _data(20)
+    assert pgu.GramStats().fit(_model(), [(x, y)]).n_samples_ == 20
+    with pytest.raises(RuntimeError, match="torchrun"):
+        pgu.GramStats().fit(_model(), [(x, y)], distributed=True)
+    assert not dist.is_initialized() and "RANK" not in os.environ
