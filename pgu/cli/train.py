@@ -23,7 +23,8 @@ def add_commands(sub) -> None:
     train = sub.add_parser("train", help="train a model with a named recipe and cache its Gram statistics")
     train.add_argument("--recipe", help="recipe name (see --list-recipes) or TOML file")
     train.add_argument("--dataset", help="dataset name; without --recipe, picks the dataset's recipe")
-    train.add_argument("--model", help="model name (overrides the recipe's)")
+    train.add_argument("--model", help="model (overrides the recipe's): a registered name, path/to/file.py:factory, "
+                                       "package.module:factory, or a 'pgu.models' entry point")
     train.add_argument("--width", type=float, help="channel width multiplier")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)

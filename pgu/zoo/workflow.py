@@ -23,6 +23,7 @@ from pgu.evaluation import accuracy
 from pgu.provenance import environment
 from pgu.stats import GramStats
 from pgu.stats import stats_batch_size as stats_batch_size_for
+from pgu.zoo.models.external import canonical_reference
 from pgu.zoo.recipes import Recipe
 from pgu.zoo.runs import ModelSpec, Run, load_run, save_run
 from pgu.zoo.training import resolve_device, train_model
@@ -39,6 +40,7 @@ def train_run(recipe: Recipe, out, *, exclude: str | None = None, data_dir=None,
     out = Path(out)
     if out.exists() and not overwrite:  # refuse before any work
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
+    recipe = replace(recipe, model=canonical_reference(recipe.model))  # a file path recorded absolute
     if exclude == "poisoned" and not poison:
         raise ValueError("--exclude poisoned leaves out the poisoned samples, so it needs --poison SPEC")
     record = None

@@ -7,6 +7,9 @@ Registered models (every trainable weight sits in a Conv2d, Linear or BatchNorm 
 * ``allcnn`` (:mod:`.allcnn`): the PGU authors' All-CNN with BatchNorm (CIFAR-10).
 * ``smallvgg`` (:mod:`.vgg`): the PGU authors' Small VGG with dropout 0.5 (CIFAR-10).
 * ``resnet18`` (:mod:`.resnet`): ResNet-18; CIFAR stem below 64 px, ImageNet stem from 64 px.
+
+Any other model by reference (:mod:`.external`): ``path/to/file.py:factory``,
+``package.module:factory``, or a name in the ``pgu.models`` entry-point group.
 """
 
 from __future__ import annotations
@@ -54,8 +57,16 @@ def _is_int(value) -> bool:
 
 def build_model(name: str, *, num_classes: int, in_channels: int, width: float = 1.0,
                 input_size: int | None = None) -> nn.Module:
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    """A registered model by name, or a model by reference (:mod:`.external`)."""
+    factory = _MODELS.get(name)
+    reference = name
+    if factory is None:
+        if not is_reference(name):
+            reference = entry_point_models().get(name)
+            if reference is None:
+                raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}, a name in the "
+                                 f"{ENTRY_POINT_GROUP!r} entry points, or path/to/file.py:factory")
+        factory = resolve_factory(reference)
     if isinstance(width, bool) or not isinstance(width, numbers.Real) or not (math.isfinite(width) and width > 0):
         raise ValueError(f"width must be a finite number > 0, got {width!r}")
     for what, value in (("num_classes", num_classes), ("in_channels", in_channels)):
@@ -63,7 +74,17 @@ def build_model(name: str, *, num_classes: int, in_channels: int, width: float =
             raise ValueError(f"{what} must be a positive integer, got {value!r}")
     if input_size is not None and (not _is_int(input_size) or input_size < 1):
         raise ValueError(f"input_size must be None or a positive integer, got {input_size!r}")
-    return _MODELS[name](num_classes=num_classes, in_channels=in_channels, width=width, input_size=input_size)
+    if name in _MODELS:
+        return factory(num_classes=num_classes, in_channels=in_channels, width=width, input_size=input_size)
+    return call_factory(factory, reference, num_classes=num_classes, in_channels=in_channels, width=width,
+                        input_size=input_size)
 
 
 from pgu.zoo.models import allcnn, lenet, resnet, small, vgg  # noqa: E402,F401  (register the models)
+from pgu.zoo.models.external import (  # noqa: E402
+    ENTRY_POINT_GROUP,
+    call_factory,
+    entry_point_models,
+    is_reference,
+    resolve_factory,
+)

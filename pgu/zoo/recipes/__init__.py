@@ -1,6 +1,7 @@
 """Named training recipes: TOML files in ``pgu/zoo/recipes/`` (or any path), one per dataset/model pair.
 
-A recipe holds ``description``, ``dataset``, ``model`` and a ``[train]`` table of
+A recipe holds ``description``, ``dataset``, ``model`` (a registered name or a reference,
+:mod:`pgu.zoo.models.external`; a relative file path is read from the recipe's folder) and a ``[train]`` table of
 :class:`~pgu.zoo.training.TrainConfig` settings, each with a comment saying where its value comes
 from. Anything in it can be overridden from the command line or from Python.
 """
@@ -11,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pgu.settings import tomllib
+from pgu.zoo.models.external import is_reference
 from pgu.zoo.training import TrainConfig
 
 __all__ = ["Recipe", "load_recipe", "available_recipes", "find_recipe", "RECIPE_DIR"]
@@ -65,7 +67,11 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         train = TrainConfig.from_dict(data["train"])
     except ValueError as exc:
         raise ValueError(f"recipe {path}: {exc}") from None
-    return Recipe(path.stem, data.get("description", ""), data["dataset"], data["model"], train)
+    model = str(data["model"])
+    where, _, factory = model.rpartition(":")
+    if is_reference(model) and (where.endswith(".py") or "/" in where) and not Path(where).is_absolute():
+        model = f"{(path.parent / where).resolve()}:{factory}"  # a model file next to the recipe
+    return Recipe(path.stem, data.get("description", ""), data["dataset"], model, train)
 
 
 def find_recipe(dataset: str, model: str | None = None) -> Recipe:
