@@ -137,7 +137,8 @@ class Coverage:
                   "(requires_grad=False) to silence this warning.")
 
 
-def coverage(model: nn.Module, layers: Iterable[str] | None = None, *, bias: str = "frozen") -> Coverage:
+def coverage(model: nn.Module, layers: Iterable[str] | None = None, *, bias: str = "frozen",
+             stats=None) -> Coverage:
     """Every trainable parameter of ``model``: projected or frozen, and why (module docstring).
 
     Args:
@@ -145,9 +146,15 @@ def coverage(model: nn.Module, layers: Iterable[str] | None = None, *, bias: str
         layers: the layers the statistics cover (``GramStats.layer_names``), or None for the
             default choice of :func:`pgu.gram.layers.find_layers` (every supported layer).
         bias: ``"frozen"`` (the authors) or ``"projected"``, as in :class:`pgu.PGUSettings`.
+        stats: fitted :class:`pgu.GramStats` of the model (``layers`` then defaults to theirs): a layer
+            they hold no rows of was never called during their pass (``nn.MultiheadAttention`` applies its
+            ``out_proj`` weight without calling the module) and stays frozen, which the table then says.
     """
     if bias not in ("frozen", "projected"):
         raise ValueError(f"bias must be 'frozen' or 'projected', got {bias!r}")
+    if stats is not None and layers is None:
+        layers = stats.layer_names
+    never_called = set() if stats is None else {n for n, rows in stats.n_rows_.items() if rows == 0}
     chosen_layers = layers is not None
     covered = find_layers_silently(model, layers)
     check_shared_parameters(model, covered)
@@ -158,7 +165,10 @@ def coverage(model: nn.Module, layers: Iterable[str] | None = None, *, bias: str
             if not p.requires_grad:
                 continue
             name = f"{mod_name}.{p_name}" if mod_name else p_name
-            status, reason, chosen = _classify(module, mod_name, p_name, covered, chosen_layers, bias)
+            if mod_name in never_called:
+                status, reason, chosen = FROZEN, "never called during the statistics pass (no rows to protect)", False
+            else:
+                status, reason, chosen = _classify(module, mod_name, p_name, covered, chosen_layers, bias)
             entries.append(ParameterCoverage(name, tuple(p.shape), mod_name, type(module).__name__, status, reason,
                                              chosen))
     return Coverage(entries)

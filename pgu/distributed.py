@@ -13,12 +13,14 @@ an all-reduce of its minimum and maximum: nothing is pickled between processes.
 from __future__ import annotations
 
 import hashlib
+import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["world_size", "rank", "active", "all_reduce_sum_", "broadcast_", "check_same_everywhere",
-           "DistributedMismatchError"]
+           "DistributedMismatchError", "barrier", "launched"]
 
 
 class DistributedMismatchError(RuntimeError):
@@ -90,3 +92,30 @@ def all_reduce_min_(tensor: torch.Tensor) -> torch.Tensor:
     dist.all_reduce(buffer, op=dist.ReduceOp.MIN)
     tensor.copy_(buffer)
     return tensor
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing in a single process)."""
+    if active():
+        dist.barrier()
+
+
+@contextmanager
+def launched():
+    """Inside a ``torchrun`` launch (``WORLD_SIZE`` > 1 in the environment), the process group for the block:
+    NCCL when CUDA is there (each rank on its ``LOCAL_RANK`` GPU), else gloo; destroyed on exit. Elsewhere a
+    no-op. Yields whether this process is one of several."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or (dist.is_available() and dist.is_initialized()):
+        yield active()
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend)
+    try:
+        yield True
+    finally:
+        dist.destroy_process_group()

@@ -185,7 +185,7 @@ _NOT_SETTINGS = {
 
 def _warn_uncovered(model: nn.Module, stats: GramStats, bias: str) -> None:
     """One warning per request naming the trainable parameters pgu cannot project (they stay frozen)."""
-    message = coverage(model, stats.layer_names, bias=bias).warning()
+    message = coverage(model, bias=bias, stats=stats).warning()
     if message:
         warnings.warn(message, stacklevel=3)
 

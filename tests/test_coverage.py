@@ -223,3 +223,16 @@ def test_logits_of_reads_each_form_and_refuses_others():
     with logits_output(model):
         assert len(model._forward_hooks) == 1
     assert not model._forward_hooks
+
+
+def test_a_layer_the_statistics_never_saw_is_reported_frozen():
+    """nn.MultiheadAttention applies out_proj's weight without calling the module: no rows, so frozen, and said."""
+    torch.manual_seed(0)
+    model = Mixed()
+    tokens = torch.randint(0, 30, (16, 5))
+    with pytest.warns(UserWarning, match="never called"):
+        stats = pgu.GramStats().fit(model, [tokens])
+    assert stats.n_rows_["attn.out_proj"] == 0
+    cov = _by_name(coverage(model, stats=stats))
+    assert cov["attn.out_proj.weight"].status == "frozen" and not cov["attn.out_proj.weight"].chosen
+    assert cov["fc.weight"].status == "projected"

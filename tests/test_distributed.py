@@ -98,3 +98,28 @@ def test_without_a_process_group_nothing_is_reduced_and_true_is_refused():
     with pytest.raises(RuntimeError, match="torchrun"):
         pgu.GramStats().fit(_model(), [(x, y)], distributed=True)
     assert not dist.is_initialized() and "RANK" not in os.environ
+
+
+def test_torchrun_trains_data_parallel_to_the_single_process_accuracy(tmp_path):
+    """`torchrun --nproc_per_node=2 -m pgu train` (gloo): each rank its share of every batch, gradients summed;
+    the run has the statistics of every training sample and the accuracy one process reaches."""
+    import subprocess
+    import sys
+
+    from pgu.zoo.runs import load_run
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["-m", "pgu", "train", "--dataset", "digits", "--epochs", "6", "--quiet"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--standalone", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("wrote ") == 1  # rank 0 reports
+    one = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         timeout=300, env=env, cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    runs = {name: load_run(tmp_path / name) for name in ("one", "two")}
+    results = {name: run.config["results"] for name, run in runs.items()}
+    assert results["two"]["samples_seen"] == results["one"]["samples_seen"]
+    assert abs(results["two"]["val_acc"] - results["one"]["val_acc"]) <= 3.0, results
+    assert runs["two"].load_stats().n_samples_ == runs["one"].config["dataset"]["trained_on"]

@@ -104,3 +104,23 @@ def test_a_recipe_names_a_model_file_next_to_it(model_file, tmp_path):
     run = load_run(tmp_path / "r")
     assert run.spec.name == f"{model_file.resolve()}:build"
     assert isinstance(run.model, nn.Module) and torch.isfinite(run.model.head.weight).all()
+
+
+def test_bench_on_a_tier_file_with_your_model(model_file, tmp_path, capsys):
+    tier = model_file.parent / "my_tier.toml"
+    tier.write_text('description = "my tier"\ndataset = "digits"\nmodel = "digits-cnn"\n'
+                    '[train]\nepochs = 2\nbatch_size = 64\nlr = 0.05\n')
+    out = tmp_path / "bench"
+    assert main(["bench", "--tier", str(tier), "--model", f"{model_file}:build", "--scenario", "class",
+                 "--seeds", "0", "--methods", "pgu,neggrad", "--quiet", "--out", str(out)]) == 0
+    import json
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["tier"] == str(tier.resolve())
+    assert results["config"]["model"] == results["recipe"]["model"] == f"{model_file.resolve()}:build"
+    rows = results["seeds"][0]["methods"]
+    assert {"original", "retrain", "pgu", "neggrad"} <= set(rows)
+    assert rows["retrain"]["UA"] > rows["original"]["UA"]  # the class is forgotten by retraining
+    missing = str(tmp_path / "nope.toml")
+    assert main(["bench", "--tier", missing, "--scenario", "class", "--out", str(tmp_path / "x")]) == 1
+    assert "recipe TOML file" in capsys.readouterr().err

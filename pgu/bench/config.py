@@ -16,6 +16,8 @@ import torch
 from pgu.bench.methods import load_selected, method_names
 from pgu.data.poisoning import default_flip_count
 from pgu.settings import PGUSettings
+from pgu.zoo.models.external import canonical_reference
+from pgu.zoo.recipes import Recipe, load_recipe
 
 __all__ = ["BenchConfig", "TIERS", "SCENARIOS", "POISON_SCENARIOS", "REFERENCES", "METHODS", "FORMAT",
            "available_methods", "config_defaults"]
@@ -65,8 +67,9 @@ class BenchConfig:
     poisoned samples, so ``settings="selected"`` runs the published settings there.
     """
 
-    tier: str = field(metadata=_option("digits, mnist, fashion, cifar10-cpu, cifar10-memorize, or the paper's "
-                                       "allcnn-cifar10 / smallvgg-cifar10 (GPU)", required=True))
+    tier: str = field(metadata=_option("digits, mnist, fashion, cifar10-cpu, cifar10-memorize, the paper's "
+                                       "allcnn-cifar10 / smallvgg-cifar10 (GPU), or a recipe TOML file of yours",
+                                       required=True))
     scenario: str = field(metadata=_option("random, subclass, class, sequential, or poison-flip / poison-backdoor "
                                            "(train on poisoned data, then remove the poisoned samples; the "
                                            "reference is trained on the clean ones)", required=True))
@@ -98,8 +101,15 @@ class BenchConfig:
                                                                   "images stamped"))
     poison_target: int = field(default=0, metadata=_option("poison-backdoor: the target class"))
     trigger_size: int = field(default=3, metadata=_option("poison-backdoor: side of the square trigger in pixels"))
+    model: str | None = field(default=None, metadata=_option(
+        "your model in place of the tier's: path/to/file.py:factory, package.module:factory or a pgu.models entry "
+        "point (docs/guide/cli.md)", metavar="REF", kind=str))
 
     def __post_init__(self):
+        if self.tier not in TIERS and self.tier.endswith(".toml") and Path(self.tier).is_file():
+            object.__setattr__(self, "tier", str(Path(self.tier).resolve()))  # resumable from any folder
+        if self.model is not None:
+            object.__setattr__(self, "model", canonical_reference(self.model))
         if self.pgu is None:  # the tier's settings, with the rates selected for this mode
             object.__setattr__(self, "pgu", PGUSettings.for_tier(self.tier, self.mode, self.settings))
 
@@ -119,9 +129,15 @@ class BenchConfig:
         path = self.selected_path()
         return {} if path is None else load_selected(path)
 
+    def recipe(self) -> Recipe:
+        """The training recipe of this bench's tier (a named tier's, or the tier's TOML file), ``model`` swapped in."""
+        recipe = load_recipe(TIERS.get(self.tier, self.tier))
+        return recipe if self.model is None else recipe.with_overrides(model=self.model)
+
     def validate(self) -> None:
-        if self.tier not in TIERS:
-            raise ValueError(f"unknown tier {self.tier!r}; choose one of {', '.join(TIERS)}")
+        if self.tier not in TIERS and not (self.tier.endswith(".toml") and Path(self.tier).is_file()):
+            raise ValueError(f"unknown tier {self.tier!r}; choose one of {', '.join(TIERS)}, or give a recipe TOML "
+                             f"file (pgu/zoo/recipes/*.toml show the form)")
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.scenario!r}; choose one of {', '.join(SCENARIOS)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pgu.bench.challenge import challenge_score
-from pgu.bench.config import FORMAT, POISON_SCENARIOS, REFERENCES, TIERS, BenchConfig
+from pgu.bench.config import FORMAT, POISON_SCENARIOS, REFERENCES, BenchConfig
 from pgu.bench.metrics import top1_accuracy
 from pgu.bench.report import write_report
 from pgu.bench.scoring import score_poisoning, softmax_outputs
@@ -35,7 +35,6 @@ from pgu.data.forget_sets import resolve_forget_spec
 from pgu.data.poisoning import parse_poison_spec, poison, poisoning_summary, under_true_labels
 from pgu.provenance import environment
 from pgu.stats import GramStats, stats_batch_size
-from pgu.zoo.recipes import load_recipe
 from pgu.zoo.training import resolve_device, train_model
 
 __all__ = ["run_bench", "sequential_requests"]
@@ -50,7 +49,7 @@ def run_bench(config: BenchConfig, out, *, data_dir=None, device="auto", progres
     out = Path(out)
     device = resolve_device(device)
     env = environment(str(device))  # at the start: the commit whose code runs, whatever lands meanwhile
-    recipe = load_recipe(TIERS[config.tier])
+    recipe = config.recipe()
     splits = load_dataset(recipe.dataset, data_dir=data_dir, split_seed=0)
     if not splits.num_classes > config.forget_class >= 0:
         raise ValueError(f"forget_class must be a class of {splits.name} (0 to {splits.num_classes - 1}), "

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from pgu.bench import metrics
-from pgu.bench.config import TIERS, BenchConfig
+from pgu.bench.config import BenchConfig
 from pgu.bench.methods import load_selected, method_scale
 from pgu.bench.scoring import softmax_outputs
 from pgu.bench.seed import SeedRun, published_settings
@@ -49,7 +49,6 @@ from pgu.data.forget_sets import resolve_forget_spec
 from pgu.heldout import class_mix_accuracy, standard_error
 from pgu.provenance import environment
 from pgu.settings import SELECTED_DIR
-from pgu.zoo.recipes import load_recipe
 from pgu.zoo.training import resolve_device
 
 __all__ = ["LADDER", "MAX_VAL_DROP", "scaled_settings", "heldout_target", "proxy_gap", "choose_factor", "choose_all",
@@ -141,12 +140,13 @@ def choose_factor(trials: list[dict], margin: float, val_floor: float | None = N
 
 def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=LADDER, data_dir=None,
                   device="auto", progress: bool = True, fraction: float = 0.1, forget_class: int = 0,
-                  count: int | None = None, budget_share: float = 0.5, cache=None) -> dict:
+                  count: int | None = None, budget_share: float = 0.5, cache=None, model: str | None = None) -> dict:
     """Try every method at every factor of ``ladder`` on one reference request; write ``selection.json``,
     ``selected.toml`` and ``selection.png`` into ``out``; return the selection.
 
     The original is trained with the tier's recipe at ``seed`` (cached in ``cache``, default
     ``out/cache``, as the bench caches it), the forget set drawn from ``seed``. Use a seed no bench of yours uses.
+    ``tier`` and ``model`` as :class:`~pgu.bench.config.BenchConfig`'s (a recipe file; your model).
     """
     ladder = tuple(float(f) for f in ladder)
     if 1.0 not in ladder or len(set(ladder)) != len(ladder) or any(not f > 0 for f in ladder):
@@ -157,7 +157,7 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
                          f"{scenario!r} is not one: choose random, subclass or class")
     config = BenchConfig(tier=tier, scenario=scenario, seeds=(seed,), methods=("original", "retrain", *methods),
                          fraction=fraction, forget_class=forget_class, count=count, budget_share=budget_share,
-                         settings="published")
+                         settings="published", model=model)
     config.validate()
     if not methods:
         raise ValueError("name at least one method to select settings for")
@@ -165,7 +165,7 @@ def run_selection(tier: str, scenario: str, seed: int, methods, out, *, ladder=L
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
     env = environment(str(device))
-    recipe = load_recipe(TIERS[tier])
+    recipe = config.recipe()
     splits = load_dataset(recipe.dataset, data_dir=data_dir, split_seed=0)
     run = SeedRun(config, recipe, splits, seed, device, out / "cache" if cache is None else Path(cache), progress)
     run.train_original()

@@ -20,7 +20,7 @@ from pgu.cli.common import add_data_and_device, ladder, lr_pair, seeds
 
 __all__ = ["add_commands", "add_config_options"]
 
-SELECT_OPTIONS = ("tier", "scenario", "fraction", "forget_class", "count", "budget_share")
+SELECT_OPTIONS = ("tier", "scenario", "fraction", "forget_class", "count", "budget_share", "model")
 """The :class:`BenchConfig` fields ``pgu select`` takes too."""
 
 
@@ -88,7 +88,7 @@ def cmd_select(args) -> int:
     selection = run_selection(args.tier, args.scenario, args.seed, methods, args.out, ladder=ladder,
                               data_dir=args.data_dir, device=args.device, progress=not args.quiet,
                               fraction=args.fraction, forget_class=args.forget_class, count=args.count,
-                              budget_share=args.budget_share, cache=args.cache)
+                              budget_share=args.budget_share, cache=args.cache, model=args.model)
     print(f"original: FA {selection['original']['FA']:.2f}, VA {selection['original']['VA']:.2f}; "
           f"target FA {selection['target_FA']:.2f}; margin {selection['margin']:.3f}")
     for name, m in selection["methods"].items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pgu import distributed
 from pgu.cli.common import add_data_and_device, parse_setting
 from pgu.coverage import coverage
 from pgu.data.poisoning import POISON_SPEC_HELP
@@ -74,8 +75,12 @@ def cmd_train(args) -> int:
     overrides.update({k: v for k, v in {"width": args.width, "epochs": args.epochs, "batch_size": args.batch_size,
                                         "lr": args.lr, "seed": args.seed}.items() if v is not None})
     recipe = recipe.with_overrides(dataset=args.dataset, model=args.model, **overrides)
-    run = train_run(recipe, args.out, exclude=args.exclude, data_dir=args.data_dir, device=args.device,
-                    stats=not args.no_stats, progress=not args.quiet, overwrite=args.overwrite, poison=args.poison)
+    with distributed.launched():  # under torchrun: data-parallel, one process group for the command
+        run = train_run(recipe, args.out, exclude=args.exclude, data_dir=args.data_dir, device=args.device,
+                        stats=not args.no_stats, progress=not args.quiet and distributed.rank() == 0,
+                        overwrite=args.overwrite, poison=args.poison)
+        if distributed.rank() != 0:
+            return 0  # rank 0 reports
     res = run.config["results"]
     print(f"trained {recipe.model} on {recipe.dataset} ({run.config['dataset']['trained_on']} samples"
           f"{', without ' + args.exclude if args.exclude else ''}"

@@ -230,7 +230,7 @@ def find_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[s
                 continue
             found[name] = (module, adapter)
         if skipped:
-            warnings.warn(f"left out, so frozen during unlearning: {'; '.join(skipped)}", stacklevel=3)
+            warnings.warn(f"left out, so frozen during unlearning: {'; '.join(skipped)}", stacklevel=4)
         if not found:
             kinds = ", ".join(sorted({a.kind for a in _REGISTRY.values()}))
             raise NoSupportedLayerError(

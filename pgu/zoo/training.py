@@ -5,6 +5,12 @@ initialisation and trains it on ``splits.train`` (or a subset of it, e.g. D_r fo
 reference), so the original and the reference differ only in the data they see. Data stay
 on the compute device as whole tensors; augmentation (random crop with zero padding, flip)
 runs on batches of tensors. Evaluation is excluded from the reported training seconds.
+
+Under ``torchrun`` (a process group of several ranks) training is data-parallel: every rank draws
+the same global batch (the loader is seeded), takes its share (rank ``r`` of ``W``: samples
+``r, r + W, ...``), and the gradients are summed over ranks weighted by each share's size before
+the step, so every rank takes the same step a single process takes on the whole batch (BatchNorm
+sees each rank's share; its running statistics are averaged over ranks after every epoch).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pgu import distributed
 from pgu.data.augment import RandomCropFlip
 from pgu.data.base import ArrayDataset, DataSplits
 from pgu.evaluation import accuracy
@@ -173,6 +180,8 @@ def train(model: nn.Module, data: ArrayDataset, config: TrainConfig, *, val: Arr
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * len(loader))
     val_loader = None if val is None else val.loader(1024, device=device)
     history, seen, seconds = [], 0, 0.0
+    parallel = distributed.active()
+    world, rank = distributed.world_size(), distributed.rank()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -190,11 +199,16 @@ def train(model: nn.Module, data: ArrayDataset, config: TrainConfig, *, val: Arr
         correct = torch.zeros((), device=device, dtype=torch.long)
         count = 0
         for x, y in loader:
+            n_batch = len(y)
+            if parallel:
+                x, y = x[rank::world], y[rank::world]
             x = x.contiguous(memory_format=memory_format)
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if parallel:
+                _average_gradients(model, len(y), n_batch)
             opt.step()
             if sched is not None:
                 sched.step()
@@ -205,6 +219,8 @@ def train(model: nn.Module, data: ArrayDataset, config: TrainConfig, *, val: Arr
                 bar.update(1)
         synchronize(device)
         seconds += time.perf_counter() - start
+        if parallel:
+            loss_sum, correct, count = _epoch_totals(model, loss_sum, correct, count)
         seen += count
         loss_value = float(loss_sum) / count
         if not math.isfinite(loss_value):
@@ -222,6 +238,25 @@ def train(model: nn.Module, data: ArrayDataset, config: TrainConfig, *, val: Arr
         bar.close()
     model.eval()
     return TrainResult(model, seconds, seen, history)
+
+
+def _average_gradients(model: nn.Module, n_local: int, n_batch: int) -> None:
+    """Every gradient becomes the whole batch's: the sum over ranks of ``grad * n_local / n_batch``."""
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.mul_(n_local / n_batch)
+            distributed.all_reduce_sum_(p.grad)
+
+
+def _epoch_totals(model: nn.Module, loss_sum: torch.Tensor, correct: torch.Tensor, count: int):
+    """The epoch's loss sum, correct count and sample count over all ranks; BatchNorm's running statistics
+    averaged over ranks, so every rank holds the same model."""
+    totals = torch.stack([loss_sum.detach().double().cpu(), correct.double().cpu(), torch.tensor(float(count))])
+    distributed.all_reduce_sum_(totals)
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            distributed.all_reduce_sum_(buffer).div_(distributed.world_size())
+    return totals[0], int(totals[1]), int(totals[2])
 
 
 def train_model(model_name: str, splits: DataSplits, config: TrainConfig, *, subset: torch.Tensor | None = None,

@@ -15,6 +15,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
+from pgu import distributed
 from pgu.data import load_dataset
 from pgu.data.forget_sets import ForgetSet, resolve_forget_spec
 from pgu.data.poisoning import parse_poison_spec, poisoning_summary
@@ -64,8 +67,12 @@ def train_run(recipe: Recipe, out, *, exclude: str | None = None, data_dir=None,
     gram, stats_seconds = None, None
     if stats:
         start = time.perf_counter()
+        # under torchrun each rank takes its share of the samples and the pass sums over ranks
+        world = distributed.world_size() if distributed.active() else 1
+        share = trained_on if world == 1 else trained_on.subset(
+            torch.arange(distributed.rank(), len(trained_on), world))
         gram = GramStats().fit(result.model,
-                               trained_on.loader(stats_batch_size or stats_batch_size_for(device), device=device),
+                               share.loader(stats_batch_size or stats_batch_size_for(device), device=device),
                                progress=progress, desc="Gram statistics of the training set")
         stats_seconds = time.perf_counter() - start
     test_loader = splits.test.loader(1024, device=device)
@@ -90,7 +97,9 @@ def train_run(recipe: Recipe, out, *, exclude: str | None = None, data_dir=None,
         },
         "environment": environment(str(device)),
     }
-    save_run(out, model=result.model, spec=spec, config=config, train_ids=trained_on.ids, excluded_ids=excluded,
-             history=result.history, stats=gram, overwrite=overwrite,
-             extra_files={} if record is None else {"poisoning.json": {"spec": poison, **record.to_dict()}})
+    if distributed.rank() == 0:  # one writer; every rank holds the same model
+        save_run(out, model=result.model, spec=spec, config=config, train_ids=trained_on.ids, excluded_ids=excluded,
+                 history=result.history, stats=gram, overwrite=overwrite,
+                 extra_files={} if record is None else {"poisoning.json": {"spec": poison, **record.to_dict()}})
+    distributed.barrier()
     return load_run(out, device=device)
