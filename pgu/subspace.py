@@ -25,6 +25,7 @@ from typing import Mapping
 
 import torch
 
+from pgu import distributed as ranks
 from pgu.settings import RULES, check_threshold
 from pgu.stats import GramStats, NotFittedError
 
@@ -98,8 +99,13 @@ class CoreGradientSpace:
         value = _check_threshold(self.threshold, "every layer")
         return {n: value for n in names}
 
-    def fit(self, stats: GramStats) -> "CoreGradientSpace":
-        """Eigendecompose each layer's retain Gram once and keep the leading eigenvectors."""
+    def fit(self, stats: GramStats, *, distributed: bool | None = None) -> "CoreGradientSpace":
+        """Eigendecompose each layer's retain Gram once and keep the leading eigenvectors.
+
+        Under ``torchrun`` (``distributed=None`` and a process group of several ranks; every rank holding the
+        same statistics) the layers are dealt round-robin over the ranks, each eigendecomposes its own, and
+        every basis is broadcast from the rank that computed it.
+        """
         if self.rule not in RULES:
             raise ValueError(f"unknown rank rule {self.rule!r}; choose one of {RULES}")
         if self.bias not in ("frozen", "projected"):
@@ -108,15 +114,29 @@ class CoreGradientSpace:
             raise TypeError(f"fit expects GramStats, got {type(stats).__name__}")
         names = stats.layer_names
         thresholds = self._thresholds(names)
+        parallel = ranks.active(distributed)
+        world, me = (ranks.world_size(), ranks.rank()) if parallel else (1, 0)
         basis, rank, eigenvalues, dims, augmented = {}, {}, {}, {}, {}
-        for name in names:
+        for i, name in enumerate(names):
             aug = self.bias == "projected" and stats.layer_info_[name]["has_bias"]
             gram = stats.augmented_gram(name) if aug else stats.gram_[name]
-            lam, vectors = torch.linalg.eigh(gram.to(torch.float64))
-            lam, vectors = lam.flip(0).clamp_min(0.0), vectors.flip(1)
-            k = select_rank(lam, thresholds[name], self.rule) if stats.n_rows_[name] > 0 else gram.shape[0]
-            basis[name] = vectors[:, :k].contiguous()
-            rank[name], eigenvalues[name], dims[name], augmented[name] = k, lam, gram.shape[0], aug
+            d = gram.shape[0]
+            owner = i % world
+            if owner == me:
+                lam, vectors = torch.linalg.eigh(gram.to(torch.float64))
+                lam, vectors = lam.flip(0).clamp_min(0.0), vectors.flip(1)
+                k = select_rank(lam, thresholds[name], self.rule) if stats.n_rows_[name] > 0 else d
+                basis[name] = vectors[:, :k].contiguous()
+            else:
+                lam, k = torch.empty(d, dtype=torch.float64), 0
+            if parallel:  # every rank gets the owner's rank, eigenvalues and basis
+                k = int(ranks.broadcast_(torch.tensor([k], dtype=torch.int64), owner))
+                ranks.broadcast_(lam, owner)
+                if owner != me:
+                    basis[name] = torch.empty(d, k, dtype=torch.float64)
+                if k:
+                    ranks.broadcast_(basis[name], owner)
+            rank[name], eigenvalues[name], dims[name], augmented[name] = k, lam, d, aug
         self.basis_, self.rank_, self.eigenvalues_ = basis, rank, eigenvalues
         self.dim_, self.augmented_ = dims, augmented
         self.layer_info_ = {n: dict(stats.layer_info_[n]) for n in names}

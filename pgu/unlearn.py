@@ -26,6 +26,7 @@ request that fails (bad input, a loss that turns non-finite) leaves everything a
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from pgu import data_parallel
+from pgu import distributed as ranks
 from pgu.coverage import coverage
 from pgu.evaluation import accuracy, split_batch
 from pgu.losses import default_loss
@@ -100,7 +103,7 @@ def lr_schedule(lr, epochs: int) -> list[float]:
 def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=None, mode: str = "sample",
             settings: PGUSettings | None = None, stop: StoppingRule | str = "auto", loss=None,
             max_samples: int | None = None, inplace: bool = False, progress: bool = False, output=None,
-            **overrides) -> UnlearnResult:
+            distributed: bool | None = None, **overrides) -> UnlearnResult:
     """Make ``model`` forget the samples ``forget_loader`` yields, with PGU.
 
     Args:
@@ -131,6 +134,12 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
         output: where the logits are in the model's output (:mod:`pgu.outputs`): None reads a tensor, a
             tuple's first element, a dict's ``"logits"`` or a ``.logits`` field; a callable maps the output
             to ``[batch, classes]`` logits (a sequence model: its reduction to one prediction per input).
+        distributed: under ``torchrun`` (None: when a process group of several ranks is initialised) the
+            request runs data-parallel: each rank's ``forget_loader`` yields its share of every batch, the
+            forget statistics and accuracies are summed over ranks, each step's gradients are summed
+            (weighted by share size) before the projection, and the eigendecompositions are dealt over the
+            ranks; every rank ends with the same model. ``stats``, ``val_loader`` and settings must be the same
+            on every rank.
     """
     t_start = time.perf_counter()
     check_mode(mode)
@@ -142,6 +151,9 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
     loss = default_loss(mode) if loss is None else loss
     _validate(rule, mode, max_samples, forget_loader, val_loader, stats, loss)
     check_output_selector(output)
+    parallel = ranks.active(distributed)
+    if parallel:
+        data_parallel.check_same_request(loss, run, mode, stats, max_samples)
     stats.check_model(model)
     _warn_uncovered(model, stats, run.bias)
     work = copy.deepcopy(model)
@@ -149,13 +161,13 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
         loss = loss.bind(work)
 
     with logits_output(work, output):  # every forward of the request sees [batch, classes] logits
-        forget = _forget_pass(work, forget_loader, stats)
+        forget = _forget_pass(work, forget_loader, stats, parallel)
         t0 = time.perf_counter()
-        cgs, forget_outside = _fit_subspace(run, forget)
+        cgs, forget_outside = _fit_subspace(run, forget, parallel)
         t_subspace = time.perf_counter() - t0
         t0 = time.perf_counter()
         epochs = _projected_epochs(work, cgs, forget, forget_loader, val_loader, run, rule, loss, mode, max_samples,
-                                   progress)
+                                   progress, parallel)
         t_unlearn = time.perf_counter() - t0
 
     if inplace:
@@ -234,13 +246,10 @@ class _ForgetPass:
     targets: torch.Tensor
     predictions: torch.Tensor | None
     seconds: float
-
-    @property
-    def classes(self) -> list[int]:
-        return sorted({int(c) for c in self.targets.tolist()})
+    classes: list[int]  # every label of D_f (over every rank's share)
 
 
-def _forget_pass(work: nn.Module, forget_loader, stats: GramStats) -> _ForgetPass:
+def _forget_pass(work: nn.Module, forget_loader, stats: GramStats, parallel: bool = False) -> _ForgetPass:
     """Step 1: ``G_w(D_f)`` with the current weights and ``G(D_r) = stats - G_w(D_f)`` (sections 2, 7).
 
     The pass runs the model over D_f: its predictions give the epoch-0 forget accuracy without
@@ -262,22 +271,24 @@ def _forget_pass(work: nn.Module, forget_loader, stats: GramStats) -> _ForgetPas
     handle = work.register_forward_hook(keep_predictions)
     try:
         # Same layers and precision as the statistics it is subtracted from.
-        # one process, one request (a request over several processes is not supported yet)
+        # under several processes, summed over every rank's share of D_f
         forget_stats = GramStats(stats.layer_names, precision=stats.precision).fit(work, forget_inputs(),
-                                                                                    distributed=False)
+                                                                                    distributed=parallel)
     finally:
         handle.remove()
     targets = torch.cat(targets_seen).cpu()
     predicted = torch.cat(predictions) if predictions else None
-    if predicted is not None and predicted.shape != targets.shape:
-        predicted = None
-    return _ForgetPass(forget_stats, stats - forget_stats, targets, predicted, time.perf_counter() - t0)
+    if parallel or (predicted is not None and predicted.shape != targets.shape):
+        predicted = None  # (several processes: each holds its share; accuracy is then summed over ranks)
+    classes = data_parallel.classes_over_ranks(targets) if parallel else sorted({int(c) for c in targets.tolist()})
+    return _ForgetPass(forget_stats, stats - forget_stats, targets, predicted, time.perf_counter() - t0, classes)
 
 
-def _fit_subspace(run: PGUSettings, forget: _ForgetPass) -> tuple[CoreGradientSpace, dict[str, float | None]]:
+def _fit_subspace(run: PGUSettings, forget: _ForgetPass, parallel: bool = False
+                  ) -> tuple[CoreGradientSpace, dict[str, float | None]]:
     """Step 2: the Core Gradient Space of each layer from ``G(D_r)`` (section 3), and the share of D_f's input
     energy outside it per layer (what the projected updates can change, :meth:`CoreGradientSpace.outside_share`)."""
-    cgs = CoreGradientSpace(run.threshold, run.rule, run.bias).fit(forget.retain_stats)
+    cgs = CoreGradientSpace(run.threshold, run.rule, run.bias).fit(forget.retain_stats, distributed=parallel)
     return cgs, cgs.outside_share(forget.stats)
 
 
@@ -295,7 +306,7 @@ class _Epochs:
 
 
 def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader, run: PGUSettings, rule, loss,
-                      mode: str, max_samples, progress: bool) -> _Epochs:
+                      mode: str, max_samples, progress: bool, parallel: bool = False) -> _Epochs:
     """Step 3: epochs of projected SGD over D_f until the rule, the epoch cap or the budget stops them."""
     device = model_device(work)
     learning_rates = lr_schedule(run.lr, run.epochs)
@@ -308,10 +319,13 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
     def val_accuracy():
         return None if val_loader is None else accuracy(work, val_loader, exclude_classes=exclude, what="val_loader")
 
+    def forget_accuracy():
+        return data_parallel.forget_accuracy(work, forget_loader, parallel)
+
     if forget.predictions is not None:
         a_f = 100.0 * float((forget.predictions == forget.targets).double().mean())
     else:
-        a_f = accuracy(work, forget_loader, what="forget_loader")
+        a_f = forget_accuracy()
     a_v = val_accuracy()
     if getattr(rule, "needs_val", False) and a_v is None:
         raise ValueError(f"val_loader yielded no samples; the {mode}-removal stopping rule needs held-out data")
@@ -333,26 +347,31 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
                     group["lr"] = lr_e
                 previous = [p.detach().clone() for p in projector.projected_params] if keeps_previous else None
                 loss_sum, seen, budget_hit = 0.0, 0, False
-                for batch in forget_loader:
-                    x, y = split_batch(batch, "forget_loader")
-                    if x.shape[0] == 0:
+                for x, y, n_step in data_parallel.steps(forget_loader, parallel):
+                    if n_step == 0:
                         continue
-                    if max_samples is not None and processed + x.shape[0] > max_samples:
+                    if max_samples is not None and processed + n_step > max_samples:
                         budget_hit = True
                         break
-                    x, y = x.to(device), y.to(device)
-                    value = loss(work(x), y)
-                    if not torch.isfinite(value):
-                        raise FloatingPointError(
-                            f"the forget loss became {value.item()} in epoch {epoch}; the model was left unchanged. "
-                            f"Lower the learning rate (lr={run.lr!r})."
-                        )
                     optimizer.zero_grad()
-                    value.backward()
+                    step_loss = 0.0
+                    if x is not None and x.shape[0]:
+                        value = loss(work(x.to(device)), y.to(device))
+                        step_loss = value.item() * x.shape[0]
+                        if math.isfinite(step_loss):
+                            value.backward()
+                    if parallel:  # the whole step's loss, and its gradient: the shares' sum
+                        step_loss = data_parallel.sum_over_ranks(step_loss)
+                        data_parallel.sum_gradients(projector.projected_params, 0 if x is None else x.shape[0], n_step)
+                    if not math.isfinite(step_loss):
+                        raise FloatingPointError(
+                            f"the forget loss became {step_loss / n_step} in epoch {epoch}; the model was left "
+                            f"unchanged. Lower the learning rate (lr={run.lr!r})."
+                        )
                     optimizer.step()
-                    loss_sum += value.item() * x.shape[0]
-                    seen += x.shape[0]
-                    processed += x.shape[0]
+                    loss_sum += step_loss
+                    seen += n_step
+                    processed += n_step
                 if seen == 0:
                     if not budget_hit:
                         raise ValueError(f"forget_loader yielded no samples in epoch {epoch}; it must yield the "
@@ -365,7 +384,7 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
                         f"weights became non-finite in epoch {epoch}; the model was left unchanged. "
                         f"Lower the learning rate."
                     )
-                a_f = accuracy(work, forget_loader, what="forget_loader")
+                a_f = forget_accuracy()
                 a_v = val_accuracy()
                 history.append({"epoch": epoch, "lr": lr_e, "loss": loss_sum / seen, "forget_acc": a_f,
                                 "val_acc": a_v, "samples": processed})
@@ -376,8 +395,8 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
                 if decision is None and budget_hit:
                     decision = StopDecision("budget")
                 if decision is not None and decision.aim is not None and previous is not None:
-                    searched = _line_search(work, projector.projected_params, previous, forget_loader,
-                                            decision.aim, history[-2]["forget_acc"], a_f, len(forget.targets))
+                    searched = _line_search(work, projector.projected_params, previous, forget_accuracy,
+                                            decision.aim, history[-2]["forget_acc"], a_f, forget.stats.n_samples_)
                     t, line_search = searched["share"], searched
                     if t == 0.0:
                         kept_epoch, searched["val_acc"] = epoch - 1, history[-2]["val_acc"]
@@ -402,7 +421,7 @@ LINE_SEARCH_PROBES = 5
 
 
 @torch.no_grad()
-def _line_search(work, params, previous, forget_loader, aim: float, acc_previous: float, acc_last: float,
+def _line_search(work, params, previous, forget_accuracy, aim: float, acc_previous: float, acc_last: float,
                  n_forget: int, probes: int = LINE_SEARCH_PROBES) -> dict:
     """Leave ``params`` at ``previous + t (last - previous)`` for the ``t`` in [0, 1] whose forget accuracy is nearest
     ``aim``, found by bisection from the ends (``acc_previous`` above ``aim``, ``acc_last`` below; forget accuracy
@@ -419,7 +438,7 @@ def _line_search(work, params, previous, forget_loader, aim: float, acc_previous
     for _ in range(probes if acc_previous > aim > acc_last else 0):
         t = (low + high) / 2
         move_to(t)
-        a = accuracy(work, forget_loader, what="forget_loader")
+        a = forget_accuracy()
         measured.append([t, a])
         if abs(a - aim) <= 50.0 / max(n_forget, 1):
             break

@@ -50,6 +50,67 @@ def _worker(rank, world, folder, case):
         dist.destroy_process_group()
 
 
+def _request_inputs():
+    """A trained-ish model, its statistics on all of the data, D_f (class 1) in batches of 12, and val."""
+    x, y = _data(120)
+    model = _model()
+    stats = pgu.GramStats().fit(model, [(x, y)], distributed=False)
+    forget = (y == 1).nonzero().flatten()
+    batches = [(x[forget[i:i + 12]], y[forget[i:i + 12]]) for i in range(0, len(forget), 12)]
+    return model, stats, batches, [(x[:40], y[:40])]
+
+
+def _request(batches, stats, model, val, **kw):
+    return pgu.unlearn(model, batches, stats, val_loader=val, mode="class", epochs=4, lr=(0.5, 0.1),
+                       momentum=0.9, **kw)
+
+
+def _unlearn_worker(rank, world, folder):
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        model, stats, batches, val = _request_inputs()
+        shares = [(bx[rank::world], by[rank::world]) for bx, by in batches]  # this rank's share of every batch
+        if rank == 1:
+            shares = shares[:-1] if len(shares[-1][1]) else shares  # a loader spent early still takes part
+        result = _request(shares, stats, model, val)
+        if rank == 0:
+            import json
+
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, f"{folder}/model.safetensors")
+            (open(f"{folder}/result.json", "w")).write(json.dumps(
+                {"history": result.history, "stop": result.stop_reason, "ranks": result.cgs.rank_,
+                 "n_forget": result.forget_stats.n_samples_}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_request_in_two_processes_gives_the_model_of_one(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    model, stats, batches, val = _request_inputs()
+    # the single process sees what the two ranks see together, batch for batch (rank 1 skips its last share)
+    merged = [(bx, by) for bx, by in batches]
+    last_x, last_y = merged[-1]
+    merged[-1] = (last_x[0::2], last_y[0::2])
+    if len(batches[-1][1][1::2]) == 0:
+        merged[-1] = batches[-1]
+    single = _request(merged, stats, model, val)
+    mp.start_processes(_unlearn_worker, args=(WORLD, str(tmp_path)), nprocs=WORLD, join=True, start_method="spawn")
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["stop"] == single.stop_reason and record["ranks"] == single.cgs.rank_
+    assert record["n_forget"] == single.forget_stats.n_samples_
+    assert [h["forget_acc"] for h in record["history"]] == pytest.approx([h["forget_acc"] for h in single.history])
+    weights = load_file(tmp_path / "model.safetensors")
+    for name, value in single.model.state_dict().items():
+        assert torch.allclose(weights[name], value, atol=1e-5, rtol=1e-4), name
+    assert any(not torch.equal(single.model.state_dict()[k], model.state_dict()[k]) for k in weights)
+
+
 def _run(tmp_path, case):
     mp.start_processes(_worker, args=(WORLD, str(tmp_path), case), nprocs=WORLD, join=True, start_method="spawn")
 
