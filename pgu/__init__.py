@@ -18,7 +18,7 @@ this core; :mod:`pgu.zoo` (models, recipes, training, run folders); :mod:`pgu.st
 """
 
 from pgu.coverage import Coverage, coverage
-from pgu.gram.layers import UnsupportedLayerError, register_layer
+from pgu.gram.layers import UnsupportedLayerError, register_layer, register_transposed_linear
 from pgu.losses import DepoisonLoss, ForgetLoss, depoison_loss, forget_loss
 from pgu.outputs import OutputError
 from pgu.projection import GradientProjector, ProjectedOptimizer, projection_residual
@@ -49,6 +49,7 @@ __all__ = [
     "select_rank",
     "projection_residual",
     "register_layer",
+    "register_transposed_linear",
     "coverage",
     "Coverage",
     "OutputError",

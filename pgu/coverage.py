@@ -2,7 +2,8 @@
 
 PGU moves a weight only where it can keep the change orthogonal to the retained inputs
 (docs/method.md section 4): the weight of a layer with a registered adapter
-(:mod:`pgu.gram.layers`: ``nn.Linear``, ``nn.Conv2d`` and their subclasses). Every other
+(:mod:`pgu.gram.layers`: ``nn.Linear``, ``nn.Conv2d``, ``nn.Conv1d``, ``nn.Embedding``, their
+subclasses, and transposed-weight linears registered with ``register_transposed_linear``). Every other
 trainable parameter is frozen: its gradient is zeroed (:class:`pgu.GradientProjector`).
 :func:`coverage` lists each trainable parameter with its status and the reason, so nothing is
 frozen without a word.

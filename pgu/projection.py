@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pgu.gram.layers import adapter_for, weight_matrix, weight_matrix_shape
 from pgu.stats import NotFittedError, StatsMismatchError
 from pgu.subspace import CoreGradientSpace
 
@@ -48,7 +49,9 @@ class _Layer:
         self.weight = module.weight
         self.bias = module.bias if augmented else None
         self.basis = basis.to(device=self.weight.device, dtype=self.weight.dtype)
-        self.c_out = self.weight.shape[0]
+        self.c_out = weight_matrix_shape(module)[0]
+        adapter = adapter_for(module)
+        self.transposed = adapter is not None and adapter.transposed
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -60,8 +63,11 @@ class _Layer:
         Rows are ``weight.reshape(C_out, -1)`` in logical order, whatever the memory layout: a
         channels-last update is projected on a contiguous copy and written back.
         """
-        contiguous = weight_part.is_contiguous()
-        w = weight_part.view(self.c_out, -1) if contiguous else weight_part.contiguous().view(self.c_out, -1)
+        if self.transposed:  # stored (d, C_out): the matrix that multiplies rows is the transpose, a view
+            contiguous, w = True, weight_part.t()
+        else:
+            contiguous = weight_part.is_contiguous()
+            w = weight_part.view(self.c_out, -1) if contiguous else weight_part.contiguous().view(self.c_out, -1)
         if bias_part is None:
             _project_rows_(w, self.basis)
         else:
@@ -99,7 +105,7 @@ class GradientProjector:
                     f"layer {name!r} has {module.weight.dtype} weights; rounding in low precision breaks the "
                     f"orthogonality of the projected change. Unlearn a float32 copy (model.float())."
                 )
-            d = module.weight[0].numel()
+            d = weight_matrix_shape(module)[1]
             augmented = cgs.augmented_[name]
             if augmented and getattr(module, "bias", None) is None:
                 raise StatsMismatchError(f"the CGS of layer {name!r} includes a bias, which the model's layer lacks")
@@ -226,7 +232,7 @@ def projection_residual(before: nn.Module, after: nn.Module, cgs: CoreGradientSp
     out = {}
     for name, basis in cgs.basis_.items():
         w0, w1 = b[name].weight.detach().double(), a[name].weight.detach().double()
-        dw = (w1 - w0).reshape(w0.shape[0], -1)
+        dw = weight_matrix(b[name], w1 - w0)
         if cgs.augmented_[name]:
             dw = torch.cat([dw, (a[name].bias.detach().double() - b[name].bias.detach().double())[:, None]], 1)
         norm = float(dw.norm())

@@ -22,11 +22,14 @@ def _same_padding(k: int, d: int) -> tuple[int, int]:
 
 def explicit_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Rows of ``module`` on input ``x`` by an explicit loop (float64)."""
+    if isinstance(module, nn.Embedding):
+        return explicit_rows_of_tokens(module, x)
     x = x.double()
     if isinstance(module, nn.Linear):
         return x.reshape(-1, module.in_features)
     if isinstance(module, nn.Conv1d):
         return _conv1d_rows(module, x)
+
     if not isinstance(module, nn.Conv2d):
         raise TypeError(f"no oracle for {type(module).__name__}")
     kh, kw = module.kernel_size
@@ -83,6 +86,14 @@ def _conv1d_rows(module: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     rows = [torch.stack([at(b, ch, t * s - left + j * d) for ch in range(c) for j in range(k)])
             for b in range(n) for t in range(out_len)]
     return torch.stack(rows)
+
+
+def explicit_rows_of_tokens(module: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
+    """An Embedding's rows: one one-hot row per token, set element by element."""
+    rows = torch.zeros(tokens.numel(), module.num_embeddings, dtype=torch.float64)
+    for i, token in enumerate(tokens.reshape(-1).tolist()):
+        rows[i, token] = 1.0
+    return rows
 
 
 def explicit_gram(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -80,3 +80,74 @@ def test_grouped_conv1d_is_left_out_with_its_reason():
     assert stats.layer_names == ["c1", "head"]
     frozen = {e.name: e for e in pgu.coverage(model) if e.status == "frozen"}
     assert not frozen["c2.weight"].chosen and "groups=2" in frozen["c2.weight"].reason
+
+
+def test_embedding_gram_is_the_token_counts_and_matches_the_one_hot_oracle():
+    torch.manual_seed(0)
+    layer = nn.Embedding(12, 4)
+    tokens = torch.randint(0, 12, (5, 7))
+    stats = pgu.GramStats().fit(nn.Sequential(layer), [tokens])
+    rows = explicit_rows(layer, tokens)
+    assert torch.equal(stats.gram_["0"], rows.T @ rows)
+    assert torch.equal(stats.gram_["0"], torch.diag(torch.bincount(tokens.flatten(), minlength=12).double()))
+    assert stats.n_rows_["0"] == tokens.numel()
+    assert torch.allclose(rows @ layer.weight.double(), layer(tokens).reshape(-1, 4).double())  # weight.T @ onehot
+
+
+class TokenNet(nn.Module):
+    """Token ids -> embedding -> mean over positions -> linear: the embedding is the first covered layer."""
+
+    def __init__(self, vocab=24, dim=8, classes=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.fc = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, t):
+        return self.head(torch.relu(self.fc(self.emb(t).mean(1))))
+
+
+def test_an_embedding_request_leaves_retained_tokens_alone():
+    """Class 0's sequences use tokens 0-7 only, the others 8-23: the retained tokens' embeddings are the CGS."""
+    torch.manual_seed(0)
+    n = 90
+    y = torch.arange(n) % 3
+    t = torch.where((y == 0)[:, None], torch.randint(0, 8, (n, 6)), torch.randint(8, 24, (n, 6)))
+    model = TokenNet()
+    stats = pgu.GramStats().fit(model, [(t, y)])
+    forget = [(t[y == 0], y[y == 0])]
+    result = pgu.unlearn(model, forget, stats, mode="class", stop="none", epochs=3, lr=1.0, threshold=0.99)
+    change = (result.model.emb.weight - model.emb.weight).detach().abs().sum(1)
+    assert float(change[8:].max()) < 1e-6  # tokens the retained data use: in the CGS, untouched
+    assert float(change[:8].min()) > 0  # tokens only the forget set uses: free to move
+    leak = pgu.projection_residual(model, result.model, result.cgs)
+    assert max(leak.values()) <= 1e-4, leak
+
+
+@pgu.register_transposed_linear
+class GPT2Conv1D(nn.Module):
+    """GPT-2's Conv1D, written out: weight stored (in, out), applied as x @ weight + bias."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.2)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).reshape(*x.shape[:-1], -1)
+
+
+@pytest.mark.parametrize("bias", ["frozen", "projected"])
+def test_a_transposed_weight_linear_is_projected_on_its_transpose(bias):
+    torch.manual_seed(0)
+    model = nn.Sequential(GPT2Conv1D(16, 6), nn.ReLU(), GPT2Conv1D(3, 16))
+    x, y = torch.randn(60, 6), torch.arange(60) % 3
+    rows = adapter_for(model[0]).rows(model[0], x)
+    assert torch.allclose(rows @ model[0].weight + model[0].bias, model[0](x))
+    stats = pgu.GramStats().fit(model, [(x, y)])
+    assert stats.layer_info_["0"]["weight_shape"] == [16, 6]  # (C_out, d), the weight's transpose
+    result = pgu.unlearn(model, [(x[y == 1], y[y == 1])], stats, mode="class", stop="none", epochs=3, lr=0.5,
+                         bias=bias, threshold=0.8)
+    assert not torch.equal(result.model[0].weight, model[0].weight)
+    leak = pgu.projection_residual(model, result.model, result.cgs)
+    assert max(leak.values()) <= 1e-4, leak

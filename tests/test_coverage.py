@@ -48,16 +48,16 @@ def test_every_trainable_parameter_is_listed_once_with_its_status():
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert sorted(cov) == sorted(trainable)
     projected = {n for n, e in cov.items() if e.status == "projected"}
-    assert projected == {"fc.weight", "head.weight", "attn.out_proj.weight", "conv1d.weight"}  # subclasses too
+    assert projected == {"fc.weight", "head.weight", "attn.out_proj.weight", "conv1d.weight", "emb.weight"}
     # frozen by policy: no warning
     for name in ("fc.bias", "norm.weight", "norm.bias", "token"):
         assert cov[name].status == "frozen" and cov[name].chosen, name
     assert "authors" in cov["fc.bias"].reason and "normalisation" in cov["norm.weight"].reason
     assert "free tensor" in cov["token"].reason
     # frozen because pgu cannot project them: each with its reason
-    for name in ("emb.weight", "attn.in_proj_weight", "grouped.weight"):
+    for name in ("attn.in_proj_weight", "grouped.weight"):
         assert cov[name].status == "frozen" and not cov[name].chosen, name
-    assert "Embedding" in cov["emb.weight"].reason and "groups=2" in cov["grouped.weight"].reason
+    assert "MultiheadAttention" in cov["attn.in_proj_weight"].reason and "groups=2" in cov["grouped.weight"].reason
 
 
 def test_projected_bias_and_chosen_layers_change_the_table():
@@ -67,7 +67,7 @@ def test_projected_bias_and_chosen_layers_change_the_table():
     cov = _by_name(coverage(model, layers=["head"]))
     assert cov["head.weight"].status == "projected"
     assert cov["fc.weight"].status == "frozen" and cov["fc.weight"].chosen  # left out by the user
-    assert not cov["emb.weight"].chosen  # still not projectable
+    assert not cov["grouped.weight"].chosen  # still not projectable
     with pytest.raises(ValueError, match="bias"):
         coverage(model, bias="sometimes")
 
@@ -78,7 +78,7 @@ def test_table_and_summary_count_values():
     table = cov.table()
     for e in cov:
         assert e.name in table
-    assert cov.numel("projected") == 8 * 8 + 3 * 8 + 8 * 8 + 8 * 8 * 3
+    assert cov.numel("projected") == 8 * 8 + 3 * 8 + 8 * 8 + 8 * 8 * 3 + 30 * 8
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert cov.numel("projected") + cov.numel("frozen") == total
     assert "not by choice" in cov.summary()
@@ -131,7 +131,7 @@ def test_a_module_called_twice_is_not_weight_tying():
     assert stats.n_rows_["0"] == 16  # both calls' rows
 
 
-def _with_frozen_embedding_warning(model, tokens, labels, **kw):
+def _with_frozen_layer_warning(model, tokens, labels, **kw):
     stats = pgu.GramStats().fit(model, [(tokens, labels)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -144,11 +144,13 @@ class Pooled(nn.Module):
         super().__init__()
         self.kind = kind
         self.emb = nn.Embedding(30, 8)
+        self.grouped = nn.Conv1d(8, 8, 1, groups=2)  # not projectable yet: frozen, with a warning
         self.fc = nn.Linear(8, 8)
         self.head = nn.Linear(8, 4)
 
     def forward(self, t):
-        logits = self.head(torch.relu(self.fc(self.emb(t))).mean(1))
+        h = self.grouped(self.emb(t).transpose(1, 2)).transpose(1, 2)
+        logits = self.head(torch.relu(self.fc(h)).mean(1))
         if self.kind == "dict":
             return {"logits": logits, "hidden": None}
         if self.kind == "tuple":
@@ -162,11 +164,12 @@ def test_unlearn_warns_once_about_parameters_it_cannot_project():
     torch.manual_seed(0)
     tokens, labels = torch.randint(0, 30, (64, 5)), torch.randint(0, 4, (64,))
     model = Pooled()
-    result, messages = _with_frozen_embedding_warning(model, tokens, labels)
-    assert len(messages) == 1 and "emb (Embedding" in messages[0]
-    assert torch.equal(result.model.emb.weight, model.emb.weight)
-    model.emb.weight.requires_grad_(False)  # the user freezes it: no warning
-    _, messages = _with_frozen_embedding_warning(model, tokens, labels)
+    result, messages = _with_frozen_layer_warning(model, tokens, labels)
+    assert len(messages) == 1 and "grouped (Conv1d" in messages[0]
+    assert torch.equal(result.model.grouped.weight, model.grouped.weight)
+    assert not torch.equal(result.model.emb.weight, model.emb.weight)  # an Embedding is projected
+    model.grouped.requires_grad_(False)  # the user freezes it: no warning
+    _, messages = _with_frozen_layer_warning(model, tokens, labels)
     assert messages == []
 
 
@@ -177,8 +180,8 @@ def test_outputs_other_than_a_tensor_give_the_same_request(kind):
     plain = Pooled()
     other = Pooled(kind)
     other.load_state_dict(plain.state_dict())
-    r_plain, _ = _with_frozen_embedding_warning(plain, tokens, labels)
-    r_other, _ = _with_frozen_embedding_warning(other, tokens, labels)
+    r_plain, _ = _with_frozen_layer_warning(plain, tokens, labels)
+    r_other, _ = _with_frozen_layer_warning(other, tokens, labels)
     assert r_other.epochs == r_plain.epochs == 2
     for k, v in r_plain.model.state_dict().items():
         assert torch.equal(v, r_other.model.state_dict()[k]), k

@@ -32,8 +32,30 @@ from pgu.gram.conv_gram import OffsetGramAccumulator, offset_buffer_elements, of
 from pgu.gram.conv_gram_rows import row_offset_patch_gram, row_offset_products
 from pgu.gram.triangle import upper_blocks_gram
 
-__all__ = ["RowsGramAccumulator", "Conv2dGramAccumulator", "conv2d_gram_route", "piece_elements",
-           "OFFSET_BUFFER_LIMIT", "GPU_OFFSET_MIN_CHANNELS"]
+__all__ = ["RowsGramAccumulator", "Conv2dGramAccumulator", "TokenCountAccumulator", "conv2d_gram_route",
+           "piece_elements", "OFFSET_BUFFER_LIMIT", "GPU_OFFSET_MIN_CHANNELS"]
+
+
+class TokenCountAccumulator:
+    """``(G, s, n_rows)`` of an ``nn.Embedding``'s one-hot rows, from token counts: ``G = diag(counts)``,
+    ``s = counts``, ``n_rows`` = tokens seen (the one-hot rows are never formed)."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype):
+        self.size = int(module.num_embeddings)
+        self.counts, self.n_rows = None, 0
+
+    def add(self, x: torch.Tensor) -> None:
+        if x.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"an Embedding takes integer token ids, got {x.dtype}")
+        ids = x.reshape(-1).long()
+        counts = torch.bincount(ids, minlength=self.size).to(torch.float64)
+        self.counts = counts if self.counts is None else self.counts + counts
+        self.n_rows += int(ids.numel())
+
+    def result(self):
+        if self.counts is None:
+            return None
+        return torch.diag(self.counts), self.counts.clone(), self.n_rows
 
 
 class RowsGramAccumulator:

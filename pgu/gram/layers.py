@@ -13,6 +13,11 @@ Row conventions (every adapter returns a ``(n_rows, d)`` tensor in the input's d
   ``d = C_in * k_h * k_w`` ordered channel-major then kernel row then kernel column, which is
   the order of ``weight.reshape(C_out, -1)``. Grouped convolutions are refused with a clear
   error (their weight is block-diagonal; leave such layers out with ``layers=[...]``).
+* ``nn.Embedding``: one one-hot row per token (``d = num_embeddings``); the weight is stored
+  transposed (``(V, E)``, applied as ``weight.T @ onehot``), and the Gram of one-hot rows is the
+  diagonal of token counts, accumulated as counts (:class:`~pgu.gram.accumulators.TokenCountAccumulator`):
+  the embeddings of tokens the retained data use are what the CGS holds.
+* Transposed-weight linear layers (GPT-2's ``Conv1D``): :func:`register_transposed_linear`.
 * ``nn.Conv1d``: each input window, ``d = C_in * k`` ordered channel-major then kernel position
   (``weight.reshape(C_out, -1)``), with the layer's stride, dilation, padding (numbers,
   ``'same'``, ``'valid'``) and ``padding_mode``; grouped ones are refused as for Conv2d.
@@ -28,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pgu.gram.accumulators import Conv2dGramAccumulator, RowsGramAccumulator
+from pgu.gram.accumulators import Conv2dGramAccumulator, RowsGramAccumulator, TokenCountAccumulator
 from pgu.gram.conv2d_geometry import UnsupportedLayerError, conv2d_explicit_padding, conv2d_padded
 
 __all__ = [
@@ -39,6 +44,8 @@ __all__ = [
     "find_layers",
     "conv2d_explicit_padding",
     "check_shared_parameters",
+    "register_transposed_linear",
+    "weight_matrix",
     "NoSupportedLayerError",
 ]
 
@@ -60,6 +67,8 @@ class LayerAdapter:
             :mod:`pgu.gram.accumulators`. Defaults to forming the rows and multiplying them
             (:class:`~pgu.gram.accumulators.RowsGramAccumulator`); an adapter may register a
             faster exact route.
+        transposed: the 2-D weight is stored ``(d, C_out)`` and multiplies rows as ``weight.T``
+            (``nn.Embedding``: one-hot rows; GPT-2's ``Conv1D``); the projection then acts on ``weight.T``.
     """
 
     kind: str
@@ -67,6 +76,7 @@ class LayerAdapter:
     geometry: Callable[[nn.Module], dict]
     check: Callable[[nn.Module, str], None]
     accumulator: Callable | None = None
+    transposed: bool = False
 
     def new_accumulator(self, module: nn.Module, dtype: torch.dtype):
         """A fresh accumulator of this layer's statistics, products in ``dtype``."""
@@ -88,8 +98,9 @@ class NoSupportedLayerError(UnsupportedLayerError):
     """The model has no layer PGU can cover."""
 
 
-def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulator=None):
-    """Decorator registering ``rows`` as the row extractor of layer class ``cls``."""
+def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulator=None, transposed: bool = False):
+    """Decorator registering ``rows`` as the row extractor of layer class ``cls`` (``transposed``: see
+    :class:`LayerAdapter`)."""
 
     def decorate(rows_fn):
         _REGISTRY[cls] = LayerAdapter(
@@ -98,10 +109,26 @@ def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulat
             geometry=geometry or (lambda module: {}),
             check=check or (lambda module, name: None),
             accumulator=accumulator,
+            transposed=transposed,
         )
         return rows_fn
 
     return decorate
+
+
+def register_transposed_linear(cls: type, kind: str | None = None) -> type:
+    """Cover ``cls``, a linear layer whose ``weight`` is stored ``(in_features, out_features)`` and applied as
+    ``x @ weight (+ bias)`` (GPT-2's ``Conv1D``): rows are the input vectors, the projection acts on
+    ``weight.T``. Returns ``cls``, so it can decorate a class."""
+
+    def rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        d = module.weight.shape[0]
+        if x.shape[-1] != d:
+            raise ValueError(f"expected inputs with last dimension {d}, got shape {tuple(x.shape)}")
+        return x.reshape(-1, d)
+
+    register_layer(cls, kind or cls.__name__, transposed=True)(rows)
+    return cls
 
 
 def adapter_for(module: nn.Module) -> LayerAdapter | None:
@@ -115,7 +142,20 @@ def adapter_for(module: nn.Module) -> LayerAdapter | None:
 def weight_matrix_shape(module: nn.Module) -> tuple[int, int]:
     """``(C_out, d)``: the shape of the weight viewed as the matrix that multiplies rows."""
     w = module.weight
+    adapter = adapter_for(module)
+    if adapter is not None and adapter.transposed:
+        return int(w.shape[1]), int(w.shape[0])
     return int(w.shape[0]), int(w[0].numel())
+
+
+def weight_matrix(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``weight`` (default the module's; or a same-shaped update of it) as the ``(C_out, d)`` matrix that
+    multiplies rows: a view where the layout allows (a transposed weight's ``.T``), else a copy."""
+    w = module.weight if weight is None else weight
+    adapter = adapter_for(module)
+    if adapter is not None and adapter.transposed:
+        return w.t()
+    return w.reshape(w.shape[0], -1)
 
 
 # --- Linear ---------------------------------------------------------------------------
@@ -200,6 +240,33 @@ def conv1d_rows(module: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     span = dilation * (k - 1) + 1
     windows = x.unfold(2, span, stride)[..., ::dilation]  # (N, C, L_out, k)
     return windows.permute(0, 2, 1, 3).reshape(-1, x.shape[1] * k)  # channel-major, then kernel position
+
+
+# --- Embedding ------------------------------------------------------------------------
+
+EMBEDDING_MAX_VOCAB = 8192
+"""Largest vocabulary covered: the Gram is kept dense (``V x V`` float64, 512 MiB at this size)."""
+
+
+def _embedding_check(module: nn.Embedding, name: str) -> None:
+    if module.num_embeddings > EMBEDDING_MAX_VOCAB:
+        raise UnsupportedLayerError(
+            f"Embedding {name!r} has num_embeddings={module.num_embeddings}; PGU keeps its Gram dense, so it covers "
+            f"up to {EMBEDDING_MAX_VOCAB}. Leave it out with GramStats(layers=[...]) (it then stays frozen)."
+        )
+    if module.max_norm is not None or module.sparse:
+        raise UnsupportedLayerError(
+            f"Embedding {name!r} has max_norm or sparse gradients; PGU supports plain embeddings only. Leave it "
+            f"out with GramStats(layers=[...]) (it then stays frozen)."
+        )
+
+
+@register_layer(nn.Embedding, "Embedding", check=_embedding_check, accumulator=TokenCountAccumulator, transposed=True)
+def embedding_rows(module: nn.Embedding, x: torch.Tensor) -> torch.Tensor:
+    """One one-hot row per token: ``weight.T @ onehot(t)`` is the token's embedding."""
+    if x.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"an Embedding takes integer token ids, got {x.dtype}")
+    return F.one_hot(x.reshape(-1).long(), module.num_embeddings).to(torch.float64)
 
 
 # --- lookup ---------------------------------------------------------------------------
