@@ -2,8 +2,9 @@
 
 PGU moves a weight only where it can keep the change orthogonal to the retained inputs
 (docs/method.md section 4): the weight of a layer with a registered adapter
-(:mod:`pgu.gram.layers`: ``nn.Linear``, ``nn.Conv2d``, ``nn.Conv1d``, ``nn.Embedding``, their
-subclasses, and transposed-weight linears registered with ``register_transposed_linear``). Every other
+(:mod:`pgu.gram.layers`: ``nn.Linear``, ``nn.Conv2d``, ``nn.Conv1d``, ``nn.Embedding``,
+``nn.MultiheadAttention``'s ``in_proj_weight``, their subclasses, and transposed-weight linears
+registered with ``register_transposed_linear``). Every other
 trainable parameter is frozen: its gradient is zeroed (:class:`pgu.GradientProjector`).
 :func:`coverage` lists each trainable parameter with its status and the reason, so nothing is
 frozen without a word.
@@ -190,18 +191,19 @@ def find_layers_silently(model: nn.Module, layers) -> list[str]:
 def _classify(module, mod_name, p_name, covered, chosen_layers, bias) -> tuple[str, str, bool]:
     adapter = adapter_for(module)
     if mod_name in covered and adapter is not None:
-        if p_name == "weight":
+        if p_name == adapter.weight_name:
             return PROJECTED, f"{adapter.kind} weight: every update orthogonal to its CGS", True
-        if p_name == "bias":
+        if p_name == adapter.bias_name:
             if bias == "projected":
                 return PROJECTED, "bias, projected with the weight (bias='projected')", True
             return FROZEN, "bias: frozen, as in the authors' method (bias='projected' moves it)", True
+        return FROZEN, "a tensor of the layer other than its weight and bias (no input Gram): frozen by policy", True
     if adapter is not None:
         try:
             adapter.check(module, mod_name)
         except UnsupportedLayerError as exc:
             return FROZEN, f"not supported: {str(exc).split(';')[0]}", False
-        weight = getattr(module, "weight", None)
+        weight = getattr(module, adapter.weight_name, None)
         if isinstance(weight, torch.Tensor) and not weight.requires_grad:
             return FROZEN, "its layer's weight is not trainable, so the layer is not covered", True
         if chosen_layers:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pgu.gram.layers import adapter_for, weight_matrix, weight_matrix_shape
+from pgu.gram.layers import adapter_for, layer_bias, layer_weight, weight_matrix, weight_matrix_shape
 from pgu.stats import NotFittedError, StatsMismatchError
 from pgu.subspace import CoreGradientSpace
 
@@ -46,8 +46,8 @@ class _Layer:
 
     def __init__(self, name: str, module: nn.Module, basis: torch.Tensor, augmented: bool):
         self.name = name
-        self.weight = module.weight
-        self.bias = module.bias if augmented else None
+        self.weight = layer_weight(module)
+        self.bias = layer_bias(module) if augmented else None
         self.basis = basis.to(device=self.weight.device, dtype=self.weight.dtype)
         self.c_out = weight_matrix_shape(module)[0]
         adapter = adapter_for(module)
@@ -98,16 +98,16 @@ class GradientProjector:
         self.layers: list[_Layer] = []
         for name, basis in cgs.basis_.items():
             module = modules.get(name)
-            if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
+            if module is None or not isinstance(layer_weight(module), torch.Tensor):
                 raise StatsMismatchError(f"the CGS has layer {name!r}, which the model lacks")
-            if module.weight.dtype not in (torch.float32, torch.float64):
+            if layer_weight(module).dtype not in (torch.float32, torch.float64):
                 raise ValueError(
-                    f"layer {name!r} has {module.weight.dtype} weights; rounding in low precision breaks the "
+                    f"layer {name!r} has {layer_weight(module).dtype} weights; rounding in low precision breaks the "
                     f"orthogonality of the projected change. Unlearn a float32 copy (model.float())."
                 )
             d = weight_matrix_shape(module)[1]
             augmented = cgs.augmented_[name]
-            if augmented and getattr(module, "bias", None) is None:
+            if augmented and layer_bias(module) is None:
                 raise StatsMismatchError(f"the CGS of layer {name!r} includes a bias, which the model's layer lacks")
             if basis.shape[0] != d + int(augmented):
                 raise StatsMismatchError(
@@ -231,10 +231,11 @@ def projection_residual(before: nn.Module, after: nn.Module, cgs: CoreGradientSp
     b, a = dict(before.named_modules()), dict(after.named_modules())
     out = {}
     for name, basis in cgs.basis_.items():
-        w0, w1 = b[name].weight.detach().double(), a[name].weight.detach().double()
+        w0, w1 = layer_weight(b[name]).detach().double(), layer_weight(a[name]).detach().double()
         dw = weight_matrix(b[name], w1 - w0)
         if cgs.augmented_[name]:
-            dw = torch.cat([dw, (a[name].bias.detach().double() - b[name].bias.detach().double())[:, None]], 1)
+            b0, b1 = layer_bias(b[name]).detach().double(), layer_bias(a[name]).detach().double()
+            dw = torch.cat([dw, (b1 - b0)[:, None]], 1)
         norm = float(dw.norm())
         out[name] = float((dw @ basis.to(dw.device)).norm()) / max(norm, 1e-300) if norm > 0 else 0.0
     return out

@@ -17,7 +17,7 @@ from torch import nn
 
 from pgu import distributed
 from pgu.fast_forward import FastForward
-from pgu.gram.layers import UnsupportedLayerError, adapter_for, find_layers, weight_matrix_shape
+from pgu.gram.layers import UnsupportedLayerError, adapter_for, find_layers, layer_bias, weight_matrix_shape
 from pgu.modes import eval_mode
 from pgu.outputs import OutputError
 
@@ -29,6 +29,16 @@ def model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+def _fastpath_off() -> bool | None:
+    """Turn PyTorch's fused attention paths off (they skip the submodule calls the pass reads); the old value."""
+    backend = getattr(torch.backends, "mha", None)
+    if backend is None:
+        return None
+    old = backend.get_fastpath_enabled()
+    backend.set_fastpath_enabled(False)
+    return old
 
 
 def find_layers_quiet(model: nn.Module) -> list[str]:
@@ -48,7 +58,7 @@ def layer_info(module: nn.Module, name: str) -> dict | None:
     return {
         "kind": adapter.kind,
         "weight_shape": list(weight_matrix_shape(module)),
-        "has_bias": getattr(module, "bias", None) is not None,
+        "has_bias": layer_bias(module) is not None,
         "geometry": adapter.geometry(module),
     }
 
@@ -85,8 +95,13 @@ class StatsPass:
         self.forward = FastForward(self.model, self.device, on_fallback=self.accumulators.clear)
         try:
             self.forward.__enter__()
+            self.fastpath = _fastpath_off()  # fused attention kernels never call the modules whose inputs we read
             for name, (module, adapter) in self.found.items():
-                self.handles.append(module.register_forward_pre_hook(self._hook(name, adapter)))
+                if adapter.feeds is not None:
+                    self.handles.append(module.register_forward_pre_hook(self._feeding_hook(name, adapter),
+                                                                         with_kwargs=True))
+                else:
+                    self.handles.append(module.register_forward_pre_hook(self._hook(name, adapter)))
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -95,21 +110,49 @@ class StatsPass:
     def __exit__(self, *exc):
         for h in self.handles:
             h.remove()
+        if getattr(self, "fastpath", None) is not None:
+            torch.backends.mha.set_fastpath_enabled(self.fastpath)
+            self.fastpath = None
         self.forward.__exit__(None, None, None)
         self.modes.__exit__(None, None, None)
         return False
+
+    def _add(self, name: str, module: nn.Module, adapter, x: torch.Tensor) -> None:
+        x = x.detach()
+        dtype = x.dtype if self.precision == "auto" and x.dtype in (torch.float32, torch.float64) else torch.float64
+        key = (name, dtype)
+        acc = self.accumulators.get(key)
+        if acc is None:
+            acc = self.accumulators[key] = adapter.new_accumulator(module, dtype)
+        acc.add(x)
 
     def _hook(self, name, adapter):
         def hook(module, args):
             if not args or not isinstance(args[0], torch.Tensor):
                 raise UnsupportedLayerError(f"layer {name!r} was called without a positional input tensor")
-            x = args[0].detach()
-            dtype = x.dtype if self.precision == "auto" and x.dtype in (torch.float32, torch.float64) else torch.float64
-            key = (name, dtype)
-            acc = self.accumulators.get(key)
-            if acc is None:
-                acc = self.accumulators[key] = adapter.new_accumulator(module, dtype)
-            acc.add(x)
+            self._add(name, module, adapter, args[0])
+
+        return hook
+
+    def _feeding_hook(self, name, adapter):
+        """A layer read with its keyword arguments, which may also feed a child it applies without calling it."""
+        busy = []  # the adapter may run the module again to read a child's inputs: not a second call
+
+        def hook(module, args, kwargs):
+            if busy:
+                return None
+            busy.append(True)
+            try:
+                with torch.no_grad():
+                    inputs = adapter.feeds(module, args, kwargs)
+            finally:
+                busy.clear()
+            for child, x in inputs.items():
+                target = name if not child else f"{name}.{child}" if name else child
+                if target in self.found:
+                    sub, sub_adapter = self.found[target]
+                    self._add(target, sub, sub_adapter, x)
+            return None
 
         return hook
 

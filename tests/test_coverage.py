@@ -48,16 +48,17 @@ def test_every_trainable_parameter_is_listed_once_with_its_status():
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert sorted(cov) == sorted(trainable)
     projected = {n for n, e in cov.items() if e.status == "projected"}
-    assert projected == {"fc.weight", "head.weight", "attn.out_proj.weight", "conv1d.weight", "emb.weight"}
+    assert projected == {"fc.weight", "head.weight", "attn.in_proj_weight", "attn.out_proj.weight", "conv1d.weight",
+                         "emb.weight"}
     # frozen by policy: no warning
     for name in ("fc.bias", "norm.weight", "norm.bias", "token"):
         assert cov[name].status == "frozen" and cov[name].chosen, name
     assert "authors" in cov["fc.bias"].reason and "normalisation" in cov["norm.weight"].reason
     assert "free tensor" in cov["token"].reason
     # frozen because pgu cannot project them: each with its reason
-    for name in ("attn.in_proj_weight", "grouped.weight"):
+    for name in ("grouped.weight", "grouped.bias"):
         assert cov[name].status == "frozen" and not cov[name].chosen, name
-    assert "MultiheadAttention" in cov["attn.in_proj_weight"].reason and "groups=2" in cov["grouped.weight"].reason
+    assert "groups=2" in cov["grouped.weight"].reason
 
 
 def test_projected_bias_and_chosen_layers_change_the_table():
@@ -78,7 +79,7 @@ def test_table_and_summary_count_values():
     table = cov.table()
     for e in cov:
         assert e.name in table
-    assert cov.numel("projected") == 8 * 8 + 3 * 8 + 8 * 8 + 8 * 8 * 3 + 30 * 8
+    assert cov.numel("projected") == 8 * 8 + 3 * 8 + 8 * 8 + 8 * 8 * 3 + 30 * 8 + 24 * 8
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert cov.numel("projected") + cov.numel("frozen") == total
     assert "not by choice" in cov.summary()
@@ -229,13 +230,22 @@ def test_logits_of_reads_each_form_and_refuses_others():
 
 
 def test_a_layer_the_statistics_never_saw_is_reported_frozen():
-    """nn.MultiheadAttention applies out_proj's weight without calling the module: no rows, so frozen, and said."""
+    """A covered layer the forward never calls has no rows: it stays frozen, and the table says so."""
     torch.manual_seed(0)
-    model = Mixed()
-    tokens = torch.randint(0, 30, (16, 5))
+
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.used(x).relu())
+
+    model = Skips()
     with pytest.warns(UserWarning, match="never called"):
-        stats = pgu.GramStats().fit(model, [tokens])
-    assert stats.n_rows_["attn.out_proj"] == 0
+        stats = pgu.GramStats().fit(model, [torch.randn(16, 4)])
+    assert stats.n_rows_["unused"] == 0
     cov = _by_name(coverage(model, stats=stats))
-    assert cov["attn.out_proj.weight"].status == "frozen" and not cov["attn.out_proj.weight"].chosen
-    assert cov["fc.weight"].status == "projected"
+    assert cov["unused.weight"].status == "frozen" and not cov["unused.weight"].chosen
+    assert "never called" in cov["unused.weight"].reason
+    assert cov["used.weight"].status == "projected"

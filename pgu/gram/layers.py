@@ -18,6 +18,11 @@ Row conventions (every adapter returns a ``(n_rows, d)`` tensor in the input's d
   diagonal of token counts, accumulated as counts (:class:`~pgu.gram.accumulators.TokenCountAccumulator`):
   the embeddings of tokens the retained data use are what the CGS holds.
 * Transposed-weight linear layers (GPT-2's ``Conv1D``): :func:`register_transposed_linear`.
+* ``nn.MultiheadAttention`` (packed ``in_proj_weight``): the rows of ``in_proj_weight`` are its query,
+  key and value inputs (each distinct tensor once; self-attention: one), and it feeds its
+  ``out_proj``, which it applies without calling it, the attention output before the projection
+  (:func:`_mha_feeds`). The statistics pass turns PyTorch's fused attention paths off, since
+  ``nn.TransformerEncoderLayer``'s never calls its submodules.
 * ``nn.Conv1d``: each input window, ``d = C_in * k`` ordered channel-major then kernel position
   (``weight.reshape(C_out, -1)``), with the layer's stride, dilation, padding (numbers,
   ``'same'``, ``'valid'``) and ``padding_mode``; grouped ones are refused as for Conv2d.
@@ -46,6 +51,8 @@ __all__ = [
     "check_shared_parameters",
     "register_transposed_linear",
     "weight_matrix",
+    "layer_weight",
+    "layer_bias",
     "NoSupportedLayerError",
 ]
 
@@ -69,6 +76,12 @@ class LayerAdapter:
             faster exact route.
         transposed: the 2-D weight is stored ``(d, C_out)`` and multiplies rows as ``weight.T``
             (``nn.Embedding``: one-hot rows; GPT-2's ``Conv1D``); the projection then acts on ``weight.T``.
+        weight_name, bias_name: the module's parameters the adapter projects (``in_proj_weight`` and
+            ``in_proj_bias`` for ``nn.MultiheadAttention``).
+        feeds: ``feeds(module, args, kwargs) -> {relative name: inputs}``, for a layer whose call the
+            statistics pass must read with its keyword arguments, and which may feed a submodule the
+            layer applies without calling it (``""``: the layer itself; ``"out_proj"``: that child).
+            None: the first positional input feeds the layer.
     """
 
     kind: str
@@ -77,6 +90,9 @@ class LayerAdapter:
     check: Callable[[nn.Module, str], None]
     accumulator: Callable | None = None
     transposed: bool = False
+    weight_name: str = "weight"
+    bias_name: str = "bias"
+    feeds: Callable | None = None
 
     def new_accumulator(self, module: nn.Module, dtype: torch.dtype):
         """A fresh accumulator of this layer's statistics, products in ``dtype``."""
@@ -98,8 +114,9 @@ class NoSupportedLayerError(UnsupportedLayerError):
     """The model has no layer PGU can cover."""
 
 
-def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulator=None, transposed: bool = False):
-    """Decorator registering ``rows`` as the row extractor of layer class ``cls`` (``transposed``: see
+def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulator=None, transposed: bool = False,
+                   weight_name: str = "weight", bias_name: str = "bias", feeds=None):
+    """Decorator registering ``rows`` as the row extractor of layer class ``cls`` (the other fields: see
     :class:`LayerAdapter`)."""
 
     def decorate(rows_fn):
@@ -110,6 +127,9 @@ def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulat
             check=check or (lambda module, name: None),
             accumulator=accumulator,
             transposed=transposed,
+            weight_name=weight_name,
+            bias_name=bias_name,
+            feeds=feeds,
         )
         return rows_fn
 
@@ -139,9 +159,21 @@ def adapter_for(module: nn.Module) -> LayerAdapter | None:
     return None
 
 
+def layer_weight(module: nn.Module):
+    """The parameter a covered layer's adapter projects (``module.weight`` for most), or None."""
+    adapter = adapter_for(module)
+    return getattr(module, "weight" if adapter is None else adapter.weight_name, None)
+
+
+def layer_bias(module: nn.Module):
+    """The bias that goes with :func:`layer_weight` (None when the layer has none)."""
+    adapter = adapter_for(module)
+    return getattr(module, "bias" if adapter is None else adapter.bias_name, None)
+
+
 def weight_matrix_shape(module: nn.Module) -> tuple[int, int]:
     """``(C_out, d)``: the shape of the weight viewed as the matrix that multiplies rows."""
-    w = module.weight
+    w = layer_weight(module)
     adapter = adapter_for(module)
     if adapter is not None and adapter.transposed:
         return int(w.shape[1]), int(w.shape[0])
@@ -151,7 +183,7 @@ def weight_matrix_shape(module: nn.Module) -> tuple[int, int]:
 def weight_matrix(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
     """``weight`` (default the module's; or a same-shaped update of it) as the ``(C_out, d)`` matrix that
     multiplies rows: a view where the layout allows (a transposed weight's ``.T``), else a copy."""
-    w = module.weight if weight is None else weight
+    w = layer_weight(module) if weight is None else weight
     adapter = adapter_for(module)
     if adapter is not None and adapter.transposed:
         return w.t()
@@ -269,6 +301,51 @@ def embedding_rows(module: nn.Embedding, x: torch.Tensor) -> torch.Tensor:
     return F.one_hot(x.reshape(-1).long(), module.num_embeddings).to(torch.float64)
 
 
+# --- MultiheadAttention --------------------------------------------------------------
+
+
+def _mha_check(module: nn.MultiheadAttention, name: str) -> None:
+    if not module._qkv_same_embed_dim:
+        raise UnsupportedLayerError(
+            f"MultiheadAttention {name!r} has kdim/vdim other than embed_dim (separate q/k/v weights); PGU supports "
+            f"the packed in_proj_weight only. Leave it out with GramStats(layers=[...]) (it then stays frozen)."
+        )
+
+
+def _mha_feeds(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
+    """The rows of ``in_proj_weight``, and of ``out_proj``, which the module applies without calling it.
+
+    ``in_proj_weight`` multiplies the query, key and value inputs (its q, k and v blocks); its rows are all
+    three, each distinct input once (self-attention: the one input), so a change orthogonal to their span
+    leaves every block's retained products alone. ``out_proj`` multiplies the attention output before the
+    projection: read by running the module once more with ``out_proj`` replaced by the identity
+    (``torch.func.functional_call``; the module is not changed).
+    """
+    names = ("query", "key", "value")
+    q, k, v = (args[i] if len(args) > i else kwargs[names[i]] for i in range(3))
+    e = module.embed_dim
+    distinct: list[torch.Tensor] = []
+    for t in (q, k, v):
+        if all(t is not u for u in distinct):
+            distinct.append(t)
+    inputs = torch.cat([t.reshape(-1, e) for t in distinct])
+    if len(args) > 4:
+        args = args[:4] + (False,) + args[5:]
+    else:
+        kwargs = {**kwargs, "need_weights": False}
+    w = module.out_proj.weight
+    identity = {"out_proj.weight": torch.eye(e, dtype=w.dtype, device=w.device),
+                "out_proj.bias": torch.zeros(e, dtype=w.dtype, device=w.device)}
+    before, _ = torch.func.functional_call(module, identity, args, kwargs)
+    return {"": inputs, "out_proj": before.reshape(-1, e)}
+
+
+@register_layer(nn.MultiheadAttention, "MultiheadAttention", check=_mha_check, weight_name="in_proj_weight",
+                bias_name="in_proj_bias", feeds=_mha_feeds, geometry=lambda m: {"embed_dim": m.embed_dim})
+def mha_rows(module: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, module.embed_dim)
+
+
 # --- lookup ---------------------------------------------------------------------------
 
 
@@ -287,7 +364,7 @@ def find_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[s
         found, skipped = {}, []
         for name, module in modules.items():
             adapter = adapter_for(module)
-            weight = getattr(module, "weight", None)
+            weight = layer_weight(module)
             if adapter is None or not isinstance(weight, torch.Tensor) or not weight.requires_grad:
                 continue
             try:
