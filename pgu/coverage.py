@@ -28,6 +28,7 @@ to the covered layer's retained inputs only, so the other module would move unch
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Iterable
@@ -39,7 +40,6 @@ from pgu.gram.layers import (
     NoSupportedLayerError,
     UnsupportedLayerError,
     adapter_for,
-    check_shared_parameters,
     find_layers,
 )
 
@@ -95,14 +95,7 @@ class Coverage:
 
     def numel(self, status: str) -> int:
         """Number of scalars with ``status``."""
-        total = 0
-        for e in self.entries:
-            if e.status == status:
-                n = 1
-                for s in e.shape:
-                    n *= s
-                total += n
-        return total
+        return sum(math.prod(e.shape) for e in self.entries if e.status == status)
 
     def summary(self) -> str:
         """One line: how many parameters (and scalars) are projected and frozen."""
@@ -158,9 +151,7 @@ def coverage(model: nn.Module, layers: Iterable[str] | None = None, *, bias: str
         layers = stats.layer_names
     never_called = set() if stats is None else {n for n, rows in stats.n_rows_.items() if rows == 0}
     chosen_layers = layers is not None
-    covered = find_layers_silently(model, layers)
-    check_shared_parameters(model, covered)
-    covered = set(covered)
+    covered = set(find_layers_silently(model, layers))  # find_layers refuses weight sharing (check_shared_parameters)
     entries = []
     for mod_name, module in model.named_modules():
         for p_name, p in module.named_parameters(recurse=False):
