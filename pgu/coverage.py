@@ -20,10 +20,10 @@ Policy, for parameters that have no input Gram to project against:
 * layers that PGU has no adapter for, or a configuration the adapter refuses (a grouped
   convolution): frozen, *not* by choice. :func:`pgu.unlearn` warns once per request about these.
 
-A parameter shared by a covered layer and any other module (weight tying, e.g. a language
-model's output head and its ``nn.Embedding``) is refused, by :func:`coverage` as by the statistics
-pass (:func:`pgu.gram.layers.check_shared_parameters`): the projection keeps the change orthogonal
-to the covered layer's retained inputs only, so the other module would move unchecked.
+A parameter shared by a covered layer and another module (weight tying) is refused, by
+:func:`coverage` as by the statistics pass (:func:`pgu.gram.lookup.check_shared_parameters`), except
+the tied pair of language models: an ``nn.Embedding`` and a Linear head sharing one matrix, both
+covered, whose weight is projected on both sides (listed once, with both layers named).
 """
 
 from __future__ import annotations
@@ -36,12 +36,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from pgu.gram.layers import (
-    NoSupportedLayerError,
-    UnsupportedLayerError,
-    adapter_for,
-    find_layers,
-)
+from pgu.gram.layers import UnsupportedLayerError, adapter_for
+from pgu.gram.lookup import NoSupportedLayerError, find_layers, tied_pairs
 
 __all__ = ["ParameterCoverage", "Coverage", "coverage", "NORM_LAYERS"]
 
@@ -139,7 +135,7 @@ def coverage(model: nn.Module, layers: Iterable[str] | None = None, *, bias: str
     Args:
         model: the network.
         layers: the layers the statistics cover (``GramStats.layer_names``), or None for the
-            default choice of :func:`pgu.gram.layers.find_layers` (every supported layer).
+            default choice of :func:`pgu.gram.lookup.find_layers` (every supported layer).
         bias: ``"frozen"`` (the authors) or ``"projected"``, as in :class:`pgu.PGUSettings`.
         stats: fitted :class:`pgu.GramStats` of the model (``layers`` then defaults to theirs): a layer
             they hold no rows of was never called during their pass (``nn.MultiheadAttention`` applies its
@@ -152,16 +148,23 @@ def coverage(model: nn.Module, layers: Iterable[str] | None = None, *, bias: str
     never_called = set() if stats is None else {n for n, rows in stats.n_rows_.items() if rows == 0}
     chosen_layers = layers is not None
     covered = set(find_layers_silently(model, layers))  # find_layers refuses weight sharing (check_shared_parameters)
-    entries = []
+    partner = {}
+    for a, b in tied_pairs(model, covered):
+        partner[a], partner[b] = b, a
+    entries, seen = [], set()
     for mod_name, module in model.named_modules():
         for p_name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in seen:
                 continue
+            seen.add(id(p))
             name = f"{mod_name}.{p_name}" if mod_name else p_name
             if mod_name in never_called:
                 status, reason, chosen = FROZEN, "never called during the statistics pass (no rows to protect)", False
             else:
                 status, reason, chosen = _classify(module, mod_name, p_name, covered, chosen_layers, bias)
+            if mod_name in partner and status == PROJECTED and p_name == adapter_for(module).weight_name:
+                reason = (f"tied with {partner[mod_name]}'s weight: every update orthogonal to both CGSs "
+                          f"(projected on both sides)")
             entries.append(ParameterCoverage(name, tuple(p.shape), mod_name, type(module).__name__, status, reason,
                                              chosen))
     return Coverage(entries)

@@ -24,7 +24,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pgu.gram.layers import adapter_for, layer_bias, layer_weight, weight_matrix, weight_matrix_shape
+from pgu.gram.layers import (
+    UnsupportedLayerError,
+    adapter_for,
+    layer_bias,
+    layer_weight,
+    weight_matrix,
+    weight_matrix_shape,
+)
+from pgu.gram.lookup import check_shared_parameters, tied_pairs
 from pgu.stats import NotFittedError, StatsMismatchError
 from pgu.subspace import CoreGradientSpace
 
@@ -79,6 +87,39 @@ class _Layer:
             weight_part.copy_(w.view(weight_part.shape))
 
 
+class _TiedPair:
+    """Two covered layers sharing one weight ``W`` (``(V, E)``): a transposed one (an embedding, matrix
+    ``W^T`` on token rows, basis ``M_t`` over ``V``) and a plain one (a head, matrix ``W`` on hidden rows,
+    basis ``M_h`` over ``E``, ``+ 1`` with its projected bias). An update becomes
+
+        [dW | db] <- (I - M_t M_t^T) [dW | db] (I - M_h M_h^T)
+
+    (:mod:`pgu.gram.lookup`): the two factors commute, so the result is orthogonal to both CGSs. The
+    bias, the head's alone, takes the left factor too; that keeps the factors commuting (the
+    embedding's guarantee concerns ``W`` only)."""
+
+    def __init__(self, transposed: _Layer, plain: _Layer):
+        if transposed.bias is not None:
+            raise UnsupportedLayerError(
+                f"{transposed.name!r} shares its weight with {plain.name!r} and has a projected bias; PGU projects "
+                f"a tied pair only when the transposed layer's bias is frozen (bias='frozen')")
+        self.name = f"{transposed.name}+{plain.name}"
+        self.transposed, self.plain = transposed, plain
+        self.weight, self.bias = plain.weight, plain.bias
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return self.plain.params
+
+    def project_(self, weight_part: torch.Tensor, bias_part: torch.Tensor | None) -> None:
+        self.plain.project_(weight_part, bias_part)
+        basis = self.transposed.basis  # (V, k): the token space, the rows of W
+        if basis.shape[1] == 0:
+            return
+        for part in (weight_part,) if bias_part is None else (weight_part, bias_part.view(-1, 1)):
+            part.sub_(basis @ (basis.T @ part))
+
+
 class GradientProjector:
     """Project the gradients of a model's covered layers orthogonal to their CGS.
 
@@ -115,6 +156,7 @@ class GradientProjector:
                     f"{' plus the bias' if augmented else ''}"
                 )
             self.layers.append(_Layer(name, module, basis, augmented))
+        self.layers = _join_tied_pairs(model, self.layers)
         projected = {id(p) for layer in self.layers for p in layer.params}
         self.projected_params = [p for layer in self.layers for p in layer.params]
         self.frozen_params = [p for p in model.parameters() if p.requires_grad and id(p) not in projected]
@@ -157,6 +199,23 @@ class GradientProjector:
                 layer.bias.copy_(b0 + db)
         for p, old in frozen:
             p.copy_(old)
+
+
+def _join_tied_pairs(model: nn.Module, layers: list[_Layer]) -> list:
+    """``layers`` with each tied pair (two layers sharing a weight, :mod:`pgu.gram.lookup`) made one
+    :class:`_TiedPair` where the plain layer stood; any other sharing is refused."""
+    check_shared_parameters(model, [layer.name for layer in layers])
+    pairs = dict(tied_pairs(model, [layer.name for layer in layers]))
+    if not pairs:
+        return layers
+    by_name = {layer.name: layer for layer in layers}
+    plain_of = {plain: t for t, plain in pairs.items()}
+    out = []
+    for layer in layers:
+        if layer.name in pairs:
+            continue
+        out.append(_TiedPair(by_name[plain_of[layer.name]], layer) if layer.name in plain_of else layer)
+    return out
 
 
 class ProjectedOptimizer:

@@ -17,7 +17,8 @@ from torch import nn
 
 from pgu import distributed
 from pgu.fast_forward import FastForward
-from pgu.gram.layers import UnsupportedLayerError, adapter_for, find_layers, layer_bias, weight_matrix_shape
+from pgu.gram.layers import UnsupportedLayerError, adapter_for, layer_bias, weight_matrix_shape
+from pgu.gram.lookup import find_layers
 from pgu.modes import eval_mode
 from pgu.outputs import OutputError
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +26,18 @@ def play(rule, start, epochs):
         if decision:
             return e, decision
     return None, None
+
+
+class TinyLM(nn.Module):
+    """nanoGPT-style: the output head shares its weight with the token embedding."""
+
+    def __init__(self, vocab=20, dim=8, tie=True, head_bias=False):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, dim)
+        self.mlp = nn.Linear(dim, dim)
+        self.lm_head = nn.Linear(dim, vocab, bias=head_bias)
+        if tie:
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, t):
+        return self.lm_head(torch.relu(self.mlp(self.wte(t)))), None  # (logits per position, loss)

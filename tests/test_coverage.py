@@ -5,12 +5,12 @@ import warnings
 
 import pytest
 import torch
+from conftest import TinyLM
 from torch import nn
 
 import pgu
 from pgu.coverage import coverage
 from pgu.evaluation import predict
-from pgu.gram.layers import UnsupportedLayerError
 from pgu.outputs import OutputError, logits_of, logits_output
 
 
@@ -83,44 +83,6 @@ def test_table_and_summary_count_values():
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert cov.numel("projected") + cov.numel("frozen") == total
     assert "not by choice" in cov.summary()
-
-
-class TinyLM(nn.Module):
-    """nanoGPT-style: the output head shares its weight with the token embedding."""
-
-    def __init__(self, vocab=20, dim=8, tie=True):
-        super().__init__()
-        self.wte = nn.Embedding(vocab, dim)
-        self.mlp = nn.Linear(dim, dim)
-        self.lm_head = nn.Linear(dim, vocab, bias=False)
-        if tie:
-            self.lm_head.weight = self.wte.weight
-
-    def forward(self, t):
-        return self.lm_head(torch.relu(self.mlp(self.wte(t)))), None  # (logits per position, loss)
-
-
-def test_weight_tied_to_an_embedding_is_refused_naming_both():
-    model = TinyLM()
-    tokens = torch.randint(0, 20, (16, 5))
-    for call in (lambda: pgu.GramStats().fit(model, [(tokens, tokens[:, -1])]), lambda: coverage(model)):
-        with pytest.raises(UnsupportedLayerError, match="weight tying") as info:
-            call()
-        assert "lm_head.weight" in str(info.value) and "wte.weight" in str(info.value)
-
-
-def test_the_issue_reproducer_no_longer_moves_the_embedding():
-    """Statistics taken before the tie (the issue's reproducer ties after building): the request refuses."""
-    torch.manual_seed(0)
-    model = TinyLM(tie=False)
-    tokens = torch.randint(0, 20, (32, 5))
-    stats = pgu.GramStats().fit(model, [(tokens, tokens[:, -1])])
-    model.lm_head.weight = model.wte.weight
-    before = model.wte.weight.detach().clone()
-    with pytest.raises(UnsupportedLayerError, match="wte.weight"):
-        pgu.unlearn(model, [(tokens[:8], tokens[:8, -1])], stats, mode="class", stop="none", epochs=2,
-                    output=lambda out: out[0][:, -1])
-    assert torch.equal(model.wte.weight, before)
 
 
 def test_a_module_called_twice_is_not_weight_tying():

@@ -30,9 +30,8 @@ Row conventions (every adapter returns a ``(n_rows, d)`` tensor in the input's d
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -46,14 +45,11 @@ __all__ = [
     "UnsupportedLayerError",
     "register_layer",
     "adapter_for",
-    "find_layers",
     "conv2d_explicit_padding",
-    "check_shared_parameters",
     "register_transposed_linear",
     "weight_matrix",
     "layer_weight",
     "layer_bias",
-    "NoSupportedLayerError",
 ]
 
 
@@ -108,10 +104,6 @@ class LayerAdapter:
 
 
 _REGISTRY: dict[type, LayerAdapter] = {}
-
-
-class NoSupportedLayerError(UnsupportedLayerError):
-    """The model has no layer PGU can cover."""
 
 
 def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulator=None, transposed: bool = False,
@@ -346,91 +338,6 @@ def mha_rows(module: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, module.embed_dim)
 
 
-# --- lookup ---------------------------------------------------------------------------
-
-
-def find_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict[str, tuple[nn.Module, LayerAdapter]]:
-    """The layers PGU covers, as ``{qualified name: (module, adapter)}`` in model order.
-
-    ``layers=None`` takes every module of a registered class (or subclass) whose weight is
-    trainable; a layer its adapter cannot handle (a grouped convolution) is left out with a
-    warning, so it stays frozen during unlearning. Named layers must exist and be supported.
-    A parameter a covered layer shares with any other module (weight tying) is refused
-    (:func:`check_shared_parameters`). Raises :class:`UnsupportedLayerError`
-    with the reason and the fix.
-    """
-    modules = dict(model.named_modules())
-    if layers is None:
-        found, skipped = {}, []
-        for name, module in modules.items():
-            adapter = adapter_for(module)
-            weight = layer_weight(module)
-            if adapter is None or not isinstance(weight, torch.Tensor) or not weight.requires_grad:
-                continue
-            try:
-                adapter.check(module, name)
-            except UnsupportedLayerError as exc:
-                skipped.append(str(exc).split(";")[0])
-                continue
-            found[name] = (module, adapter)
-        if skipped:
-            warnings.warn(f"left out, so frozen during unlearning: {'; '.join(skipped)}", stacklevel=4)
-        if not found:
-            kinds = ", ".join(sorted({a.kind for a in _REGISTRY.values()}))
-            raise NoSupportedLayerError(
-                f"{type(model).__name__} has no layer PGU supports ({kinds}, or subclasses) with a trainable "
-                f"weight; PGU projects the updates of such layers, so the model needs at least one."
-            )
-    else:
-        names = list(layers)
-        if not names:
-            raise UnsupportedLayerError("layers=[] names no layer; pass None to cover every supported layer")
-        if len(set(names)) != len(names):
-            raise UnsupportedLayerError(f"layers names a layer twice: {names}")
-        found = {}
-        for name in names:
-            if name not in modules:
-                known = [n for n, m in modules.items() if adapter_for(m) is not None]
-                raise UnsupportedLayerError(f"the model has no module named {name!r}; supported layers are {known}")
-            module = modules[name]
-            adapter = adapter_for(module)
-            if adapter is None:
-                raise UnsupportedLayerError(
-                    f"module {name!r} is a {type(module).__name__}, which PGU does not support "
-                    f"(supported: {sorted(a.kind for a in _REGISTRY.values())} and their subclasses)"
-                )
-            adapter.check(module, name)
-            found[name] = (module, adapter)
-        order = {n: i for i, n in enumerate(modules)}
-        found = dict(sorted(found.items(), key=lambda item: order[item[0]]))
-    check_shared_parameters(model, found)
-    return found
-
-
-def check_shared_parameters(model: nn.Module, layers: Iterable[str]) -> None:
-    """Refuse a covered layer's parameter that another module also owns (weight tying across modules).
-
-    PGU keeps a weight's change orthogonal to the retained inputs of the layer it projects for; a
-    tensor shared with another module (a language model's output head and its ``nn.Embedding``, two
-    Linear layers) would move that module unchecked. The same module registered under two names (and
-    so called twice) is fine: its statistics take the rows of every call. Raises
-    :class:`UnsupportedLayerError` naming both owners and the fix.
-    """
-    owners: dict[int, list[tuple[str, nn.Module]]] = {}
-    for mod_name, module in model.named_modules(remove_duplicate=False):
-        for p_name, p in module.named_parameters(recurse=False):
-            owners.setdefault(id(p), []).append((f"{mod_name}.{p_name}" if mod_name else p_name, module))
-    modules = dict(model.named_modules())
-    for name in layers:
-        module = modules[name]
-        for p_name, p in module.named_parameters(recurse=False):
-            others = [(n, m) for n, m in owners.get(id(p), []) if m is not module]
-            if others:
-                other_name, other = others[0]
-                raise UnsupportedLayerError(
-                    f"{name}.{p_name} ({type(module).__name__}) is the same tensor as {other_name} "
-                    f"({type(other).__name__}): weight tying across modules, which PGU cannot project (it keeps "
-                    f"the change orthogonal to the retained inputs of {name!r} only, so {other_name} would move "
-                    f"unchecked). Untie them, e.g. {other_name} = nn.Parameter({other_name}.detach().clone()) "
-                    f"on the model, or leave {name!r} out with GramStats(layers=[...])."
-                )
+def registered_kinds() -> list[str]:
+    """The kinds of every registered adapter, sorted (for error messages)."""
+    return sorted({a.kind for a in _REGISTRY.values()})

@@ -79,7 +79,8 @@ class Run:
 def save_model(path: Path, model: nn.Module, spec: ModelSpec) -> None:
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # a copy per name: safetensors refuses tensors that share memory (tied weights); loading re-ties them
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={"format": MODEL_FORMAT, "model": json.dumps(spec.to_dict())})
 
 
