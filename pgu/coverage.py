@@ -17,8 +17,8 @@ Policy, for parameters that have no input Gram to project against:
   frozen. They act per channel on the output, not on inputs, so the CGS says nothing about them;
 * free tensors registered outside a layer (class tokens, position embeddings): frozen, for the
   same reason;
-* layers that PGU has no adapter for, or a configuration the adapter refuses (a grouped
-  convolution): frozen, *not* by choice. :func:`pgu.unlearn` warns once per request about these.
+* layers that PGU has no adapter for, or a configuration the adapter refuses (attention with
+  separate q/k/v weights): frozen, *not* by choice. :func:`pgu.unlearn` warns once per request about these.
 
 A parameter shared by a covered layer and another module (weight tying) is refused, by
 :func:`coverage` as by the statistics pass (:func:`pgu.gram.lookup.check_shared_parameters`), except
@@ -186,6 +186,10 @@ def _classify(module, mod_name, p_name, covered, chosen_layers, bias) -> tuple[s
     adapter = adapter_for(module)
     if mod_name in covered and adapter is not None:
         if p_name == adapter.weight_name:
+            groups = adapter.n_groups(module)
+            if groups > 1:
+                return (PROJECTED, f"{adapter.kind} weight, {groups} groups: each group's update orthogonal to its "
+                                   f"CGS", True)
             return PROJECTED, f"{adapter.kind} weight: every update orthogonal to its CGS", True
         if p_name == adapter.bias_name:
             if bias == "projected":

@@ -53,10 +53,19 @@ def _comm_device(tensor: torch.Tensor) -> torch.device:
     return torch.device("cpu")
 
 
+def _buffer(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` itself when the backend can send it as it is (on ``device``, contiguous), else a copy that can:
+    collectives send the storage in memory order, so a non-contiguous view (a channels-last gradient, a
+    slice of eigenvectors) would arrive with its entries permuted."""
+    if tensor.device == device and tensor.is_contiguous():
+        return tensor
+    return tensor.to(device).contiguous()
+
+
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     """In place: ``tensor`` becomes its sum over ranks (returned for chaining)."""
     device = _comm_device(tensor)
-    buffer = tensor if tensor.device == device else tensor.to(device)
+    buffer = _buffer(tensor, device)
     dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
     if buffer is not tensor:
         tensor.copy_(buffer)
@@ -66,7 +75,7 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
 def broadcast_(tensor: torch.Tensor, src: int) -> torch.Tensor:
     """In place: ``tensor`` becomes rank ``src``'s (returned for chaining)."""
     device = _comm_device(tensor)
-    buffer = tensor if tensor.device == device else tensor.to(device)
+    buffer = _buffer(tensor, device)
     dist.broadcast(buffer, src=src)
     if buffer is not tensor:
         tensor.copy_(buffer)
@@ -88,7 +97,7 @@ def check_same_everywhere(signature: str, what: str) -> None:
 
 def all_reduce_min_(tensor: torch.Tensor) -> torch.Tensor:
     device = _comm_device(tensor)
-    buffer = tensor.to(device)
+    buffer = _buffer(tensor, device)
     dist.all_reduce(buffer, op=dist.ReduceOp.MIN)
     tensor.copy_(buffer)
     return tensor

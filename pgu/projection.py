@@ -28,6 +28,7 @@ from pgu.gram.layers import (
     UnsupportedLayerError,
     adapter_for,
     layer_bias,
+    layer_groups,
     layer_weight,
     weight_matrix,
     weight_matrix_shape,
@@ -40,13 +41,14 @@ __all__ = ["GradientProjector", "ProjectedOptimizer", "projection_residual"]
 
 
 def _project_rows_(matrix: torch.Tensor, basis: torch.Tensor) -> None:
-    """In place: ``matrix <- matrix - (matrix @ basis) @ basis.T``."""
-    if basis.shape[1] == 0:
+    """In place: ``matrix <- matrix - (matrix @ basis) @ basis.T``; group by group for a ``(g, d, k)`` basis and a
+    ``(g, C_out / g, d)`` matrix (a grouped convolution's blocks)."""
+    if basis.shape[-1] == 0:
         return
-    if basis.shape[1] == basis.shape[0]:
+    if basis.dim() == 2 and basis.shape[1] == basis.shape[0]:
         matrix.zero_()
         return
-    matrix.sub_((matrix @ basis) @ basis.T)
+    matrix.sub_((matrix @ basis) @ basis.mT)
 
 
 class _Layer:
@@ -60,6 +62,7 @@ class _Layer:
         self.c_out = weight_matrix_shape(module)[0]
         adapter = adapter_for(module)
         self.transposed = adapter is not None and adapter.transposed
+        self.groups = basis.shape[0] if basis.dim() == 3 else 1
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -77,14 +80,18 @@ class _Layer:
             contiguous = weight_part.is_contiguous()
             w = weight_part.view(self.c_out, -1) if contiguous else weight_part.contiguous().view(self.c_out, -1)
         if bias_part is None:
-            _project_rows_(w, self.basis)
+            _project_rows_(self._blocks(w), self.basis)
         else:
             joined = torch.cat([w, bias_part.view(self.c_out, 1)], dim=1)
-            _project_rows_(joined, self.basis)
+            _project_rows_(self._blocks(joined), self.basis)
             w.copy_(joined[:, :-1])
             bias_part.view(self.c_out).copy_(joined[:, -1])
         if not contiguous:
             weight_part.copy_(w.view(weight_part.shape))
+
+    def _blocks(self, matrix: torch.Tensor) -> torch.Tensor:
+        """``matrix`` ``(C_out, d)``, or a view ``(g, C_out / g, d)`` of a grouped layer's blocks."""
+        return matrix if self.groups == 1 else matrix.view(self.groups, self.c_out // self.groups, matrix.shape[1])
 
 
 class _TiedPair:
@@ -148,11 +155,15 @@ class GradientProjector:
                 )
             d = weight_matrix_shape(module)[1]
             augmented = cgs.augmented_[name]
+            groups = basis.shape[0] if basis.dim() == 3 else 1
+            if groups != layer_groups(module):
+                raise StatsMismatchError(f"layer {name!r}: the CGS has {groups} group(s) but the layer "
+                                         f"{layer_groups(module)}")
             if augmented and layer_bias(module) is None:
                 raise StatsMismatchError(f"the CGS of layer {name!r} includes a bias, which the model's layer lacks")
-            if basis.shape[0] != d + int(augmented):
+            if basis.shape[-2] != d + int(augmented):
                 raise StatsMismatchError(
-                    f"layer {name!r}: the CGS basis has {basis.shape[0]} rows but the weight takes {d} inputs"
+                    f"layer {name!r}: the CGS basis has {basis.shape[-2]} rows but the weight takes {d} inputs"
                     f"{' plus the bias' if augmented else ''}"
                 )
             self.layers.append(_Layer(name, module, basis, augmented))
@@ -295,6 +306,8 @@ def projection_residual(before: nn.Module, after: nn.Module, cgs: CoreGradientSp
         if cgs.augmented_[name]:
             b0, b1 = layer_bias(b[name]).detach().double(), layer_bias(a[name]).detach().double()
             dw = torch.cat([dw, (b1 - b0)[:, None]], 1)
+        if basis.dim() == 3:  # a grouped layer: each group's block against its own CGS
+            dw = dw.reshape(basis.shape[0], -1, dw.shape[1])
         norm = float(dw.norm())
         out[name] = float((dw @ basis.to(dw.device)).norm()) / max(norm, 1e-300) if norm > 0 else 0.0
     return out

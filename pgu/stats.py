@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from pgu.distributed import active as reduce_over_ranks
-from pgu.stats_pass import StatsPass, describe_layer, find_layers_quiet, layer_info
+from pgu.stats_pass import StatsPass, describe_layer, find_layers_quiet, gram_shape, layer_info
 
 __all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs", "stats_batch_size", "STATS_BATCH_SIZE"]
 
@@ -82,7 +82,8 @@ class GramStats:
             float64; ``"float64"``: products in float64 too.
 
     Fitted attributes:
-        gram_: ``{name: (d, d) float64 tensor}``, the sum of ``x x^T`` over all rows.
+        gram_: ``{name: (d, d) float64 tensor}``, the sum of ``x x^T`` over all rows (``(g, d, d)``, one per
+            group, for a grouped convolution; ``row_sum_`` then ``(g, d)``).
         row_sum_: ``{name: (d,) float64 tensor}``, the sum of the rows.
         n_rows_: ``{name: int}``, rows seen (samples times output positions for a conv).
         n_samples_: samples seen (the leading dimension of every batch).
@@ -170,15 +171,16 @@ class GramStats:
         return list(self.gram_)
 
     def augmented_gram(self, name: str) -> torch.Tensor:
-        """``[[G, s], [s^T, n_rows]]``: the Gram of the rows with a constant 1 appended."""
+        """``[[G, s], [s^T, n_rows]]``: the Gram of the rows with a constant 1 appended (per group for a
+        grouped layer: ``(g, d + 1, d + 1)``)."""
         self._require_fitted()
         g, s = self.gram_[name], self.row_sum_[name]
-        d = g.shape[0]
-        out = torch.empty(d + 1, d + 1, dtype=torch.float64)
-        out[:d, :d] = g
-        out[:d, d] = s
-        out[d, :d] = s
-        out[d, d] = float(self.n_rows_[name])
+        d = g.shape[-1]
+        out = torch.empty(*g.shape[:-2], d + 1, d + 1, dtype=torch.float64)
+        out[..., :d, :d] = g
+        out[..., :d, d] = s
+        out[..., d, :d] = s
+        out[..., d, d] = float(self.n_rows_[name])
         return out
 
     @property
@@ -190,7 +192,7 @@ class GramStats:
     def memory_report(self) -> list[dict]:
         """Per layer: name, kind, ``d``, bytes in memory (float64) and stored as float32; largest first."""
         self._require_fitted()
-        rows = [{"layer": n, "kind": self.layer_info_[n]["kind"], "d": int(self.gram_[n].shape[0]),
+        rows = [{"layer": n, "kind": self.layer_info_[n]["kind"], "d": int(self.gram_[n].shape[-1]),
                  "bytes": b, "bytes_float32": b // 2} for n, b in self.nbytes.items()]
         return sorted(rows, key=lambda r: -r["bytes"])
 
@@ -344,9 +346,9 @@ class GramStats:
         out = cls(list(layer_info), precision=precision if precision in ("auto", "float64") else "auto")
         out.gram_, out.row_sum_ = {}, {}
         for name, info in layer_info.items():
-            d = info["weight_shape"][1]
+            shape = gram_shape(info)
             g, s = tensors.get(f"gram/{name}"), tensors.get(f"row_sum/{name}")
-            if (g is None or s is None or tuple(g.shape) != (d, d) or tuple(s.shape) != (d,)
+            if (g is None or s is None or tuple(g.shape) != shape or tuple(s.shape) != shape[:-1]
                     or g.dtype not in (torch.float64, torch.float32)):
                 raise ValueError(f"{path} is damaged: the statistics of layer {name!r} are missing or misshapen")
             out.gram_[name], out.row_sum_[name] = g.to(torch.float64), s.to(torch.float64)

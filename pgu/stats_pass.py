@@ -17,12 +17,12 @@ from torch import nn
 
 from pgu import distributed
 from pgu.fast_forward import FastForward
-from pgu.gram.layers import UnsupportedLayerError, adapter_for, layer_bias, weight_matrix_shape
+from pgu.gram.layers import UnsupportedLayerError, adapter_for, layer_bias, layer_groups, weight_matrix_shape
 from pgu.gram.lookup import find_layers
 from pgu.modes import eval_mode
 from pgu.outputs import OutputError
 
-__all__ = ["StatsPass", "model_device", "layer_info", "describe_layer", "find_layers_quiet"]
+__all__ = ["StatsPass", "model_device", "layer_info", "gram_shape", "describe_layer", "find_layers_quiet"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -56,17 +56,30 @@ def layer_info(module: nn.Module, name: str) -> dict | None:
     adapter = adapter_for(module)
     if adapter is None:
         return None
-    return {
+    info = {
         "kind": adapter.kind,
         "weight_shape": list(weight_matrix_shape(module)),
         "has_bias": layer_bias(module) is not None,
         "geometry": adapter.geometry(module),
     }
+    groups = layer_groups(module)
+    if groups > 1:  # one Gram per group; absent for the others, so statistics written before it still match
+        info["groups"] = groups
+    return info
+
+
+def gram_shape(info: dict) -> tuple[int, ...]:
+    """The shape of a layer's Gram from its :func:`layer_info`: ``(d, d)``, or ``(g, d, d)`` for ``g`` groups."""
+    d = int(info["weight_shape"][1])
+    g = int(info.get("groups", 1))
+    return (d, d) if g == 1 else (g, d, d)
 
 
 def describe_layer(info: dict) -> str:
     c_out, d = info["weight_shape"]
     geo = "".join(f", {k}={v}" for k, v in info["geometry"].items())
+    if info.get("groups", 1) > 1:
+        geo += f", groups={info['groups']}"
     return f"{info['kind']}({c_out}x{d}{', bias' if info['has_bias'] else ''}{geo})"
 
 
@@ -184,8 +197,8 @@ class StatsPass:
             results = [acc.result() for (layer, _), acc in self.accumulators.items() if layer == name]
             results = [(g.cpu(), s.cpu(), n) for g, s, n in (r for r in results if r is not None)]
             if not results:
-                d = weight_matrix_shape(module)[1]
-                results = [(torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), 0)]
+                shape = gram_shape(self.layer_info[name])
+                results = [(torch.zeros(shape, dtype=torch.float64), torch.zeros(shape[:-1], dtype=torch.float64), 0)]
             gram, row_sum, n_rows = results[0]
             for g, s, n in results[1:]:  # a layer fed inputs of two dtypes
                 gram, row_sum, n_rows = gram + g, row_sum + s, n_rows + n

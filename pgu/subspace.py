@@ -57,6 +57,26 @@ def select_rank(eigenvalues: torch.Tensor, threshold: float, rule: str = "pgu") 
     return min(d, int((cumulative < threshold - _SLACK).sum()) + 1)
 
 
+def _leading_eigenvectors(gram: torch.Tensor, threshold: float, rule: str, seen: bool):
+    """``(basis, eigenvalues, k)`` of one layer's Gram, ``(d, d)`` or a stack ``(g, d, d)`` of per-group Grams.
+
+    Eigenvalues descending, clamped >= 0. A stack's basis is ``(g, d, k_max)``: group ``j``'s ``k_j`` leading
+    eigenvectors, then zero columns (which project nothing); ``k`` is the total ``sum k_j``. A layer never
+    seen (``seen=False``) is fully protected.
+    """
+    d = gram.shape[-1]
+    lam, vectors = torch.linalg.eigh(gram.to(torch.float64))
+    lam, vectors = lam.flip(-1).clamp_min(0.0), vectors.flip(-1)
+    if gram.dim() == 2:
+        k = select_rank(lam, threshold, rule) if seen else d
+        return vectors[:, :k].contiguous(), lam, k
+    ranks_ = [select_rank(group, threshold, rule) if seen else d for group in lam]
+    basis = vectors[..., : max(ranks_, default=0)].contiguous().clone()
+    for j, k_j in enumerate(ranks_):
+        basis[j, :, k_j:] = 0.0
+    return basis, lam, sum(ranks_)
+
+
 def _check_threshold(value, name: str) -> float:
     return check_threshold(value, f"threshold for {name}")
 
@@ -78,6 +98,8 @@ class CoreGradientSpace:
             a projected bias).
         rank_: ``{name: k}``; eigenvalues_: ``{name: (d,) descending, clamped >= 0}``;
         dim_: ``{name: d}``; augmented_: ``{name: bool}`` (basis includes the bias column).
+        A grouped convolution's layer has one CGS per group: ``basis_`` is ``(g, d, k_max)`` (each group's
+        columns, then zero columns), ``eigenvalues_`` ``(g, d)``, ``rank_`` and ``dim_`` totals over groups.
     """
 
     def __init__(self, threshold: float | Mapping[str, float] = 0.9, rule: str = "pgu", bias: str = "frozen"):
@@ -120,22 +142,23 @@ class CoreGradientSpace:
         for i, name in enumerate(names):
             aug = self.bias == "projected" and stats.layer_info_[name]["has_bias"]
             gram = stats.augmented_gram(name) if aug else stats.gram_[name]
-            d = gram.shape[0]
+            d, blocks = gram.shape[-1], gram.shape[:-2].numel()  # a grouped layer: one Gram per group
             owner = i % world
             if owner == me:
-                lam, vectors = torch.linalg.eigh(gram.to(torch.float64))
-                lam, vectors = lam.flip(0).clamp_min(0.0), vectors.flip(1)
-                k = select_rank(lam, thresholds[name], self.rule) if stats.n_rows_[name] > 0 else d
-                basis[name] = vectors[:, :k].contiguous()
+                basis[name], lam, k = _leading_eigenvectors(gram, thresholds[name], self.rule,
+                                                            stats.n_rows_[name] > 0)
+                width = basis[name].shape[-1]
             else:
-                lam, k = torch.empty(d, dtype=torch.float64), 0
+                lam, k, width = torch.empty(gram.shape[:-1], dtype=torch.float64), 0, 0
             if parallel:  # every rank gets the owner's rank, eigenvalues and basis
-                k = int(ranks.broadcast_(torch.tensor([k], dtype=torch.int64), owner))
+                sizes = ranks.broadcast_(torch.tensor([k, width], dtype=torch.int64), owner)
+                k, width = int(sizes[0]), int(sizes[1])
                 ranks.broadcast_(lam, owner)
                 if owner != me:
-                    basis[name] = torch.empty(d, k, dtype=torch.float64)
-                if k:
+                    basis[name] = torch.zeros(*gram.shape[:-1], width, dtype=torch.float64)
+                if width:
                     ranks.broadcast_(basis[name], owner)
+            d = d * blocks
             rank[name], eigenvalues[name], dims[name], augmented[name] = k, lam, d, aug
         self.basis_, self.rank_, self.eigenvalues_ = basis, rank, eigenvalues
         self.dim_, self.augmented_ = dims, augmented
@@ -160,12 +183,12 @@ class CoreGradientSpace:
         out = {}
         for name, basis in self.basis_.items():
             gram = stats.augmented_gram(name) if self.augmented_[name] else stats.gram_[name]
-            gram = gram.to(torch.float64)
-            total = float(torch.trace(gram))
+            gram = gram.to(torch.float64)  # (d, d), or (g, d, d) per group: traces summed over the groups
+            total = float(gram.diagonal(dim1=-2, dim2=-1).sum())
             if total <= 0.0:
                 out[name] = None
                 continue
-            inside = float(torch.trace(basis.T @ gram @ basis)) if basis.shape[1] else 0.0
+            inside = float((basis.mT @ gram @ basis).diagonal(dim1=-2, dim2=-1).sum()) if basis.shape[-1] else 0.0
             out[name] = min(1.0, max(0.0, 1.0 - inside / total))
         return out
 

@@ -97,10 +97,14 @@ def explicit_rows_of_tokens(module: nn.Embedding, tokens: torch.Tensor) -> torch
 
 
 def explicit_gram(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``sum over rows r of r r^T`` by an explicit loop over rows (float64)."""
+    """``sum over rows r of r r^T`` by an explicit loop over rows (float64); for a grouped convolution the
+    ``(g, d, d)`` stack of each group's Gram, group ``j`` taking the ``j``-th ``d`` entries of every row."""
     rows = explicit_rows(module, x)
-    d = rows.shape[1]
-    g = torch.zeros(d, d, dtype=torch.float64)
+    groups = getattr(module, "groups", 1)
+    d = rows.shape[1] // groups
+    g = torch.zeros(groups, d, d, dtype=torch.float64)
     for r in rows:
-        g += torch.outer(r, r)
-    return g
+        for j in range(groups):
+            part = r[j * d : (j + 1) * d]
+            g[j] += torch.outer(part, part)
+    return g[0] if groups == 1 else g

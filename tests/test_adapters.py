@@ -73,15 +73,6 @@ def test_a_1d_conv_net_is_covered_and_its_request_stays_outside_the_cgs():
     assert max(leak.values()) <= 1e-4, leak
 
 
-def test_grouped_conv1d_is_left_out_with_its_reason():
-    model = Conv1dNet(groups_last=2)
-    with pytest.warns(UserWarning, match="groups=2"):
-        stats = pgu.GramStats().fit(model, [torch.randn(8, 4, 20)])
-    assert stats.layer_names == ["c1", "head"]
-    frozen = {e.name: e for e in pgu.coverage(model) if e.status == "frozen"}
-    assert not frozen["c2.weight"].chosen and "groups=2" in frozen["c2.weight"].reason
-
-
 def test_embedding_gram_is_the_token_counts_and_matches_the_one_hot_oracle():
     torch.manual_seed(0)
     layer = nn.Embedding(12, 4)

@@ -25,6 +25,7 @@ class Mixed(nn.Module):
         self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
         self.conv1d = nn.Conv1d(8, 8, 3, padding=1)
         self.grouped = nn.Conv2d(4, 4, 3, groups=2)
+        self.unsupported = nn.Conv3d(2, 2, 1)
         self.fc = nn.Linear(8, 8)
         self.head = nn.Linear(8, 3)
         self.fixed = nn.Linear(8, 8)
@@ -49,16 +50,17 @@ def test_every_trainable_parameter_is_listed_once_with_its_status():
     assert sorted(cov) == sorted(trainable)
     projected = {n for n, e in cov.items() if e.status == "projected"}
     assert projected == {"fc.weight", "head.weight", "attn.in_proj_weight", "attn.out_proj.weight", "conv1d.weight",
-                         "emb.weight"}
+                         "emb.weight", "grouped.weight"}
+    assert "2 groups" in cov["grouped.weight"].reason
     # frozen by policy: no warning
     for name in ("fc.bias", "norm.weight", "norm.bias", "token"):
         assert cov[name].status == "frozen" and cov[name].chosen, name
     assert "authors" in cov["fc.bias"].reason and "normalisation" in cov["norm.weight"].reason
     assert "free tensor" in cov["token"].reason
     # frozen because pgu cannot project them: each with its reason
-    for name in ("grouped.weight", "grouped.bias"):
+    for name in ("unsupported.weight", "unsupported.bias"):
         assert cov[name].status == "frozen" and not cov[name].chosen, name
-    assert "groups=2" in cov["grouped.weight"].reason
+    assert "no PGU adapter for Conv3d" in cov["unsupported.weight"].reason
 
 
 def test_projected_bias_and_chosen_layers_change_the_table():
@@ -68,7 +70,7 @@ def test_projected_bias_and_chosen_layers_change_the_table():
     cov = _by_name(coverage(model, layers=["head"]))
     assert cov["head.weight"].status == "projected"
     assert cov["fc.weight"].status == "frozen" and cov["fc.weight"].chosen  # left out by the user
-    assert not cov["grouped.weight"].chosen  # still not projectable
+    assert not cov["unsupported.weight"].chosen  # still not projectable
     with pytest.raises(ValueError, match="bias"):
         coverage(model, bias="sometimes")
 
@@ -79,7 +81,7 @@ def test_table_and_summary_count_values():
     table = cov.table()
     for e in cov:
         assert e.name in table
-    assert cov.numel("projected") == 8 * 8 + 3 * 8 + 8 * 8 + 8 * 8 * 3 + 30 * 8 + 24 * 8
+    assert cov.numel("projected") == 8 * 8 + 3 * 8 + 8 * 8 + 8 * 8 * 3 + 30 * 8 + 24 * 8 + 4 * 2 * 3 * 3
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert cov.numel("projected") + cov.numel("frozen") == total
     assert "not by choice" in cov.summary()
@@ -107,12 +109,13 @@ class Pooled(nn.Module):
         super().__init__()
         self.kind = kind
         self.emb = nn.Embedding(30, 8)
-        self.grouped = nn.Conv1d(8, 8, 1, groups=2)  # not projectable yet: frozen, with a warning
+        self.mixer = nn.Bilinear(8, 8, 8)  # no adapter: frozen, with a warning
         self.fc = nn.Linear(8, 8)
         self.head = nn.Linear(8, 4)
 
     def forward(self, t):
-        h = self.grouped(self.emb(t).transpose(1, 2)).transpose(1, 2)
+        e = self.emb(t)
+        h = self.mixer(e, e)
         logits = self.head(torch.relu(self.fc(h)).mean(1))
         if self.kind == "dict":
             return {"logits": logits, "hidden": None}
@@ -128,10 +131,10 @@ def test_unlearn_warns_once_about_parameters_it_cannot_project():
     tokens, labels = torch.randint(0, 30, (64, 5)), torch.randint(0, 4, (64,))
     model = Pooled()
     result, messages = _with_frozen_layer_warning(model, tokens, labels)
-    assert len(messages) == 1 and "grouped (Conv1d" in messages[0]
-    assert torch.equal(result.model.grouped.weight, model.grouped.weight)
+    assert len(messages) == 1 and "mixer (Bilinear" in messages[0]
+    assert torch.equal(result.model.mixer.weight, model.mixer.weight)
     assert not torch.equal(result.model.emb.weight, model.emb.weight)  # an Embedding is projected
-    model.grouped.requires_grad_(False)  # the user freezes it: no warning
+    model.mixer.requires_grad_(False)  # the user freezes it: no warning
     _, messages = _with_frozen_layer_warning(model, tokens, labels)
     assert messages == []
 

@@ -18,7 +18,7 @@ WORLD = 2
 def _model(seed=0, width=6):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                          nn.Conv2d(width, 8, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 3 * 3, 4))
+                          nn.Conv2d(width, 8, 3, stride=2, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 3 * 3, 4))
     model.eval()
     return model
 
@@ -33,7 +33,7 @@ def _worker(rank, world, folder, case):
     try:
         torch.set_num_threads(1)
         x, y = _data()
-        model = _model(width=6 if case != "mismatch" or rank == 0 else 7)
+        model = _model(width=6 if case != "mismatch" or rank == 0 else 8)
         if case == "empty":
             ids = torch.arange(len(y)) if rank == 0 else torch.arange(0)
         else:

@@ -32,8 +32,8 @@ from pgu.gram.conv_gram import OffsetGramAccumulator, offset_buffer_elements, of
 from pgu.gram.conv_gram_rows import row_offset_patch_gram, row_offset_products
 from pgu.gram.triangle import upper_blocks_gram
 
-__all__ = ["RowsGramAccumulator", "Conv2dGramAccumulator", "TokenCountAccumulator", "conv2d_gram_route",
-           "piece_elements", "OFFSET_BUFFER_LIMIT", "GPU_OFFSET_MIN_CHANNELS"]
+__all__ = ["RowsGramAccumulator", "GroupedRowsAccumulator", "Conv2dGramAccumulator", "TokenCountAccumulator",
+           "conv2d_gram_route", "piece_elements", "OFFSET_BUFFER_LIMIT", "GPU_OFFSET_MIN_CHANNELS"]
 
 
 class TokenCountAccumulator:
@@ -114,6 +114,44 @@ class RowsGramAccumulator:
         if self.gram is None:
             return None
         self._flush()
+        return self.gram, self.row_sum, self.n_rows
+
+
+class GroupedRowsAccumulator:
+    """``(G, s, n_rows)`` of a grouped layer, one Gram per group: ``G`` is ``(g, d, d)``, ``s`` is ``(g, d)``.
+
+    ``rows_fn(x)`` gives the layer's full rows ``(n_rows, g * d)`` ordered group-major (a grouped
+    convolution's patches are channel-major, and group ``j`` owns input channels ``j C_in / g`` onwards);
+    group ``j``'s rows are columns ``j d`` to ``(j + 1) d``. ``n_rows`` counts rows per group (every
+    patch is a row of each group). Products in ``dtype`` over blocks of at most ``block_rows`` rows, sums
+    in float64.
+    """
+
+    def __init__(self, rows_fn: Callable[[torch.Tensor], torch.Tensor], groups: int, dtype: torch.dtype,
+                 block_rows: int = 8192):
+        self.rows_fn, self.groups, self.dtype, self.block_rows = rows_fn, int(groups), dtype, block_rows
+        self.gram = self.row_sum = None
+        self.n_rows = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        rows = self.rows_fn(x)
+        n, width = rows.shape
+        if width % self.groups:
+            raise ValueError(f"rows of width {width} do not split into {self.groups} groups")
+        d = width // self.groups
+        if self.gram is None:
+            self.gram = torch.zeros(self.groups, d, d, dtype=torch.float64, device=rows.device)
+            self.row_sum = torch.zeros(self.groups, d, dtype=torch.float64, device=rows.device)
+        for start in range(0, n, self.block_rows):
+            block = rows[start : start + self.block_rows].to(self.dtype).reshape(-1, self.groups, d).transpose(0, 1)
+            self.gram += torch.bmm(block.transpose(1, 2), block)  # (g, d, r) @ (g, r, d), added into float64
+            self.row_sum += block.sum(1)
+        self.n_rows += int(n)
+
+    def result(self):
+        """``(G, s, n_rows)`` in float64 (``None`` before any batch)."""
+        if self.gram is None:
+            return None
         return self.gram, self.row_sum, self.n_rows
 
 

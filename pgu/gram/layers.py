@@ -11,8 +11,11 @@ Row conventions (every adapter returns a ``(n_rows, d)`` tensor in the input's d
 * ``nn.Conv2d``: each input patch, unfolded with the layer's own kernel size, stride,
   dilation and padding (numbers, ``'same'``, ``'valid'``, and the layer's ``padding_mode``),
   ``d = C_in * k_h * k_w`` ordered channel-major then kernel row then kernel column, which is
-  the order of ``weight.reshape(C_out, -1)``. Grouped convolutions are refused with a clear
-  error (their weight is block-diagonal; leave such layers out with ``layers=[...]``).
+  the order of ``weight.reshape(C_out, -1)``. A grouped (or depthwise) convolution with ``g`` groups
+  multiplies the patches of input-channel group ``j`` (``d = C_in / g * k_h * k_w``) by output
+  channels ``j C_out / g`` to ``(j + 1) C_out / g`` only: its statistics are one Gram per group, a
+  ``(g, d, d)`` block stack (:class:`~pgu.gram.accumulators.GroupedRowsAccumulator`), and its CGS and
+  projection act group by group.
 * ``nn.Embedding``: one one-hot row per token (``d = num_embeddings``); the weight is stored
   transposed (``(V, E)``, applied as ``weight.T @ onehot``), and the Gram of one-hot rows is the
   diagonal of token counts, accumulated as counts (:class:`~pgu.gram.accumulators.TokenCountAccumulator`):
@@ -25,7 +28,7 @@ Row conventions (every adapter returns a ``(n_rows, d)`` tensor in the input's d
   ``nn.TransformerEncoderLayer``'s never calls its submodules.
 * ``nn.Conv1d``: each input window, ``d = C_in * k`` ordered channel-major then kernel position
   (``weight.reshape(C_out, -1)``), with the layer's stride, dilation, padding (numbers,
-  ``'same'``, ``'valid'``) and ``padding_mode``; grouped ones are refused as for Conv2d.
+  ``'same'``, ``'valid'``) and ``padding_mode``; grouped ones as for Conv2d, one Gram per group.
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pgu.gram.accumulators import Conv2dGramAccumulator, RowsGramAccumulator, TokenCountAccumulator
+from pgu.gram.accumulators import (
+    Conv2dGramAccumulator,
+    GroupedRowsAccumulator,
+    RowsGramAccumulator,
+    TokenCountAccumulator,
+)
 from pgu.gram.conv2d_geometry import UnsupportedLayerError, conv2d_explicit_padding, conv2d_padded
 
 __all__ = [
@@ -48,6 +56,7 @@ __all__ = [
     "conv2d_explicit_padding",
     "register_transposed_linear",
     "weight_matrix",
+    "layer_groups",
     "layer_weight",
     "layer_bias",
 ]
@@ -74,6 +83,9 @@ class LayerAdapter:
             (``nn.Embedding``: one-hot rows; GPT-2's ``Conv1D``); the projection then acts on ``weight.T``.
         weight_name, bias_name: the module's parameters the adapter projects (``in_proj_weight`` and
             ``in_proj_bias`` for ``nn.MultiheadAttention``).
+        groups: ``groups(module) -> g``: the number of independent blocks of a block-diagonal weight (a grouped
+            convolution's groups; None: 1). Block ``j`` is output channels ``j C_out / g`` onwards and the
+            ``j``-th ``d`` columns of every row; its statistics are one Gram per block.
         feeds: ``feeds(module, args, kwargs) -> {relative name: inputs}``, for a layer whose call the
             statistics pass must read with its keyword arguments, and which may feed a submodule the
             layer applies without calling it (``""``: the layer itself; ``"out_proj"``: that child).
@@ -89,9 +101,17 @@ class LayerAdapter:
     weight_name: str = "weight"
     bias_name: str = "bias"
     feeds: Callable | None = None
+    groups: Callable | None = None
+
+    def n_groups(self, module: nn.Module) -> int:
+        """The number of blocks of the layer's weight (1 but for a grouped convolution)."""
+        return 1 if self.groups is None else int(self.groups(module))
 
     def new_accumulator(self, module: nn.Module, dtype: torch.dtype):
         """A fresh accumulator of this layer's statistics, products in ``dtype``."""
+        g = self.n_groups(module)
+        if g > 1:
+            return GroupedRowsAccumulator(lambda x: self.rows(module, x), g, dtype)
         if self.accumulator is not None:
             return self.accumulator(module, dtype)
         return RowsGramAccumulator(lambda x: self.rows(module, x), dtype)
@@ -107,7 +127,7 @@ _REGISTRY: dict[type, LayerAdapter] = {}
 
 
 def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulator=None, transposed: bool = False,
-                   weight_name: str = "weight", bias_name: str = "bias", feeds=None):
+                   weight_name: str = "weight", bias_name: str = "bias", feeds=None, groups=None):
     """Decorator registering ``rows`` as the row extractor of layer class ``cls`` (the other fields: see
     :class:`LayerAdapter`)."""
 
@@ -122,6 +142,7 @@ def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulat
             weight_name=weight_name,
             bias_name=bias_name,
             feeds=feeds,
+            groups=groups,
         )
         return rows_fn
 
@@ -172,6 +193,12 @@ def weight_matrix_shape(module: nn.Module) -> tuple[int, int]:
     return int(w.shape[0]), int(w[0].numel())
 
 
+def layer_groups(module: nn.Module) -> int:
+    """The number of independent blocks of a covered layer's weight (a grouped convolution's groups; else 1)."""
+    adapter = adapter_for(module)
+    return 1 if adapter is None else adapter.n_groups(module)
+
+
 def weight_matrix(module: nn.Module, weight: torch.Tensor | None = None) -> torch.Tensor:
     """``weight`` (default the module's; or a same-shaped update of it) as the ``(C_out, d)`` matrix that
     multiplies rows: a view where the layout allows (a transposed weight's ``.T``), else a copy."""
@@ -210,26 +237,17 @@ def _conv_geometry(explicit_padding):
     return geometry
 
 
-def _ungrouped(kind: str):
-    """The check of a conv kind whose grouped form has no adapter yet."""
-
-    def check(module: nn.Module, name: str) -> None:
-        if module.groups != 1:
-            raise UnsupportedLayerError(
-                f"{kind} {name!r} has groups={module.groups}; PGU statistics support groups=1 only. "
-                f"Leave it out with GramStats(layers=[...]) (its weights then stay frozen during unlearning)."
-            )
-
-    return check
-
-
 def _conv2d_unfold(module: nn.Conv2d, xp: torch.Tensor) -> torch.Tensor:
     patches = F.unfold(xp, module.kernel_size, dilation=module.dilation, padding=0, stride=module.stride)
     # (N, d, L) -> (N * L, d); d is channel-major, then kernel row, then kernel column.
     return patches.transpose(1, 2).reshape(-1, patches.shape[1])
 
 
-@register_layer(nn.Conv2d, "Conv2d", geometry=_conv_geometry(conv2d_explicit_padding), check=_ungrouped("Conv2d"),
+def _conv_groups(module: nn.Module) -> int:
+    return int(module.groups)
+
+
+@register_layer(nn.Conv2d, "Conv2d", geometry=_conv_geometry(conv2d_explicit_padding), groups=_conv_groups,
                 accumulator=Conv2dGramAccumulator)
 def conv2d_rows(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return _conv2d_unfold(module, conv2d_padded(module, x))
@@ -251,7 +269,7 @@ def conv1d_explicit_padding(module: nn.Conv1d) -> tuple[int, int]:
     return (pad[0], pad[0])
 
 
-@register_layer(nn.Conv1d, "Conv1d", geometry=_conv_geometry(conv1d_explicit_padding), check=_ungrouped("Conv1d"))
+@register_layer(nn.Conv1d, "Conv1d", geometry=_conv_geometry(conv1d_explicit_padding), groups=_conv_groups)
 def conv1d_rows(module: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 2:
         x = x.unsqueeze(0)
