@@ -48,3 +48,22 @@ def test_guide_python_blocks_run(tmp_path, monkeypatch):
     assert namespace["result"].stop_reason in STOP_REASONS
     assert (tmp_path / "runs/guide/stats.safetensors").is_file()
     assert max(pgu.projection_residual(namespace["model"], namespace["work"], namespace["cgs"]).values()) < 1e-4
+
+
+def test_own_model_cli_walkthrough_runs(tmp_path):
+    """examples/own_model_cli/walkthrough.sh: train, store, two requests, verify and a bench, on a model file."""
+    import json
+    import os
+    import shutil
+
+    folder = tmp_path / "own_model_cli"
+    shutil.copytree(ROOT / "examples" / "own_model_cli", folder, ignore=shutil.ignore_patterns("runs"))
+    env = {**os.environ, "PGU": f"{sys.executable} -m pgu", "OUT": "out", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(["bash", "walkthrough.sh"], cwd=folder, capture_output=True, text=True, timeout=900,
+                          env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "16 groups" in done.stdout  # the coverage table: the depthwise conv projected group by group
+    assert "ok at version 2" in done.stdout
+    results = json.loads((folder / "out" / "bench" / "results.json").read_text())
+    assert results["config"]["model"] == f"{(folder / 'model.py').resolve()}:build"
+    assert {"original", "retrain", "pgu", "neggrad"} <= set(results["seeds"][0]["methods"])
