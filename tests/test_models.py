@@ -190,3 +190,23 @@ def test_bad_input_size_raises(name, size):
 def test_bad_class_or_channel_counts_raise(kw):
     with pytest.raises(ValueError, match="positive integer"):
         build_model("allcnn", **kw)
+
+
+# -- the ViT (issue 22, item 5) ----------------------------------------------------------------
+
+def test_vit_shapes_and_coverage():
+    model = build_model("vit", num_classes=10, in_channels=1, width=0.5)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    cifar = build_model("vit", num_classes=10, in_channels=3, input_size=32)
+    assert cifar(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    table = pgu.coverage(model)
+    assert not table.unexpected  # nothing frozen but by policy
+    projected = {e.name for e in table.projected}
+    assert "encoder.layers.3.self_attn.in_proj_weight" in projected and "patch_embed.weight" in projected
+    frozen = {e.name: e.reason for e in table.frozen}
+    assert "free tensor" in frozen["cls_token"] and "free tensor" in frozen["pos_embed"]
+    stats = pgu.GramStats().fit(model, [torch.randn(4, 1, 28, 28)])
+    assert stats.n_rows_["encoder.layers.0.self_attn"] == 4 * 17  # every token of every image, once
+    assert stats.n_rows_["encoder.layers.0.self_attn.out_proj"] == 4 * 17
+    with pytest.raises(ValueError, match="input_size"):
+        build_model("vit", num_classes=10, in_channels=1, input_size=30)

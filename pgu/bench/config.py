@@ -23,10 +23,11 @@ __all__ = ["BenchConfig", "TIERS", "SCENARIOS", "POISON_SCENARIOS", "REFERENCES"
            "available_methods", "config_defaults"]
 
 TIERS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion", "cifar10-cpu": "cifar10-cpu",
-         "cifar10-memorize": "cifar10-memorize", "allcnn-cifar10": "allcnn-cifar10",
+         "cifar10-memorize": "cifar10-memorize", "vit-mnist": "vit-mnist", "allcnn-cifar10": "allcnn-cifar10",
          "smallvgg-cifar10": "smallvgg-cifar10"}
-"""Tier name -> recipe name (docs/protocol.md, Tiers): five CPU tiers (``cifar10-memorize``: a model that memorises
-its 10,000 training images, for sample forgetting) and the paper's CIFAR-10 recipes (for a GPU)."""
+"""Tier name -> recipe name (docs/protocol.md, Tiers): six CPU tiers (``cifar10-memorize``: a model that memorises
+its 10,000 training images, for sample forgetting; ``vit-mnist``: a transformer) and the paper's CIFAR-10 recipes
+(for a GPU)."""
 
 SCENARIOS = ("random", "subclass", "class", "sequential", "poison-flip", "poison-backdoor")
 POISON_SCENARIOS = ("poison-flip", "poison-backdoor")

@@ -1,12 +1,14 @@
 """The model registry: ``build_model(name, num_classes=..., in_channels=..., width=1.0, input_size=None)``.
 
-Registered models (every trainable weight sits in a Conv2d, Linear or BatchNorm module):
+Registered models (every trainable weight sits in a Conv2d, Linear or BatchNorm module, but the ViT's
+attention, class token, positions and LayerNorms):
 
 * ``digits-cnn`` (:mod:`.small`): three 3x3 convs for 8x8 digits.
 * ``lenet`` (:mod:`.lenet`): conv 32 5x5, conv 64 5x5, fc 128 for 28x28 MNIST-like images.
 * ``allcnn`` (:mod:`.allcnn`): the PGU authors' All-CNN with BatchNorm (CIFAR-10).
 * ``smallvgg`` (:mod:`.vgg`): the PGU authors' Small VGG with dropout 0.5 (CIFAR-10).
 * ``resnet18`` (:mod:`.resnet`): ResNet-18; CIFAR stem below 64 px, ImageNet stem from 64 px.
+* ``vit`` (:mod:`.vit`): a small ViT on ``nn.TransformerEncoderLayer`` (4 x 4 patches, 4 layers, 4 heads).
 
 Any other model by reference (:mod:`.external`): ``path/to/file.py:factory``,
 ``package.module:factory``, or a name in the ``pgu.models`` entry-point group.
@@ -80,7 +82,7 @@ def build_model(name: str, *, num_classes: int, in_channels: int, width: float =
                         input_size=input_size)
 
 
-from pgu.zoo.models import allcnn, lenet, resnet, small, vgg  # noqa: E402,F401  (register the models)
+from pgu.zoo.models import allcnn, lenet, resnet, small, vgg, vit  # noqa: E402,F401  (register the models)
 from pgu.zoo.models.external import (  # noqa: E402
     ENTRY_POINT_GROUP,
     call_factory,
