@@ -42,7 +42,11 @@ __all__ = ["GradientProjector", "ProjectedOptimizer", "projection_residual"]
 
 def _project_rows_(matrix: torch.Tensor, basis: torch.Tensor) -> None:
     """In place: ``matrix <- matrix - (matrix @ basis) @ basis.T``; group by group for a ``(g, d, k)`` basis and a
-    ``(g, C_out / g, d)`` matrix (a grouped convolution's blocks)."""
+    ``(g, C_out / g, d)`` matrix (a grouped convolution's blocks); for a ``(d,)`` 0/1 mask (the CGS of a diagonal
+    Gram, coordinate directions) the masked columns are zeroed, which is the same formula."""
+    if basis.dim() == 1:  # a 0/1 mask over the inputs (a diagonal Gram's CGS): zero the masked columns
+        matrix.mul_(1.0 - basis)
+        return
     if basis.shape[-1] == 0:
         return
     if basis.dim() == 2 and basis.shape[1] == basis.shape[0]:
@@ -120,11 +124,12 @@ class _TiedPair:
 
     def project_(self, weight_part: torch.Tensor, bias_part: torch.Tensor | None) -> None:
         self.plain.project_(weight_part, bias_part)
-        basis = self.transposed.basis  # (V, k): the token space, the rows of W
-        if basis.shape[1] == 0:
-            return
+        basis = self.transposed.basis  # the token space, the rows of W: (V, k), or a (V,) 0/1 mask
         for part in (weight_part,) if bias_part is None else (weight_part, bias_part.view(-1, 1)):
-            part.sub_(basis @ (basis.T @ part))
+            if basis.dim() == 1:
+                part.mul_((1.0 - basis).view(-1, 1))
+            elif basis.shape[1]:
+                part.sub_(basis @ (basis.T @ part))
 
 
 class GradientProjector:
@@ -161,9 +166,10 @@ class GradientProjector:
                                          f"{layer_groups(module)}")
             if augmented and layer_bias(module) is None:
                 raise StatsMismatchError(f"the CGS of layer {name!r} includes a bias, which the model's layer lacks")
-            if basis.shape[-2] != d + int(augmented):
+            rows = basis.shape[0] if basis.dim() == 1 else basis.shape[-2]
+            if rows != d + int(augmented):
                 raise StatsMismatchError(
-                    f"layer {name!r}: the CGS basis has {basis.shape[-2]} rows but the weight takes {d} inputs"
+                    f"layer {name!r}: the CGS basis has {rows} rows but the weight takes {d} inputs"
                     f"{' plus the bias' if augmented else ''}"
                 )
             self.layers.append(_Layer(name, module, basis, augmented))
@@ -308,6 +314,8 @@ def projection_residual(before: nn.Module, after: nn.Module, cgs: CoreGradientSp
             dw = torch.cat([dw, (b1 - b0)[:, None]], 1)
         if basis.dim() == 3:  # a grouped layer: each group's block against its own CGS
             dw = dw.reshape(basis.shape[0], -1, dw.shape[1])
+        basis = basis.to(dw.device)
+        inside = dw * basis if basis.dim() == 1 else dw @ basis  # a (d,) mask: the masked columns are dW M
         norm = float(dw.norm())
-        out[name] = float((dw @ basis.to(dw.device)).norm()) / max(norm, 1e-300) if norm > 0 else 0.0
+        out[name] = float(inside.norm()) / max(norm, 1e-300) if norm > 0 else 0.0
     return out

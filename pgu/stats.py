@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from pgu.distributed import active as reduce_over_ranks
-from pgu.stats_pass import StatsPass, describe_layer, find_layers_quiet, gram_shape, layer_info
+from pgu.stats_pass import StatsPass, describe_layer, find_layers_quiet, gram_shape, layer_info, row_sum_shape
 
 __all__ = ["GramStats", "StatsMismatchError", "NotFittedError", "batch_inputs", "stats_batch_size", "STATS_BATCH_SIZE"]
 
@@ -83,7 +83,8 @@ class GramStats:
 
     Fitted attributes:
         gram_: ``{name: (d, d) float64 tensor}``, the sum of ``x x^T`` over all rows (``(g, d, d)``, one per
-            group, for a grouped convolution; ``row_sum_`` then ``(g, d)``).
+            group, for a grouped convolution; ``row_sum_`` then ``(g, d)``; ``(d,)``, the diagonal, for an embedding's
+            one-hot rows, whose Gram is diagonal).
         row_sum_: ``{name: (d,) float64 tensor}``, the sum of the rows.
         n_rows_: ``{name: int}``, rows seen (samples times output positions for a conv).
         n_samples_: samples seen (the leading dimension of every batch).
@@ -175,6 +176,8 @@ class GramStats:
         grouped layer: ``(g, d + 1, d + 1)``)."""
         self._require_fitted()
         g, s = self.gram_[name], self.row_sum_[name]
+        if g.dim() == 1:
+            raise ValueError(f"layer {name!r} keeps a diagonal Gram (one-hot rows) and has no bias to augment it with")
         d = g.shape[-1]
         out = torch.empty(*g.shape[:-2], d + 1, d + 1, dtype=torch.float64)
         out[..., :d, :d] = g
@@ -348,7 +351,7 @@ class GramStats:
         for name, info in layer_info.items():
             shape = gram_shape(info)
             g, s = tensors.get(f"gram/{name}"), tensors.get(f"row_sum/{name}")
-            if (g is None or s is None or tuple(g.shape) != shape or tuple(s.shape) != shape[:-1]
+            if (g is None or s is None or tuple(g.shape) != shape or tuple(s.shape) != row_sum_shape(info)
                     or g.dtype not in (torch.float64, torch.float32)):
                 raise ValueError(f"{path} is damaged: the statistics of layer {name!r} are missing or misshapen")
             out.gram_[name], out.row_sum_[name] = g.to(torch.float64), s.to(torch.float64)

@@ -22,7 +22,8 @@ from pgu.gram.lookup import find_layers
 from pgu.modes import eval_mode
 from pgu.outputs import OutputError
 
-__all__ = ["StatsPass", "model_device", "layer_info", "gram_shape", "describe_layer", "find_layers_quiet"]
+__all__ = ["StatsPass", "model_device", "layer_info", "gram_shape", "row_sum_shape", "describe_layer",
+           "find_layers_quiet"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -62,6 +63,8 @@ def layer_info(module: nn.Module, name: str) -> dict | None:
         "has_bias": layer_bias(module) is not None,
         "geometry": adapter.geometry(module),
     }
+    if adapter.diagonal:  # one-hot rows: the Gram is kept as its diagonal
+        info["gram"] = "diagonal"
     groups = layer_groups(module)
     if groups > 1:  # one Gram per group; absent for the others, so statistics written before it still match
         info["groups"] = groups
@@ -69,10 +72,19 @@ def layer_info(module: nn.Module, name: str) -> dict | None:
 
 
 def gram_shape(info: dict) -> tuple[int, ...]:
-    """The shape of a layer's Gram from its :func:`layer_info`: ``(d, d)``, or ``(g, d, d)`` for ``g`` groups."""
+    """The shape of a layer's Gram from its :func:`layer_info`: ``(d, d)``, ``(g, d, d)`` for ``g`` groups, or
+    ``(d,)`` for a diagonal Gram (an embedding's token counts)."""
     d = int(info["weight_shape"][1])
+    if info.get("gram") == "diagonal":
+        return (d,)
     g = int(info.get("groups", 1))
     return (d, d) if g == 1 else (g, d, d)
+
+
+def row_sum_shape(info: dict) -> tuple[int, ...]:
+    """The shape of a layer's row sum: the Gram's without its last axis (``(d,)`` for a diagonal Gram too)."""
+    shape = gram_shape(info)
+    return shape if len(shape) == 1 else shape[:-1]
 
 
 def describe_layer(info: dict) -> str:
@@ -198,7 +210,8 @@ class StatsPass:
             results = [(g.cpu(), s.cpu(), n) for g, s, n in (r for r in results if r is not None)]
             if not results:
                 shape = gram_shape(self.layer_info[name])
-                results = [(torch.zeros(shape, dtype=torch.float64), torch.zeros(shape[:-1], dtype=torch.float64), 0)]
+                results = [(torch.zeros(shape, dtype=torch.float64),
+                            torch.zeros(row_sum_shape(self.layer_info[name]), dtype=torch.float64), 0)]
             gram, row_sum, n_rows = results[0]
             for g, s, n in results[1:]:  # a layer fed inputs of two dtypes
                 gram, row_sum, n_rows = gram + g, row_sum + s, n_rows + n

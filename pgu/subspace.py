@@ -61,10 +61,18 @@ def _leading_eigenvectors(gram: torch.Tensor, threshold: float, rule: str, seen:
     """``(basis, eigenvalues, k)`` of one layer's Gram, ``(d, d)`` or a stack ``(g, d, d)`` of per-group Grams.
 
     Eigenvalues descending, clamped >= 0. A stack's basis is ``(g, d, k_max)``: group ``j``'s ``k_j`` leading
-    eigenvectors, then zero columns (which project nothing); ``k`` is the total ``sum k_j``. A layer never
-    seen (``seen=False``) is fully protected.
+    eigenvectors, then zero columns (which project nothing); ``k`` is the total ``sum k_j``. A diagonal Gram
+    ``(d,)`` (one-hot rows) gives a ``(d,)`` 0/1 mask of its ``k`` largest coordinates (ties: the lower index
+    first), the CGS ``span{e_i : mask_i = 1}``. A layer never seen (``seen=False``) is fully protected.
     """
     d = gram.shape[-1]
+    if gram.dim() == 1:  # a diagonal Gram: its eigenvectors are the coordinate directions, by count
+        order = torch.argsort(gram.to(torch.float64), descending=True, stable=True)
+        lam = gram.to(torch.float64)[order].clamp_min(0.0)
+        k = select_rank(lam, threshold, rule) if seen else d
+        mask = torch.zeros(d, dtype=torch.float64)
+        mask[order[:k]] = 1.0
+        return mask, lam, k
     lam, vectors = torch.linalg.eigh(gram.to(torch.float64))
     lam, vectors = lam.flip(-1).clamp_min(0.0), vectors.flip(-1)
     if gram.dim() == 2:
@@ -100,6 +108,8 @@ class CoreGradientSpace:
         dim_: ``{name: d}``; augmented_: ``{name: bool}`` (basis includes the bias column).
         A grouped convolution's layer has one CGS per group: ``basis_`` is ``(g, d, k_max)`` (each group's
         columns, then zero columns), ``eigenvalues_`` ``(g, d)``, ``rank_`` and ``dim_`` totals over groups.
+        A layer with a diagonal Gram (an embedding) has a ``(d,)`` 0/1 mask for ``basis_``: the one-hot
+        directions (tokens) the CGS holds.
     """
 
     def __init__(self, threshold: float | Mapping[str, float] = 0.9, rule: str = "pgu", bias: str = "frozen"):
@@ -149,13 +159,15 @@ class CoreGradientSpace:
                                                             stats.n_rows_[name] > 0)
                 width = basis[name].shape[-1]
             else:
-                lam, k, width = torch.empty(gram.shape[:-1], dtype=torch.float64), 0, 0
+                spectrum = gram.shape if gram.dim() == 1 else gram.shape[:-1]  # a diagonal Gram's is its own shape
+                lam, k, width = torch.empty(spectrum, dtype=torch.float64), 0, 0
             if parallel:  # every rank gets the owner's rank, eigenvalues and basis
                 sizes = ranks.broadcast_(torch.tensor([k, width], dtype=torch.int64), owner)
                 k, width = int(sizes[0]), int(sizes[1])
                 ranks.broadcast_(lam, owner)
                 if owner != me:
-                    basis[name] = torch.zeros(*gram.shape[:-1], width, dtype=torch.float64)
+                    shape = gram.shape if gram.dim() == 1 else (*gram.shape[:-1], width)
+                    basis[name] = torch.zeros(shape, dtype=torch.float64)
                 if width:
                     ranks.broadcast_(basis[name], owner)
             d = d * blocks
@@ -184,11 +196,14 @@ class CoreGradientSpace:
         for name, basis in self.basis_.items():
             gram = stats.augmented_gram(name) if self.augmented_[name] else stats.gram_[name]
             gram = gram.to(torch.float64)  # (d, d), or (g, d, d) per group: traces summed over the groups
-            total = float(gram.diagonal(dim1=-2, dim2=-1).sum())
+            if gram.dim() == 1:  # a diagonal Gram and its 0/1 mask
+                total, inside = float(gram.sum()), float((gram * basis).sum())
+            else:
+                total = float(gram.diagonal(dim1=-2, dim2=-1).sum())
+                inside = float((basis.mT @ gram @ basis).diagonal(dim1=-2, dim2=-1).sum()) if basis.shape[-1] else 0.0
             if total <= 0.0:
                 out[name] = None
                 continue
-            inside = float((basis.mT @ gram @ basis).diagonal(dim1=-2, dim2=-1).sum()) if basis.shape[-1] else 0.0
             out[name] = min(1.0, max(0.0, 1.0 - inside / total))
         return out
 

@@ -79,8 +79,9 @@ def test_embedding_gram_is_the_token_counts_and_matches_the_one_hot_oracle():
     tokens = torch.randint(0, 12, (5, 7))
     stats = pgu.GramStats().fit(nn.Sequential(layer), [tokens])
     rows = explicit_rows(layer, tokens)
-    assert torch.equal(stats.gram_["0"], rows.T @ rows)
-    assert torch.equal(stats.gram_["0"], torch.diag(torch.bincount(tokens.flatten(), minlength=12).double()))
+    assert stats.gram_["0"].shape == (12,)  # kept as its diagonal
+    assert torch.equal(torch.diag(stats.gram_["0"]), rows.T @ rows)
+    assert torch.equal(stats.gram_["0"], torch.bincount(tokens.flatten(), minlength=12).double())
     assert stats.n_rows_["0"] == tokens.numel()
     assert torch.allclose(rows @ layer.weight.double(), layer(tokens).reshape(-1, 4).double())  # weight.T @ onehot
 
@@ -142,3 +143,46 @@ def test_a_transposed_weight_linear_is_projected_on_its_transpose(bias):
     assert not torch.equal(result.model[0].weight, model[0].weight)
     leak = pgu.projection_residual(model, result.model, result.cgs)
     assert max(leak.values()) <= 1e-4, leak
+
+
+def test_a_diagonal_embedding_cgs_projects_as_the_dense_one():
+    """The (V,) count vector and its 0/1 mask give the projection the dense Gram diag(counts) gives."""
+    import copy
+
+    from pgu.projection import GradientProjector
+    from pgu.subspace import CoreGradientSpace
+
+    torch.manual_seed(0)
+    model = TokenNet(vocab=12)
+    tokens = torch.cat([torch.full((k + 1,), k) for k in range(12)]).reshape(1, -1)  # token k seen k + 1 times
+    stats = pgu.GramStats().fit(model, [(tokens, torch.zeros(1, dtype=torch.long))])
+    dense = copy.deepcopy(stats)
+    dense.gram_["emb"] = torch.diag(stats.gram_["emb"])
+    del dense.layer_info_["emb"]["gram"]
+    grads = {}
+    for which, s in (("diagonal", stats), ("dense", dense)):
+        cgs = CoreGradientSpace(threshold=0.8).fit(s)
+        model.emb.weight.grad = torch.arange(12 * 8, dtype=torch.float32).reshape(12, 8)
+        GradientProjector(model, cgs).project_()
+        grads[which] = model.emb.weight.grad.clone()
+        if which == "diagonal":
+            mask = cgs.basis_["emb"]
+            assert mask.shape == (12,) and mask.sum() == cgs.rank_["emb"] and 0 < cgs.rank_["emb"] < 12
+            assert torch.equal(mask[-cgs.rank_["emb"]:], torch.ones(cgs.rank_["emb"], dtype=torch.float64))
+    assert torch.allclose(grads["diagonal"], grads["dense"], atol=1e-4)
+
+
+def test_a_vocabulary_whose_dense_gram_would_not_fit_is_covered():
+    """60,000 tokens: a dense Gram would take 28.8 GB; the diagonal takes 480 kB."""
+    torch.manual_seed(0)
+    model = TokenNet(vocab=60_000, dim=4)
+    y = torch.arange(64) % 3
+    t = torch.where((y == 0)[:, None], torch.randint(0, 30_000, (64, 6)), torch.randint(30_000, 60_000, (64, 6)))
+    stats = pgu.GramStats().fit(model, [(t, y)])
+    assert stats.gram_["emb"].shape == (60_000,) and stats.nbytes["emb"] == 2 * 8 * 60_000
+    result = pgu.unlearn(model, [(t[y == 0], y[y == 0])], stats, mode="class", stop="none", epochs=2, lr=1.0,
+                         threshold=0.99)
+    change = (result.model.emb.weight - model.emb.weight).detach().abs().sum(1)
+    retained = torch.unique(t[y != 0])
+    assert float(change[retained].max()) < 1e-6 and float(change.max()) > 0
+    assert max(pgu.projection_residual(model, result.model, result.cgs).values()) <= 1e-4

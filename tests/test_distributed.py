@@ -184,3 +184,43 @@ def test_torchrun_trains_data_parallel_to_the_single_process_accuracy(tmp_path):
     assert results["two"]["samples_seen"] == results["one"]["samples_seen"]
     assert abs(results["two"]["val_acc"] - results["one"]["val_acc"]) <= 3.0, results
     assert runs["two"].load_stats().n_samples_ == runs["one"].config["dataset"]["trained_on"]
+
+
+class _TokenConv(nn.Module):
+    """An embedding (diagonal Gram), a grouped Conv1d (a stack of Grams) and a Linear: every basis kind."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.conv = nn.Conv1d(8, 8, 3, padding=1, groups=4)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, t):
+        return self.head(self.conv(self.emb(t).transpose(1, 2)).mean(2))
+
+
+def _cgs_worker(rank, world, folder):
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
+    try:
+        from safetensors.torch import save_file
+
+        torch.manual_seed(0)
+        stats = pgu.GramStats().fit(_TokenConv(), [torch.randint(0, 50, (40, 10))], distributed=False)
+        cgs = pgu.CoreGradientSpace(threshold=0.8).fit(stats)  # layers dealt round-robin, bases broadcast
+        save_file({n: b.contiguous() for n, b in cgs.basis_.items()}, f"{folder}/cgs-{rank}.safetensors")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_basis_kind_is_dealt_and_broadcast_as_one_process_computes_it(tmp_path):
+    from safetensors.torch import load_file
+
+    mp.start_processes(_cgs_worker, args=(WORLD, str(tmp_path)), nprocs=WORLD, join=True, start_method="spawn")
+    torch.manual_seed(0)
+    stats = pgu.GramStats().fit(_TokenConv(), [torch.randint(0, 50, (40, 10))])
+    single = pgu.CoreGradientSpace(threshold=0.8).fit(stats)
+    assert single.basis_["emb"].dim() == 1 and single.basis_["conv"].dim() == 3
+    for rank in range(WORLD):
+        bases = load_file(tmp_path / f"cgs-{rank}.safetensors")
+        for name, basis in single.basis_.items():
+            assert torch.equal(bases[name], basis), (rank, name)

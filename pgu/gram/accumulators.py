@@ -37,8 +37,9 @@ __all__ = ["RowsGramAccumulator", "GroupedRowsAccumulator", "Conv2dGramAccumulat
 
 
 class TokenCountAccumulator:
-    """``(G, s, n_rows)`` of an ``nn.Embedding``'s one-hot rows, from token counts: ``G = diag(counts)``,
-    ``s = counts``, ``n_rows`` = tokens seen (the one-hot rows are never formed)."""
+    """``(G, s, n_rows)`` of an ``nn.Embedding``'s one-hot rows, from token counts: ``G = diag(counts)``, kept as
+    its diagonal ``counts`` (a ``(V,)`` vector: any vocabulary fits), ``s = counts``, ``n_rows`` = tokens seen
+    (the one-hot rows are never formed)."""
 
     def __init__(self, module: nn.Module, dtype: torch.dtype):
         self.size = int(module.num_embeddings)
@@ -55,7 +56,7 @@ class TokenCountAccumulator:
     def result(self):
         if self.counts is None:
             return None
-        return torch.diag(self.counts), self.counts.clone(), self.n_rows
+        return self.counts, self.counts.clone(), self.n_rows
 
 
 class RowsGramAccumulator:

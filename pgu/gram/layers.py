@@ -18,8 +18,9 @@ Row conventions (every adapter returns a ``(n_rows, d)`` tensor in the input's d
   projection act group by group.
 * ``nn.Embedding``: one one-hot row per token (``d = num_embeddings``); the weight is stored
   transposed (``(V, E)``, applied as ``weight.T @ onehot``), and the Gram of one-hot rows is the
-  diagonal of token counts, accumulated as counts (:class:`~pgu.gram.accumulators.TokenCountAccumulator`):
-  the embeddings of tokens the retained data use are what the CGS holds.
+  diagonal of token counts, accumulated and kept as that diagonal, a ``(V,)`` vector
+  (:class:`~pgu.gram.accumulators.TokenCountAccumulator`; any vocabulary size, memory ``O(V)``): the
+  embeddings of tokens the retained data use are what the CGS holds.
 * Transposed-weight linear layers (GPT-2's ``Conv1D``): :func:`register_transposed_linear`.
 * ``nn.MultiheadAttention`` (packed ``in_proj_weight``): the rows of ``in_proj_weight`` are its query,
   key and value inputs (each distinct tensor once; self-attention: one), and it feeds its
@@ -86,6 +87,8 @@ class LayerAdapter:
         groups: ``groups(module) -> g``: the number of independent blocks of a block-diagonal weight (a grouped
             convolution's groups; None: 1). Block ``j`` is output channels ``j C_out / g`` onwards and the
             ``j``-th ``d`` columns of every row; its statistics are one Gram per block.
+        diagonal: the Gram is diagonal (one-hot rows): statistics keep its diagonal, a ``(d,)`` vector, and the
+            CGS is a set of coordinate directions (a 0/1 mask over the ``d`` inputs).
         feeds: ``feeds(module, args, kwargs) -> {relative name: inputs}``, for a layer whose call the
             statistics pass must read with its keyword arguments, and which may feed a submodule the
             layer applies without calling it (``""``: the layer itself; ``"out_proj"``: that child).
@@ -102,6 +105,7 @@ class LayerAdapter:
     bias_name: str = "bias"
     feeds: Callable | None = None
     groups: Callable | None = None
+    diagonal: bool = False
 
     def n_groups(self, module: nn.Module) -> int:
         """The number of blocks of the layer's weight (1 but for a grouped convolution)."""
@@ -127,7 +131,7 @@ _REGISTRY: dict[type, LayerAdapter] = {}
 
 
 def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulator=None, transposed: bool = False,
-                   weight_name: str = "weight", bias_name: str = "bias", feeds=None, groups=None):
+                   weight_name: str = "weight", bias_name: str = "bias", feeds=None, groups=None, diagonal=False):
     """Decorator registering ``rows`` as the row extractor of layer class ``cls`` (the other fields: see
     :class:`LayerAdapter`)."""
 
@@ -143,6 +147,7 @@ def register_layer(cls: type, kind: str, *, geometry=None, check=None, accumulat
             bias_name=bias_name,
             feeds=feeds,
             groups=groups,
+            diagonal=diagonal,
         )
         return rows_fn
 
@@ -286,16 +291,7 @@ def conv1d_rows(module: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
 
 # --- Embedding ------------------------------------------------------------------------
 
-EMBEDDING_MAX_VOCAB = 8192
-"""Largest vocabulary covered: the Gram is kept dense (``V x V`` float64, 512 MiB at this size)."""
-
-
 def _embedding_check(module: nn.Embedding, name: str) -> None:
-    if module.num_embeddings > EMBEDDING_MAX_VOCAB:
-        raise UnsupportedLayerError(
-            f"Embedding {name!r} has num_embeddings={module.num_embeddings}; PGU keeps its Gram dense, so it covers "
-            f"up to {EMBEDDING_MAX_VOCAB}. Leave it out with GramStats(layers=[...]) (it then stays frozen)."
-        )
     if module.max_norm is not None or module.sparse:
         raise UnsupportedLayerError(
             f"Embedding {name!r} has max_norm or sparse gradients; PGU supports plain embeddings only. Leave it "
@@ -303,7 +299,8 @@ def _embedding_check(module: nn.Embedding, name: str) -> None:
         )
 
 
-@register_layer(nn.Embedding, "Embedding", check=_embedding_check, accumulator=TokenCountAccumulator, transposed=True)
+@register_layer(nn.Embedding, "Embedding", check=_embedding_check, accumulator=TokenCountAccumulator, transposed=True,
+                diagonal=True)
 def embedding_rows(module: nn.Embedding, x: torch.Tensor) -> torch.Tensor:
     """One one-hot row per token: ``weight.T @ onehot(t)`` is the token's embedding."""
     if x.dtype not in (torch.int32, torch.int64):
