@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import pgu
 from pgu.stopping import STOP_REASONS
 
@@ -50,6 +52,7 @@ def test_guide_python_blocks_run(tmp_path, monkeypatch):
     assert max(pgu.projection_residual(namespace["model"], namespace["work"], namespace["cgs"]).values()) < 1e-4
 
 
+@pytest.mark.slow  # about a minute of separate `pgu` processes; tests/test_own_model_cli.py covers each command fast
 def test_own_model_cli_walkthrough_runs(tmp_path):
     """examples/own_model_cli/walkthrough.sh: train, store, two requests, verify and a bench, on a model file."""
     import json
