@@ -161,10 +161,8 @@ def coverage(model: nn.Module, layers: Iterable[str] | None = None, *, bias: str
             if mod_name in never_called:
                 status, reason, chosen = FROZEN, "never called during the statistics pass (no rows to protect)", False
             else:
-                status, reason, chosen = _classify(module, mod_name, p_name, covered, chosen_layers, bias)
-            if mod_name in partner and status == PROJECTED and p_name == adapter_for(module).weight_name:
-                reason = (f"tied with {partner[mod_name]}'s weight: every update orthogonal to both CGSs "
-                          f"(projected on both sides)")
+                status, reason, chosen = _classify(module, mod_name, p_name, covered, chosen_layers, bias,
+                                                   partner.get(mod_name))
             entries.append(ParameterCoverage(name, tuple(p.shape), mod_name, type(module).__name__, status, reason,
                                              chosen))
     return Coverage(entries)
@@ -182,9 +180,11 @@ def find_layers_silently(model: nn.Module, layers) -> list[str]:
             return []
 
 
-def _classify(module, mod_name, p_name, covered, chosen_layers, bias) -> tuple[str, str, bool]:
+def _classify(module, mod_name, p_name, covered, chosen_layers, bias, tied_with=None) -> tuple[str, str, bool]:
     adapter = adapter_for(module)
     if mod_name in covered and adapter is not None:
+        if p_name == adapter.weight_name and tied_with is not None:
+            return PROJECTED, f"tied with {tied_with}'s weight: every update orthogonal to both CGSs", True
         if p_name == adapter.weight_name:
             groups = adapter.n_groups(module)
             if groups > 1:

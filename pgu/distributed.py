@@ -99,7 +99,8 @@ def all_reduce_min_(tensor: torch.Tensor) -> torch.Tensor:
     device = _comm_device(tensor)
     buffer = _buffer(tensor, device)
     dist.all_reduce(buffer, op=dist.ReduceOp.MIN)
-    tensor.copy_(buffer)
+    if buffer is not tensor:
+        tensor.copy_(buffer)
     return tensor
 
 

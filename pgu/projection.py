@@ -124,12 +124,9 @@ class _TiedPair:
 
     def project_(self, weight_part: torch.Tensor, bias_part: torch.Tensor | None) -> None:
         self.plain.project_(weight_part, bias_part)
-        basis = self.transposed.basis  # the token space, the rows of W: (V, k), or a (V,) 0/1 mask
+        # the left factor on [W | b] is the right factor on its transpose, whose columns are the tokens
         for part in (weight_part,) if bias_part is None else (weight_part, bias_part.view(-1, 1)):
-            if basis.dim() == 1:
-                part.mul_((1.0 - basis).view(-1, 1))
-            elif basis.shape[1]:
-                part.sub_(basis @ (basis.T @ part))
+            _project_rows_(part.t(), self.transposed.basis)
 
 
 class GradientProjector:

@@ -256,22 +256,6 @@ def test_augmented_gram_is_gram_of_rows_with_a_one():
     torch.testing.assert_close(stats.augmented_gram(""), xa.T @ xa)
 
 
-def test_tied_weights_are_refused():
-    class Tied(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
-            self.b.weight = self.a.weight
-
-        def forward(self, x):
-            return self.b(self.a(x))
-
-    with pytest.raises(UnsupportedLayerError, match="weight tying"):
-        GramStats().fit(Tied(), [torch.randn(2, 4)])
-    with pytest.raises(UnsupportedLayerError, match="weight tying"):
-        GramStats(["a"]).fit(Tied(), [torch.randn(2, 4)])
-
-
 def test_check_model_warns_about_layers_the_statistics_leave_out():
     model = small_cnn()
     stats = GramStats(["0", "3"]).fit(model, [torch.randn(2, 1, 8, 8)])

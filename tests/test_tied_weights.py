@@ -98,6 +98,10 @@ def test_other_sharing_is_still_refused_naming_both():
     with pytest.raises(UnsupportedLayerError, match="weight tying") as info:
         coverage(TwoHeads())
     assert "a.weight" in str(info.value) and "b.weight" in str(info.value)
+    with pytest.raises(UnsupportedLayerError, match="weight tying"):
+        pgu.GramStats().fit(TwoHeads(), [torch.randn(2, 4)])
+    with pytest.raises(UnsupportedLayerError, match="weight tying"):
+        pgu.GramStats(["a"]).fit(TwoHeads(), [torch.randn(2, 4)])
     # one layer of a tied pair left out: the other would move it unchecked
     with pytest.raises(UnsupportedLayerError, match="wte.weight"):
         pgu.GramStats(["lm_head", "mlp"]).fit(TinyLM(), [(torch.zeros(2, 5, dtype=torch.long), torch.zeros(2))])
