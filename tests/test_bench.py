@@ -306,3 +306,34 @@ def test_bench_refuses_unknown_methods(tmp_path):
     with pytest.raises(ValueError, match="unknown methods"):
         run_bench(BenchConfig(tier="digits", scenario="class", methods=("original", "retrain", "fine-tune")),
                   tmp_path / "c", progress=False)
+
+
+def _hold_training_lock(folder, log, barrier):
+    """A bench process's part: under the lock, train (a marker file) unless another process did."""
+    import time
+
+    from pgu.bench.seed import training_lock
+
+    barrier.wait()  # imports done: both processes reach the lock together
+    with training_lock(folder):
+        if not folder.exists():
+            time.sleep(0.3)  # long enough for the other process to reach the lock
+            folder.mkdir()
+            with open(log, "a") as handle:
+                handle.write("trained\n")
+
+
+def test_benches_sharing_a_cache_train_each_model_once(tmp_path):
+    """Two processes asking for the same cached model at once: one trains it, the other waits and finds it."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    folder, log = tmp_path / "cache" / "retrain-abc", tmp_path / "log.txt"
+    barrier = context.Barrier(2)
+    workers = [context.Process(target=_hold_training_lock, args=(folder, log, barrier)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert log.read_text().splitlines() == ["trained"]

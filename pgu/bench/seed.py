@@ -11,6 +11,7 @@ rule reads the val split only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -57,6 +58,29 @@ def forget_record(ids: torch.Tensor) -> dict:
             "forget_ids": ids.tolist() if ids.numel() <= 5000 else None}
 
 
+@contextlib.contextmanager
+def training_lock(folder: Path):
+    """Hold an exclusive lock on ``folder`` of the cache while its model is looked up or trained.
+
+    Benches that share a cache (seeds or methods split across processes) then train each original and
+    each reference once: the second to ask waits for the first, then loads its model. The lock is
+    ``fcntl.flock`` on ``.NAME.lock`` beside the folder, released when the process ends however it
+    ends; where ``fcntl`` is missing (Windows) nothing is locked and a model may be trained twice
+    (the first stored is kept)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(f".{folder.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @dataclass
 class SeedRun:
     """Everything one seed's steps share. :meth:`train_original` fills the original, its statistics and the budget."""
@@ -88,9 +112,13 @@ class SeedRun:
         """The seed's original model and its Gram statistics, from the cache when the full config matches.
 
         ``poisoning``: the summary of the poisoning ``splits.train`` carries (part of the cache key)."""
-        recipe, train_cfg, splits = self.recipe, self.train_cfg, self.splits
         key = self._key() if poisoning is None else self._key(poisoning=poisoning)
         folder = self.cache / f"original-{key}"
+        with training_lock(folder):
+            self._train_original(folder, key, poisoning)
+
+    def _train_original(self, folder: Path, key: str, poisoning: dict | None) -> None:
+        recipe, train_cfg, splits = self.recipe, self.train_cfg, self.splits
         if (folder / "info.json").is_file():
             info = json.loads((folder / "info.json").read_text())
             model, _ = load_model(folder / "model.safetensors", device=self.device)
@@ -179,6 +207,10 @@ class SeedRun:
         kept = self.splits.train.ids[~mask]
         key = self._key(kept_ids_sha256=hashlib.sha256(kept.numpy().tobytes()).hexdigest())
         folder = self.cache / f"retrain-{key}"
+        with training_lock(folder):
+            return self._retrain(folder, key, mask, desc)
+
+    def _retrain(self, folder: Path, key: str, mask: torch.Tensor, desc: str) -> tuple[nn.Module, dict]:
         if (folder / "info.json").is_file():
             info = json.loads((folder / "info.json").read_text())
             model, _ = load_model(folder / "model.safetensors", device=self.device)
@@ -196,7 +228,7 @@ class SeedRun:
         splits, train_cfg = self.splits, self.train_cfg
         spec = ModelSpec(self.recipe.model, splits.num_classes, splits.input_shape[0], train_cfg.width,
                          splits.input_shape[-1])
-        tmp = folder.with_name(f".{folder.name}.tmp")
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
         tmp.mkdir(parents=True, exist_ok=True)
         save_model(tmp / "model.safetensors", model, spec)
         if stats is not None:
