@@ -103,7 +103,7 @@ def lr_schedule(lr, epochs: int) -> list[float]:
 def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=None, mode: str = "sample",
             settings: PGUSettings | None = None, stop: StoppingRule | str = "auto", loss=None,
             max_samples: int | None = None, inplace: bool = False, progress: bool = False, output=None,
-            distributed: bool | None = None, **overrides) -> UnlearnResult:
+            distributed: bool | None = None, val_acc_start: float | None = None, **overrides) -> UnlearnResult:
     """Make ``model`` forget the samples ``forget_loader`` yields, with PGU.
 
     Args:
@@ -140,6 +140,10 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
             (weighted by share size) before the projection, and the eigendecompositions are dealt over the
             ranks; every rank ends with the same model. ``stats``, ``val_loader`` and settings must be the same
             on every rank.
+        val_acc_start: the input model's accuracy on ``val_loader`` in percent, measured as the stopping rule
+            measures it (``mode="class"``: the classes of D_f left out), when the caller already has it: the
+            epoch-0 val pass is then skipped (a caller that scored val for its own guard, as
+            :class:`pgu.store.ModelStore` does, need not score it twice). None: measured here.
     """
     t_start = time.perf_counter()
     check_mode(mode)
@@ -149,7 +153,7 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
     run = (settings or PGUSettings()).for_mode(mode, **overrides)
     rule = _stopping_rule(stop, mode)
     loss = default_loss(mode) if loss is None else loss
-    _validate(rule, mode, max_samples, forget_loader, val_loader, stats, loss)
+    _validate(rule, mode, max_samples, forget_loader, val_loader, stats, loss, val_acc_start)
     check_output_selector(output)
     parallel = ranks.active(distributed)
     if parallel:
@@ -167,7 +171,7 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
         t_subspace = time.perf_counter() - t0
         t0 = time.perf_counter()
         epochs = _projected_epochs(work, cgs, forget, forget_loader, val_loader, run, rule, loss, mode, max_samples,
-                                   progress, parallel)
+                                   progress, parallel, val_acc_start)
         t_unlearn = time.perf_counter() - t0
 
     if inplace:
@@ -216,7 +220,14 @@ def _stopping_rule(stop, mode: str) -> StoppingRule:
     return stop
 
 
-def _validate(rule, mode, max_samples, forget_loader, val_loader, stats, loss) -> None:
+def _validate(rule, mode, max_samples, forget_loader, val_loader, stats, loss, val_acc_start=None) -> None:
+    if val_acc_start is not None:
+        if val_loader is None:
+            raise ValueError("val_acc_start is the model's accuracy on val_loader: give the val_loader it was "
+                             "measured on")
+        if isinstance(val_acc_start, bool) or not isinstance(val_acc_start, (int, float)) \
+                or not 0.0 <= val_acc_start <= 100.0:
+            raise ValueError(f"val_acc_start must be an accuracy in percent (0 to 100), got {val_acc_start!r}")
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
                                     or max_samples < 1):
         raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
@@ -306,7 +317,8 @@ class _Epochs:
 
 
 def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader, run: PGUSettings, rule, loss,
-                      mode: str, max_samples, progress: bool, parallel: bool = False) -> _Epochs:
+                      mode: str, max_samples, progress: bool, parallel: bool = False,
+                      val_acc_start: float | None = None) -> _Epochs:
     """Step 3: epochs of projected SGD over D_f until the rule, the epoch cap or the budget stops them."""
     device = model_device(work)
     learning_rates = lr_schedule(run.lr, run.epochs)
@@ -326,7 +338,7 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
         a_f = 100.0 * float((forget.predictions == forget.targets).double().mean())
     else:
         a_f = forget_accuracy()
-    a_v = val_accuracy()
+    a_v = val_accuracy() if val_acc_start is None else float(val_acc_start)
     if getattr(rule, "needs_val", False) and a_v is None:
         raise ValueError(f"val_loader yielded no samples; the {mode}-removal stopping rule needs held-out data")
     history = [{"epoch": 0, "lr": None, "loss": None, "forget_acc": a_f, "val_acc": a_v, "samples": 0}]

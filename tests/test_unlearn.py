@@ -255,3 +255,27 @@ def test_held_out_guard_settings_are_checked_before_any_work():
     result = unlearn(model, forget, stats, val_loader=batches(xv, yv, size=64), epochs=2,
                      stop=SampleRemovalStop(max_val_drop=None))
     assert result.stop_reason in ("crossed", "already_forgotten", "max_epochs")
+
+
+def test_a_given_starting_val_accuracy_replaces_the_epoch_zero_pass_and_changes_nothing_else(monkeypatch):
+    import importlib
+
+    from pgu.evaluation import accuracy
+
+    unlearn_module = importlib.import_module("pgu.unlearn")
+    model, stats, forget, val = overshooting_request()
+    start = accuracy(model, val)
+    passes = []
+    monkeypatch.setattr(unlearn_module, "accuracy", lambda *a, **kw: passes.append(1) or accuracy(*a, **kw))
+    plain = unlearn(model, forget, stats, val_loader=val, lr=(0.3, 0.03), threshold=0.5)
+    n_plain = len(passes)
+    given = unlearn(model, forget, stats, val_loader=val, lr=(0.3, 0.03), threshold=0.5, val_acc_start=start)
+    assert len(passes) - n_plain == n_plain - 1  # one val pass fewer, the rest as before
+    assert given.history == plain.history and given.history[0]["val_acc"] == start
+    assert given.stop_reason == plain.stop_reason and given.kept_epoch == plain.kept_epoch
+    assert all(torch.equal(a, b) for a, b in zip(given.model.parameters(), plain.model.parameters()))
+    for bad in (-1.0, 100.5, True, "90", float("nan")):
+        with pytest.raises(ValueError, match="val_acc_start"):
+            unlearn(model, forget, stats, val_loader=val, val_acc_start=bad)
+    with pytest.raises(ValueError, match="val_loader it was"):
+        unlearn(model, forget, stats, stop="none", val_acc_start=90.0)

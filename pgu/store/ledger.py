@@ -213,9 +213,14 @@ class Ledger:
         return {"version": version, "chain": chain}
 
     def commit_request(self, request: dict, removed: torch.Tensor, *, model_sha256: str, state_sha256: str,
-                       n_retained: int) -> dict:
-        """Record one request, the ids it removed and the version it made, in one transaction; returns the version."""
+                       n_retained: int, meta: dict | None = None) -> dict:
+        """Record one request, the ids it removed and the version it made, in one transaction; returns the version.
+
+        ``meta``: entries of the meta table written in the same transaction (what the request measured
+        that later ones reuse)."""
         with self._transaction():
+            if meta:
+                self.set_meta(meta)
             cur = self.db.execute(
                 "INSERT INTO requests (time, kind, class, n_samples, ids_sha256, settings, stop_reason, epochs, "
                 "kept_epoch, seconds, metrics) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -58,7 +58,7 @@ from pgu.stats import GramStats, StatsMismatchError
 from pgu.stopping import default_rule
 from pgu.store.ledger import Ledger, LedgerError, ids_sha256, utc_now
 from pgu.store.objects import file_sha256, write_object
-from pgu.store.sample_files import pixel_normalisation, read_samples, sample_digests
+from pgu.store.sample_files import pixel_normalisation, read_samples, sample_digests, val_fingerprint
 from pgu.store.settings import (
     RequestRefused,
     StoreError,
@@ -285,11 +285,18 @@ class ModelStore:
             val_key = "val_acc_kept_classes" if classes else "val_acc"
             heldout = mode == "sample" and method["sample_method"] == "pgu-heldout"
             split = split_heldout(reference, val_loader) if heldout else None  # the reference's one pass over val
-            reference_val = (100.0 * float((split.logits.argmax(1) == split.y).double().mean()) if heldout else
-                             accuracy(reference, val_loader, exclude_classes=classes, what="the val samples"))
+            reference_key = f"reference_val:{val_fingerprint(val_data, classes)}"
+            with self.ledger() as ledger:  # the trained model's val accuracy on these samples, once per val set
+                reference_val = ledger.meta(reference_key)
+            if heldout:
+                reference_val = 100.0 * float((split.logits.argmax(1) == split.y).double().mean())
+            elif reference_val is None:
+                reference_val = accuracy(reference, val_loader, exclude_classes=classes, what="the val samples")
             current_val = accuracy(model, val_loader, exclude_classes=classes, what="the val samples")
             allowance = max(0.0, max_val_drop - max(0.0, reference_val - current_val))
-            rule = dict(val_loader=val_loader, loss=None, stop=default_rule(mode, max_val_drop=allowance))
+            # the stopping rule starts from current_val: the same model on the same samples, not scored twice
+            rule = dict(val_loader=val_loader, loss=None, stop=default_rule(mode, max_val_drop=allowance),
+                        val_acc_start=current_val)
             if heldout:  # pgu.heldout: its batch size, its loss, its stop, and the check half of val
                 rate = tuple(given["lr"]) if given.get("lr") is not None else tuple(method["heldout_lr"])
                 batch, lr = request_batching(len(forget_data), run.batch_size, rate)
@@ -345,7 +352,8 @@ class ModelStore:
                 record["seconds"] = {k: round(v, 4) for k, v in seconds.items()}
                 made = ledger.commit_request(record, request_ids.sort().values, model_sha256=model_sha,
                                              state_sha256=state_sha,
-                                             n_retained=version["n_retained"] - int(request_ids.numel()))
+                                             n_retained=version["n_retained"] - int(request_ids.numel()),
+                                             meta={reference_key: reference_val})
             self._collect_garbage()
         return record | {"id": made["request_id"], "version": made["version"], "n_samples": int(request_ids.numel()),
                          "ids_sha256": ids_sha256(request_ids), "model_sha256": model_sha}

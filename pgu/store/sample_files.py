@@ -31,7 +31,7 @@ import torch
 from pgu.data import ArrayDataset
 from pgu.data.common import normalise_uint8, read_npz
 
-__all__ = ["sample_digests", "write_samples", "read_samples", "pixel_normalisation"]
+__all__ = ["sample_digests", "write_samples", "read_samples", "pixel_normalisation", "val_fingerprint"]
 
 
 def sample_digests(x: torch.Tensor, y: torch.Tensor) -> list[bytes]:
@@ -42,6 +42,16 @@ def sample_digests(x: torch.Tensor, y: torch.Tensor) -> list[bytes]:
     ys = np.ascontiguousarray(y.detach().cpu().to(torch.int64).numpy()).astype("<i8", copy=False)
     rows = xs.reshape(xs.shape[0], -1)
     return [hashlib.sha256(rows[i].tobytes() + ys[i].tobytes()).digest() for i in range(rows.shape[0])]
+
+
+def val_fingerprint(data, excluded_classes=()) -> str:
+    """SHA-256 (hex) of a set of samples (inputs as little-endian float32, labels as int64, in order) and the
+    classes left out of its accuracy: a key for what was measured on exactly these samples."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(data.x.detach().cpu().to(torch.float32).numpy()).astype("<f4", copy=False))
+    digest.update(np.ascontiguousarray(data.y.detach().cpu().to(torch.int64).numpy()).astype("<i8", copy=False))
+    digest.update(repr(sorted(int(c) for c in excluded_classes)).encode())
+    return digest.hexdigest()
 
 
 def pixel_normalisation(info: dict) -> tuple[list[float], list[float]] | None:
