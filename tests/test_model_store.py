@@ -80,7 +80,7 @@ def test_a_request_is_recorded_with_its_ids_version_and_hashes(store, digits_run
     (row,) = store.history()
     assert row["kind"] == "ids" and row["n_samples"] == 30 and row["version"] == 1
     assert set(row["seconds"]) >= {"load", "forget_stats", "subspace", "unlearning", "write", "total"}
-    assert set(row["metrics"]["after"]) == {"forget_acc", "val_acc"}
+    assert set(row["metrics"]["after"]) == {"forget_acc", "val_acc", "val_se"}
     assert row["metrics"]["before"]["val_drop_allowed"] == pytest.approx(2.0 - max(
         0.0, row["metrics"]["before"]["reference_val_acc"] - row["metrics"]["before"]["val_acc"]), abs=1e-3)
     objects = {p.name for p in (store.path / "objects").iterdir()}
@@ -215,6 +215,34 @@ def test_val_is_scored_once_per_model_and_the_references_once_per_val_set(store,
     with store.ledger() as ledger:
         keys = [k for (k,) in ledger.db.execute("SELECT key FROM meta").fetchall() if k.startswith("reference_val:")]
     assert len(keys) == 2
+
+
+def test_the_stopping_rule_scores_a_fixed_stratified_sample_of_val(store, digits_run, tmp_path):
+    """``val_samples=n``: the request is the one served on the first n samples of pgu.val_sample's stratified order
+    with every sample scored; the record says how many, of how many, and the standard error."""
+    from pgu.val_sample import accuracy_standard_error, stratified_order
+
+    train, val = digits_run["train"], digits_run["val"]
+    ids = ids_of(train, 30)
+    record = forget(store, digits_run, ids, overrides={"val_samples": 120})
+    assert record["settings"]["val_samples"] == 120 and record["settings"]["val_samples_of"] == len(val)
+    before = record["metrics"]["before"]
+    assert before["val_se"] == pytest.approx(accuracy_standard_error(before["val_acc"], 120, len(val)), abs=1e-3)
+    sample = val.subset(stratified_order(val.y)[:120])
+    write_samples(tmp_path / "sample.npz", sample.ids, sample.x, sample.y)
+    other = ModelStore(shutil.copytree(digits_run["pristine"], tmp_path / "other"))
+    same = forget(other, digits_run, ids, val=tmp_path / "sample.npz", overrides={"val_samples": "all"})
+    assert same["settings"]["val_samples"] == same["settings"]["val_samples_of"] == 120
+    for key in ("stop_reason", "epochs", "kept_epoch"):
+        assert same[key] == record[key]
+    assert same["metrics"]["per_epoch"] == record["metrics"]["per_epoch"]
+    served, _, _ = store.load()
+    alike, _, _ = other.load()
+    for a, b in zip(served.state_dict().values(), alike.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), float((a - b).abs().max())
+    # the default on a small val set scores all of it; a bad setting is refused before anything changes
+    assert forget(store, digits_run, ids_of(train, 10, start=30))["settings"]["val_samples"] == len(val)
+    _refused(store, digits_run, "val_samples", ids=ids_of(train, 10, start=40), overrides={"val_samples": 0})
 
 
 # -- refusals leave the store as it was ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -25,9 +26,9 @@ def add_commands(sub) -> None:
     init.add_argument("--from", dest="run", required=True, metavar="RUN", help="a run folder written by `pgu train`")
     init.add_argument("--pgu-settings", metavar="FILE",
                       help="TOML of PGU settings: any pgu.PGUSettings field (threshold, rule, lr, class_lr, epochs, "
-                           "batch_size, ...), max_val_drop, and pgu-heldout's anchor_weight and heldout_lr; the "
-                           "rest keep their defaults: the tier's for the "
-                           "run's recipe (pgu.PGUSettings.for_tier), else the authors', and max_val_drop 2")
+                           "batch_size, ...), max_val_drop, val_samples, and pgu-heldout's anchor_weight and "
+                           "heldout_lr; the rest keep their defaults: the tier's for the run's recipe "
+                           "(pgu.PGUSettings.for_tier), else the authors', max_val_drop 2, val_samples auto")
     init.add_argument("--sample-method", choices=("pgu", "pgu-heldout"),
                       help="how sample requests are served: the authors' pgu (default) or pgu-heldout, which moves "
                            "the samples to the model's held-out behaviour (docs/method.md section 10)")
@@ -57,6 +58,9 @@ def add_commands(sub) -> None:
     forget.add_argument("--max-val-drop", type=float, metavar="POINTS",
                         help="points of val accuracy the model may be below the trained model's after this request "
                              "(default: the store's, 2)")
+    forget.add_argument("--val-samples", type=_val_samples, metavar="N|auto|all",
+                        help="val samples the stopping rule scores: auto (default: enough for the request's size, "
+                             "pgu.val_sample), all, or a number; a fixed stratified sample of val")
     forget.add_argument("--data-dir", help="where the store's dataset lives, when --data or --val is left out")
     forget.add_argument("--device", default="auto", help=DEVICE_HELP)
     forget.add_argument("--json", action="store_true", help="also print the ledger record as JSON")
@@ -84,6 +88,16 @@ def add_commands(sub) -> None:
     samples.set_defaults(func=cmd_samples)
 
 
+def _val_samples(text: str):
+    """``--val-samples``: auto, all or a whole number."""
+    if text in ("auto", "all"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, all or a whole number of samples, got {text!r}") from None
+
+
 def cmd_store_init(args) -> int:
     settings = None
     if args.pgu_settings:
@@ -101,7 +115,8 @@ def cmd_forget(args) -> int:
     store = ModelStore(args.store)
     ids = read_ids_file(args.ids) if args.ids else None
     overrides = {"lr": args.lr, "class_lr": args.lr if args.forget_class is not None else None, "epochs": args.epochs,
-                 "threshold": args.threshold, "max_val_drop": args.max_val_drop, "sample_method": args.method}
+                 "threshold": args.threshold, "max_val_drop": args.max_val_drop, "sample_method": args.method,
+                 "val_samples": args.val_samples}
     record = store.forget(ids=ids, forget_class=args.forget_class, samples=args.data, val=args.val,
                           data_dir=args.data_dir, overrides=overrides, device=args.device, progress=not args.quiet)
     m = record["metrics"]

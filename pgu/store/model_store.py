@@ -66,9 +66,11 @@ from pgu.store.settings import (
     check_settings,
     default_pgu_settings,
     request_settings,
+    request_val_samples,
 )
 from pgu.store.verify import OBJECTS, verify_store
 from pgu.unlearn import unlearn
+from pgu.val_sample import accuracy_standard_error, stratified_order, val_sample_size
 from pgu.zoo.models.external import ModelCodeMissingError
 from pgu.zoo.runs import ModelSpec, load_model, load_run, save_model
 from pgu.zoo.training import resolve_device
@@ -269,6 +271,12 @@ class ModelStore:
                 if len(val_data) == 0:
                     raise RequestRefused(f"the val samples are all of classes already removed ({gone_classes}); give "
                                          f"val samples of the classes the model keeps")
+            heldout = mode == "sample" and method["sample_method"] == "pgu-heldout"
+            n_val = len(val_data)
+            if not heldout:  # the stopping rule's fixed, stratified val sample (pgu.val_sample); pgu-heldout: all
+                n_scored = val_sample_size(n_val, len(forget_data), request_val_samples({**meta["pgu"], **given}))
+                if n_scored < n_val:
+                    val_data = val_data.subset(stratified_order(val_data.y)[:n_scored])
             device = resolve_device(device)
             t = time.perf_counter()
             model, state, version = self.load(device=device)
@@ -283,7 +291,6 @@ class ModelStore:
             # (version 0) over all requests; this request may use what earlier ones left. Val accuracy is
             # measured as the stopping rule measures it (for class removal, on the classes kept).
             val_key = "val_acc_kept_classes" if classes else "val_acc"
-            heldout = mode == "sample" and method["sample_method"] == "pgu-heldout"
             split = split_heldout(reference, val_loader) if heldout else None  # the reference's one pass over val
             reference_key = f"reference_val:{val_fingerprint(val_data, classes)}"
             with self.ledger() as ledger:  # the trained model's val accuracy on these samples, once per val set
@@ -320,9 +327,12 @@ class ModelStore:
             # Before and after, as the stopping rule measured them (epoch 0 and the epoch kept): no second pass.
             first = result.history[0]
             kept = result.line_search or next(h for h in result.history if h["epoch"] == result.kept_epoch)
+            n_rule = None if heldout else len(val_data)  # (pgu-heldout's rule reads its check half of val)
             before = {"forget_acc": _round(first["forget_acc"]), val_key: _round(first["val_acc"]),
-                      "reference_val_acc": _round(reference_val), "val_drop_allowed": _round(allowance)}
-            after = {"forget_acc": _round(kept["forget_acc"]), val_key: _round(kept["val_acc"])}
+                      "val_se": _val_se(first["val_acc"], n_rule, n_val), "reference_val_acc": _round(reference_val),
+                      "val_drop_allowed": _round(allowance)}
+            after = {"forget_acc": _round(kept["forget_acc"]), val_key: _round(kept["val_acc"]),
+                     "val_se": _val_se(kept["val_acc"], n_rule, n_val)}
             seconds.update({k: v for k, v in result.seconds.items() if k != "total"})
 
             t = time.perf_counter()
@@ -332,7 +342,9 @@ class ModelStore:
             record = {"time": utc_now(), "kind": "class" if mode == "class" else "ids",
                       "class": None if forget_class is None else int(forget_class),
                       "settings": settings.to_dict() | {"max_val_drop": max_val_drop, "lr_used": list(run.lr),
-                                                        "mode": mode, "device": str(device)}
+                                                        "mode": mode, "device": str(device),
+                                                        "val_samples": n_val if heldout else len(val_data),
+                                                        "val_samples_of": n_val}
                                   | {"method": "pgu-heldout" if heldout else "pgu"}
                                   | ({"anchor_weight": method["anchor_weight"], "heldout_lr": method["heldout_lr"],
                                       "anchor_weight_used": request.loss.anchor_weight, "target_forget_acc":
@@ -453,6 +465,11 @@ class ModelStore:
         for p in (self.path / OBJECTS).iterdir():
             if p.name not in keep:
                 p.unlink(missing_ok=True)
+
+
+def _val_se(value, n: int | None, population: int):
+    """The standard error of a val accuracy measured on ``n`` of ``population`` samples (None: not known)."""
+    return None if n is None or value is None else _round(accuracy_standard_error(value, n, population))
 
 
 def _round(value):

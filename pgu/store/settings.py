@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pgu.heldout import ANCHOR_WEIGHT, HELDOUT_LR
 from pgu.settings import PGUSettings, check_schedule
+from pgu.val_sample import check_val_samples
 
 __all__ = ["StoreError", "RequestRefused", "LIFETIME_VAL_DROP", "SAMPLE_METHODS", "default_pgu_settings",
-           "check_settings", "check_sample_method", "request_settings"]
+           "check_settings", "check_sample_method", "request_settings", "request_val_samples"]
 
 LIFETIME_VAL_DROP = 2.0
 """Default points of val accuracy the store's model may lose against the trained model, over all requests."""
@@ -38,7 +39,8 @@ def check_settings(settings: dict) -> tuple[PGUSettings, float]:
     """A store's settings as ``(PGUSettings, max_val_drop)``: checked by :class:`pgu.PGUSettings`, and the guard."""
     settings = dict(settings)
     check_sample_method(settings)
-    for key in _METHOD_KEYS:
+    request_val_samples(settings)
+    for key in (*_METHOD_KEYS, "val_samples"):
         settings.pop(key, None)
     drop = settings.pop("max_val_drop", LIFETIME_VAL_DROP)
     if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop < 100:
@@ -57,6 +59,16 @@ def request_settings(stored: dict, overrides: dict | None) -> tuple[PGUSettings,
             continue
         settings[key] = list(value) if isinstance(value, tuple) else value
     return check_settings(settings)
+
+
+def request_val_samples(settings: dict) -> int | str:
+    """The ``val_samples`` setting (default ``"auto"``): how many val samples the stopping rule scores
+    (:mod:`pgu.val_sample`; pgu-heldout requests score all of them)."""
+    value = settings.get("val_samples")
+    try:
+        return check_val_samples("auto" if value is None else value)
+    except ValueError as exc:
+        raise RequestRefused(str(exc)) from None
 
 
 def check_sample_method(settings: dict) -> dict:
