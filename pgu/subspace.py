@@ -131,12 +131,16 @@ class CoreGradientSpace:
         value = _check_threshold(self.threshold, "every layer")
         return {n: value for n in names}
 
-    def fit(self, stats: GramStats, *, distributed: bool | None = None) -> "CoreGradientSpace":
+    def fit(self, stats: GramStats, *, distributed: bool | None = None, solvers: Mapping | None = None
+            ) -> "CoreGradientSpace":
         """Eigendecompose each layer's retain Gram once and keep the leading eigenvectors.
 
         Under ``torchrun`` (``distributed=None`` and a process group of several ranks; every rank holding the
         same statistics) the layers are dealt round-robin over the ranks, each eigendecomposes its own, and
         every basis is broadcast from the rank that computed it.
+
+        ``solvers``: ``{layer name: solve(gram, threshold, rule, seen) -> (basis, eigenvalues, k)}`` in place
+        of the exact eigendecomposition for those layers (:class:`pgu.cgs_anchor.CGSAnchor`'s fast path).
         """
         if self.rule not in RULES:
             raise ValueError(f"unknown rank rule {self.rule!r}; choose one of {RULES}")
@@ -155,8 +159,8 @@ class CoreGradientSpace:
             d, blocks = gram.shape[-1], gram.shape[:-2].numel()  # a grouped layer: one Gram per group
             owner = i % world
             if owner == me:
-                basis[name], lam, k = _leading_eigenvectors(gram, thresholds[name], self.rule,
-                                                            stats.n_rows_[name] > 0)
+                solve = (solvers or {}).get(name, _leading_eigenvectors)
+                basis[name], lam, k = solve(gram, thresholds[name], self.rule, stats.n_rows_[name] > 0)
                 width = basis[name].shape[-1]
             else:
                 spectrum = gram.shape if gram.dim() == 1 else gram.shape[:-1]  # a diagonal Gram's is its own shape

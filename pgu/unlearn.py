@@ -36,6 +36,7 @@ from torch import nn
 
 from pgu import data_parallel
 from pgu import distributed as ranks
+from pgu.cgs_anchor import CGSAnchor
 from pgu.coverage import coverage
 from pgu.evaluation import accuracy, split_batch
 from pgu.losses import default_loss
@@ -67,6 +68,8 @@ class UnlearnResult:
         kept_epoch: the epoch whose weights ``model`` holds (0 = the input weights).
         kept_share: the share ``t`` of the kept epoch's update that ``model`` holds (1 unless a line
             search, :class:`pgu.stopping.StopDecision`'s ``aim``, stopped part-way along it).
+        anchor: with ``anchor=``, the :class:`~pgu.cgs_anchor.CGSAnchor` of the next request (the forget energy
+            of this one added); None otherwise.
         line_search: None, or what that search measured: ``share``, ``aim``, the ``forget_acc`` and
             ``val_acc`` kept, and every ``probes`` entry ``[t, forget_acc]`` (ends included).
         stop_reason: a key of :data:`pgu.stopping.STOP_REASONS`.
@@ -88,6 +91,7 @@ class UnlearnResult:
     forget_outside_cgs: dict[str, float | None] = field(default_factory=dict)
     kept_share: float = 1.0
     line_search: dict | None = None
+    anchor: CGSAnchor | None = None
 
 
 def lr_schedule(lr, epochs: int) -> list[float]:
@@ -103,7 +107,8 @@ def lr_schedule(lr, epochs: int) -> list[float]:
 def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=None, mode: str = "sample",
             settings: PGUSettings | None = None, stop: StoppingRule | str = "auto", loss=None,
             max_samples: int | None = None, inplace: bool = False, progress: bool = False, output=None,
-            distributed: bool | None = None, val_acc_start: float | None = None, **overrides) -> UnlearnResult:
+            distributed: bool | None = None, val_acc_start: float | None = None, anchor: CGSAnchor | None = None,
+            **overrides) -> UnlearnResult:
     """Make ``model`` forget the samples ``forget_loader`` yields, with PGU.
 
     Args:
@@ -144,6 +149,9 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
             measures it (``mode="class"``: the classes of D_f left out), when the caller already has it: the
             epoch-0 val pass is then skipped (a caller that scored val for its own guard, as
             :class:`pgu.store.ModelStore` does, need not score it twice). None: measured here.
+        anchor: a :class:`~pgu.cgs_anchor.CGSAnchor` describing ``stats``: the CGS of its wide layers by first-order
+            update of its eigendecompositions instead of exact ``eigh`` (a fast path; ``result.anchor`` serves the
+            next request). None (default): exact ``eigh`` of every layer, as the authors.
     """
     t_start = time.perf_counter()
     check_mode(mode)
@@ -156,6 +164,9 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
     _validate(rule, mode, max_samples, forget_loader, val_loader, stats, loss, val_acc_start)
     check_output_selector(output)
     parallel = ranks.active(distributed)
+    if anchor is not None and (parallel or not isinstance(anchor, CGSAnchor)):
+        raise ValueError("anchor must be a pgu.cgs_anchor.CGSAnchor, and is not supported under several processes "
+                         "(the exact eigendecompositions are dealt over the ranks instead)")
     if parallel:
         data_parallel.check_same_request(loss, run, mode, stats, max_samples)
     stats.check_model(model)
@@ -167,7 +178,7 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
     with logits_output(work, output):  # every forward of the request sees [batch, classes] logits
         forget = _forget_pass(work, forget_loader, stats, parallel)
         t0 = time.perf_counter()
-        cgs, forget_outside = _fit_subspace(run, forget, parallel)
+        cgs, forget_outside, next_anchor = _fit_subspace(run, forget, parallel, anchor)
         t_subspace = time.perf_counter() - t0
         t0 = time.perf_counter()
         epochs = _projected_epochs(work, cgs, forget, forget_loader, val_loader, run, rule, loss, mode, max_samples,
@@ -181,7 +192,7 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
         model=work, retain_stats=forget.retain_stats, forget_stats=forget.stats, cgs=cgs, epochs=epochs.run,
         kept_epoch=epochs.kept, stop_reason=epochs.stop_reason, history=epochs.history,
         samples_processed=epochs.processed, forget_outside_cgs=forget_outside, kept_share=epochs.share,
-        line_search=epochs.line_search,
+        line_search=epochs.line_search, anchor=next_anchor,
         seconds={"forget_stats": forget.seconds, "subspace": t_subspace, "unlearning": t_unlearn,
                  "total": time.perf_counter() - t_start},
     )
@@ -295,12 +306,16 @@ def _forget_pass(work: nn.Module, forget_loader, stats: GramStats, parallel: boo
     return _ForgetPass(forget_stats, stats - forget_stats, targets, predicted, time.perf_counter() - t0, classes)
 
 
-def _fit_subspace(run: PGUSettings, forget: _ForgetPass, parallel: bool = False
-                  ) -> tuple[CoreGradientSpace, dict[str, float | None]]:
+def _fit_subspace(run: PGUSettings, forget: _ForgetPass, parallel: bool = False, anchor: CGSAnchor | None = None
+                  ) -> tuple[CoreGradientSpace, dict[str, float | None], CGSAnchor | None]:
     """Step 2: the Core Gradient Space of each layer from ``G(D_r)`` (section 3), and the share of D_f's input
-    energy outside it per layer (what the projected updates can change, :meth:`CoreGradientSpace.outside_share`)."""
-    cgs = CoreGradientSpace(run.threshold, run.rule, run.bias).fit(forget.retain_stats, distributed=parallel)
-    return cgs, cgs.outside_share(forget.stats)
+    energy outside it per layer (what the projected updates can change, :meth:`CoreGradientSpace.outside_share`);
+    with an anchor, its fast path and the anchor of the next request."""
+    if anchor is not None:
+        cgs, anchor = anchor.fit(forget.retain_stats, forget.stats, run.threshold, run.rule, run.bias)
+    else:
+        cgs = CoreGradientSpace(run.threshold, run.rule, run.bias).fit(forget.retain_stats, distributed=parallel)
+    return cgs, cgs.outside_share(forget.stats), anchor
 
 
 @dataclass

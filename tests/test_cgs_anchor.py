@@ -1,0 +1,161 @@
+"""The CGS from an anchor eigendecomposition (pgu.cgs_anchor) against exact eigh, the oracle."""
+
+import pytest
+import torch
+from torch import nn
+
+from pgu import GramStats, unlearn
+from pgu.cgs_anchor import CGSAnchor, _removed_along
+from pgu.subspace import CoreGradientSpace
+
+
+def stats_of(rows: torch.Tensor) -> GramStats:
+    """GramStats of one Linear layer ("0") whose inputs are ``rows`` (float64, so sums are exact enough)."""
+    model = nn.Sequential(nn.Linear(rows.shape[1], 3)).double()
+    return GramStats(precision="float64").fit(model, [rows[i:i + 64] for i in range(0, len(rows), 64)])
+
+
+def projector(basis):
+    return basis @ basis.T
+
+
+def commuting_problem(d=40, n=400, seed=0):
+    """Rows along the columns of one orthogonal matrix: every Gram (all, forget, retain) shares its eigenvectors."""
+    g = torch.Generator().manual_seed(seed)
+    rotation, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))
+    column = torch.arange(n) % d
+    scale = (1.0 + torch.arange(d, dtype=torch.float64))[column] * (1 + 0.1 * torch.rand(n, generator=g,
+                                                                                            dtype=torch.float64))
+    return rotation[:, column].T * scale[:, None]
+
+
+def test_when_the_forget_gram_shares_the_anchors_eigenvectors_the_first_order_cgs_is_exact():
+    rows = commuting_problem()
+    everything, forget = stats_of(rows), stats_of(rows[::7])
+    retain = everything - forget
+    anchor = CGSAnchor.build(everything, min_dim=8, refresh_share=0.5)  # (a seventh of the energy goes)
+    for threshold in (0.5, 0.9, 0.97):
+        cgs, nxt = anchor.fit(retain, forget, threshold)
+        exact = CoreGradientSpace(threshold).fit(retain)
+        assert nxt.last_routes == {"0": "anchored"}
+        assert cgs.rank_ == exact.rank_
+        assert torch.allclose(projector(cgs.basis_["0"]), projector(exact.basis_["0"]), atol=1e-8)
+        assert torch.allclose(cgs.eigenvalues_["0"], exact.eigenvalues_["0"], rtol=1e-9, atol=1e-6)
+    # nothing was modified: the anchor still describes `everything`
+    assert float(anchor.layers["0"].shift.abs().max()) == 0.0
+
+
+def random_problem(d=64, n=3000, n_forget=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(d, d, dtype=torch.float64, generator=g) * torch.logspace(0, -2, d, dtype=torch.float64)
+    rows = torch.randn(n, d, dtype=torch.float64, generator=g) @ mixing.T
+    return rows, rows[:n_forget]
+
+
+def test_a_small_request_leaves_the_first_order_cgs_protecting_what_the_exact_one_protects():
+    rows, forget_rows = random_problem()
+    everything, forget = stats_of(rows), stats_of(forget_rows)
+    retain = everything - forget
+    cgs, nxt = CGSAnchor.build(everything, min_dim=8).fit(retain, forget, 0.9)
+    exact = CoreGradientSpace(0.9).fit(retain)
+    gram = retain.gram_["0"]
+    unprotected = float(gram.trace()) - float((exact.basis_["0"].T @ gram @ exact.basis_["0"]).trace())
+    ours = float(gram.trace()) - float((cgs.basis_["0"].T @ gram @ cgs.basis_["0"]).trace())
+    assert cgs.rank_["0"] == exact.rank_["0"]
+    assert unprotected <= ours <= unprotected * (1 + 1e-3)  # exact is optimal (Ky Fan); ours within 0.1% of it
+    assert torch.allclose(cgs.basis_["0"].T @ cgs.basis_["0"], torch.eye(cgs.rank_["0"], dtype=torch.float64),
+                          atol=1e-10)
+    share = float(forget.gram_["0"].trace() / everything.gram_["0"].trace())
+    assert nxt.removed_share()["0"] == pytest.approx(share, rel=1e-9)
+
+
+def test_the_forget_energy_along_each_eigenvector_is_the_same_by_factor_and_directly():
+    rows, forget_rows = random_problem(d=96, n_forget=10)
+    anchor = CGSAnchor.build(stats_of(rows), min_dim=8)
+    vectors, f_gram = anchor.layers["0"].vectors, stats_of(forget_rows).gram_["0"]
+    by_factor = _removed_along(vectors, f_gram, rows=10, name="0")  # 18 < 96 / 4: the factor route
+    directly = _removed_along(vectors, f_gram, rows=96, name="0")
+    assert torch.allclose(by_factor, directly, rtol=1e-7, atol=1e-9 * float(directly.max()))
+    assert torch.allclose(directly, torch.diagonal(vectors.T @ f_gram @ vectors))
+
+
+def test_requests_accumulate_until_the_refresh_share_then_the_layer_is_anchored_again():
+    rows, _ = random_problem(n=600)
+    state = stats_of(rows)
+    anchor = CGSAnchor.build(state, min_dim=8, refresh_share=0.05)
+    routes = []
+    for t in range(6):  # 20 rows of 600 each: about 3.3% of the energy per request
+        forget = stats_of(rows[20 * t:20 * (t + 1)])
+        state = state - forget
+        cgs, anchor = anchor.fit(state, forget, 0.9)
+        routes.append(anchor.last_routes["0"])
+        if routes[-1] != "anchored":
+            exact = CoreGradientSpace(0.9).fit(state)
+            assert torch.allclose(projector(cgs.basis_["0"]), projector(exact.basis_["0"]), atol=1e-8)
+            assert anchor.removed_share()["0"] == 0.0
+    assert routes[:1] == ["anchored"] and "exact (re-anchored)" in routes
+
+
+def test_statistics_the_anchor_does_not_describe_get_exact_eigh_and_a_new_anchor():
+    rows, forget_rows = random_problem()
+    anchor = CGSAnchor.build(stats_of(rows), min_dim=8)
+    other = stats_of(rows[100:])  # not the anchor's statistics minus `forget`
+    forget = stats_of(forget_rows)
+    cgs, nxt = anchor.fit(other, forget, 0.9)
+    exact = CoreGradientSpace(0.9).fit(other)
+    assert nxt.last_routes["0"] == "exact (the anchor did not match)"
+    assert torch.allclose(projector(cgs.basis_["0"]), projector(exact.basis_["0"]), atol=1e-8)
+    # narrow layers are never anchored
+    narrow = CGSAnchor.build(stats_of(rows), min_dim=1024)
+    assert narrow.layers == {}
+    _, after = narrow.fit(stats_of(rows) - forget, forget, 0.9)
+    assert after.last_routes == {"0": "exact"}
+
+
+def test_an_anchor_survives_a_round_trip_through_its_file_and_other_files_are_refused(tmp_path):
+    rows, forget_rows = random_problem()
+    everything, forget = stats_of(rows), stats_of(forget_rows)
+    _, anchor = CGSAnchor.build(everything, min_dim=8).fit(everything - forget, forget, 0.9)
+    anchor.save(tmp_path / "anchor.safetensors")
+    again = CGSAnchor.load(tmp_path / "anchor.safetensors")
+    assert again.min_dim == 8 and again.refresh_share == anchor.refresh_share
+    for name in ("values", "vectors", "shift"):
+        assert torch.equal(getattr(again.layers["0"], name), getattr(anchor.layers["0"], name))
+    assert again.layers["0"].trace == anchor.layers["0"].trace
+    everything.save(tmp_path / "stats.safetensors")
+    with pytest.raises(ValueError, match="not a pgu CGS anchor"):
+        CGSAnchor.load(tmp_path / "stats.safetensors")
+
+
+def test_unlearn_with_an_anchor_matches_exact_eigh_where_first_order_is_exact():
+    rows = commuting_problem(d=32, n=320).float()
+    labels = (rows[:, 0] > 0).long()
+    model = nn.Sequential(nn.Linear(32, 2))
+    everything = GramStats(precision="float64").fit(model, [rows[i:i + 64] for i in range(0, 320, 64)])
+    forget = [(rows[:16], labels[:16])]
+    plain = unlearn(model, forget, everything, stop="none", epochs=2, threshold=0.9)
+    fast = unlearn(model, forget, everything, stop="none", epochs=2, threshold=0.9,
+                   anchor=CGSAnchor.build(everything, min_dim=8))
+    assert fast.anchor is not None and fast.anchor.last_routes == {"0": "anchored"} and plain.anchor is None
+    assert fast.cgs.rank_ == plain.cgs.rank_
+    for a, b in zip(fast.model.parameters(), plain.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="CGSAnchor"):
+        unlearn(model, forget, everything, stop="none", anchor="fast")
+
+
+def test_a_direction_only_the_forget_samples_carried_leaves_the_cgs():
+    """A memorised direction: five forget rows give the weakest direction of the rest the largest eigenvalue of G(D);
+    the anchor's CGS holds it, the request's must not (exact eigh agrees)."""
+    rows = commuting_problem(d=40, n=400)
+    direction = rows[0] / rows[0].norm()  # row 0 lies along the weakest direction of the rest (scale about 1)
+    memorised = direction[None, :] * torch.tensor([300.0, 310.0, 290.0, 305.0, 295.0], dtype=torch.float64)[:, None]
+    everything, forget = stats_of(torch.cat([memorised, rows])), stats_of(memorised)
+    anchor = CGSAnchor.build(everything, min_dim=8, refresh_share=0.9)
+    before = CoreGradientSpace(0.5).fit(everything)
+    assert float((before.basis_["0"].T @ direction).norm()) > 0.999  # held by the anchor's CGS
+    cgs, nxt = anchor.fit(everything - forget, forget, 0.5)
+    exact = CoreGradientSpace(0.5).fit(everything - forget)
+    assert nxt.last_routes == {"0": "anchored"}
+    assert float((cgs.basis_["0"].T @ direction).norm()) < 1e-6  # gone from the request's
+    assert torch.allclose(projector(cgs.basis_["0"]), projector(exact.basis_["0"]), atol=1e-8)
