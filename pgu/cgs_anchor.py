@@ -27,6 +27,7 @@ anchor checks that the retain Gram it is asked about is its own minus what it wa
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class _LayerAnchor:
     shift: torch.Tensor  # (d,) forget energy removed since, along each eigenvector
     trace: float  # tr(G_a) (unclamped)
     augmented: bool  # taken for the Gram with a bias column
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this eigendecomposition (files pair on it)
 
 
 @dataclass
@@ -70,9 +72,11 @@ class CGSAnchor:
     last_routes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, stats: GramStats, *, bias: str = "frozen", min_dim: int = MIN_DIM,
+    def build(cls, stats: GramStats, *, bias: str = "frozen", min_dim: int | None = None,
               refresh_share: float = REFRESH_SHARE) -> "CGSAnchor":
-        """Exact eigendecompositions of every layer of ``stats`` at least ``min_dim`` wide with one dense Gram."""
+        """Exact eigendecompositions of every layer of ``stats`` at least ``min_dim`` (default :data:`MIN_DIM`) wide
+        with one dense Gram."""
+        min_dim = MIN_DIM if min_dim is None else min_dim
         if not 0.0 < refresh_share < 1.0:
             raise ValueError(f"refresh_share must lie in (0, 1), got {refresh_share!r}")
         anchor = cls(min_dim=int(min_dim), refresh_share=float(refresh_share))
@@ -122,7 +126,7 @@ class CGSAnchor:
         mu = (layer.values - shift).clamp_min(0.0)
         order = torch.argsort(mu, descending=True, stable=True)
         k = select_rank(mu[order], threshold, rule)
-        self.layers[name] = _LayerAnchor(layer.values, layer.vectors, shift, layer.trace, layer.augmented)
+        self.layers[name] = _LayerAnchor(layer.values, layer.vectors, shift, layer.trace, layer.augmented, layer.key)
         return layer.vectors[:, order[:k]].contiguous(), mu[order], k, "anchored"
 
     def _reanchor(self, name, gram, augmented, threshold, rule, route):
@@ -136,36 +140,62 @@ class CGSAnchor:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def save(self, path) -> None:
-        """Write to a safetensors file (float64; the eigenvectors are most of it: ``d^2`` per layer)."""
+    def save(self, path, *, parts: tuple[str, ...] = ("eigen", "shifts")) -> None:
+        """Write to a safetensors file (float64). ``parts``: the eigendecompositions (``"eigen"``: ``d^2`` per layer,
+        most of it) and/or the removed energy (``"shifts"``: ``d`` per layer), so a caller that serves requests
+        rewrites the small part per request and the large one only when a layer is anchored again."""
         from safetensors.torch import save_file
 
-        layers = {n: {"trace": repr(a.trace), "augmented": a.augmented} for n, a in self.layers.items()}
+        layers = {n: {"trace": repr(a.trace), "augmented": a.augmented, "key": a.key} for n, a in self.layers.items()}
         header = {"format": _FORMAT, "min_dim": str(self.min_dim), "refresh_share": repr(self.refresh_share),
-                  "layers": json.dumps(layers), "order": json.dumps(list(self.layers))}
+                  "layers": json.dumps(layers), "order": json.dumps(list(self.layers)), "parts": json.dumps(parts)}
         tensors = {}
         for i, a in enumerate(self.layers.values()):
-            tensors[f"{i}.values"], tensors[f"{i}.vectors"], tensors[f"{i}.shift"] = a.values, a.vectors, a.shift
+            if "eigen" in parts:
+                tensors[f"{i}.values"], tensors[f"{i}.vectors"] = a.values, a.vectors
+            if "shifts" in parts:
+                tensors[f"{i}.shift"] = a.shift
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=header)
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path) -> "CGSAnchor":
-        """Read a file written by :meth:`save` (safetensors: nothing is unpickled)."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            if header.get("format") != _FORMAT:
-                raise ValueError(f"{path} is not a pgu CGS anchor (format {header.get('format')!r}, expected "
-                                 f"{_FORMAT!r})")
-            info, order = json.loads(header["layers"]), json.loads(header["order"])
-            layers = {name: _LayerAnchor(f.get_tensor(f"{i}.values"), f.get_tensor(f"{i}.vectors"),
-                                         f.get_tensor(f"{i}.shift"), float(info[name]["trace"]),
-                                         bool(info[name]["augmented"])) for i, name in enumerate(order)}
+    def load(cls, path, shifts=None) -> "CGSAnchor":
+        """Read a file written by :meth:`save` (safetensors: nothing is unpickled); ``shifts``: a second file with the
+        removed energy (``parts=("shifts",)``) of the same eigendecompositions, replacing the first file's."""
+        header, tensors = _read(path)
+        if "eigen" not in json.loads(header.get("parts", '["eigen", "shifts"]')):
+            raise ValueError(f"{path} holds no eigendecompositions (only the removed energy); give the anchor's file")
+        info, order = json.loads(header["layers"]), json.loads(header["order"])
+        shift_of = {name: tensors.get(f"{i}.shift") for i, name in enumerate(order)}
+        if shifts is not None:
+            s_header, s_tensors = _read(shifts)
+            s_info, s_order = json.loads(s_header["layers"]), json.loads(s_header["order"])
+            if {n: s_info[n]["key"] for n in s_order} != {n: info[n]["key"] for n in order}:
+                raise ValueError(f"{shifts} is the removed energy of other eigendecompositions than {path}'s")
+            shift_of = {name: s_tensors[f"{i}.shift"] for i, name in enumerate(s_order)}
+        layers = {}
+        for i, name in enumerate(order):
+            values, shift = tensors[f"{i}.values"], shift_of[name]
+            layers[name] = _LayerAnchor(values, tensors[f"{i}.vectors"],
+                                        torch.zeros_like(values) if shift is None else shift,
+                                        float(info[name]["trace"]), bool(info[name]["augmented"]), info[name]["key"])
         return cls(layers, int(header["min_dim"]), float(header["refresh_share"]))
+
+    def keys(self) -> dict[str, str]:
+        """``{layer: key}`` of each eigendecomposition (a new key each time a layer is anchored)."""
+        return {n: a.key for n, a in self.layers.items()}
+
+
+def _read(path) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+        if header.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not a pgu CGS anchor (format {header.get('format')!r}, expected {_FORMAT!r})")
+        return header, {k: f.get_tensor(k) for k in f.keys()}
 
 
 def _anchor_of(gram: torch.Tensor, augmented: bool) -> _LayerAnchor:

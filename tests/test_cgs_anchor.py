@@ -121,7 +121,19 @@ def test_an_anchor_survives_a_round_trip_through_its_file_and_other_files_are_re
     assert again.min_dim == 8 and again.refresh_share == anchor.refresh_share
     for name in ("values", "vectors", "shift"):
         assert torch.equal(getattr(again.layers["0"], name), getattr(anchor.layers["0"], name))
-    assert again.layers["0"].trace == anchor.layers["0"].trace
+    assert again.layers["0"].trace == anchor.layers["0"].trace and again.keys() == anchor.keys()
+    # in two parts: the eigendecompositions once, the removed energy per request
+    CGSAnchor.build(everything, min_dim=8).save(tmp_path / "other.safetensors", parts=("eigen",))
+    anchor.save(tmp_path / "eigen.safetensors", parts=("eigen",))
+    _, later = anchor.fit(everything - forget - forget, forget, 0.9)
+    later.save(tmp_path / "shifts.safetensors", parts=("shifts",))
+    paired = CGSAnchor.load(tmp_path / "eigen.safetensors", shifts=tmp_path / "shifts.safetensors")
+    assert torch.equal(paired.layers["0"].shift, later.layers["0"].shift)
+    assert torch.equal(paired.layers["0"].vectors, anchor.layers["0"].vectors)
+    with pytest.raises(ValueError, match="other eigendecompositions"):
+        CGSAnchor.load(tmp_path / "other.safetensors", shifts=tmp_path / "shifts.safetensors")
+    with pytest.raises(ValueError, match="no eigendecompositions"):
+        CGSAnchor.load(tmp_path / "shifts.safetensors")
     everything.save(tmp_path / "stats.safetensors")
     with pytest.raises(ValueError, match="not a pgu CGS anchor"):
         CGSAnchor.load(tmp_path / "stats.safetensors")

@@ -85,10 +85,13 @@ def test_a_request_is_recorded_with_its_ids_version_and_hashes(store, digits_run
         0.0, row["metrics"]["before"]["reference_val_acc"] - row["metrics"]["before"]["val_acc"]), abs=1e-3)
     objects = {p.name for p in (store.path / "objects").iterdir()}
     with store.ledger() as ledger:
-        current, trained = ledger.current_version(), ledger.versions()[0]
-    # the old version's Gram state is gone; the trained model stays as the guard's reference
+        current, trained, anchor = ledger.current_version(), ledger.versions()[0], ledger.meta("cgs_anchor")
+    # the old version's Gram state is gone; the trained model stays as the guard's reference; the CGS anchor
+    # (pgu.store.anchor_files) describes the new version
+    assert anchor["version"] == 1 and record["settings"]["subspace"] == "anchored"
     assert objects == {f"{current['model_sha256']}.safetensors", f"{current['state_sha256']}.safetensors",
-                       f"{trained['model_sha256']}.safetensors"}
+                       f"{trained['model_sha256']}.safetensors", f"{anchor['eigen']}.safetensors",
+                       f"{anchor['shifts']}.safetensors"}
     assert current["model_sha256"] == record["model_sha256"] != trained["model_sha256"]
     model, state, version = store.load()
     assert state.n_samples_ == len(train) - 30 and version["n_retained"] == len(train) - 30
@@ -243,6 +246,53 @@ def test_the_stopping_rule_scores_a_fixed_stratified_sample_of_val(store, digits
     # the default on a small val set scores all of it; a bad setting is refused before anything changes
     assert forget(store, digits_run, ids_of(train, 10, start=30))["settings"]["val_samples"] == len(val)
     _refused(store, digits_run, "val_samples", ids=ids_of(train, 10, start=40), overrides={"val_samples": 0})
+
+
+def test_requests_served_from_the_cgs_anchor_match_exact_eigh_and_keep_it_current(digits_run, tmp_path, monkeypatch):
+    """Every layer anchored (MIN_DIM lowered for digits' narrow model): two requests take the same course as with
+    exact eigh; the eigendecompositions' file is written once, the removed energy with every request; a damaged
+    anchor file is refused and reported; a request served exactly leaves the anchor behind, and the next anchored
+    request anchors its state afresh."""
+    import pgu.cgs_anchor
+
+    monkeypatch.setattr(pgu.cgs_anchor, "MIN_DIM", 16)
+    train = digits_run["train"]
+    anchored = ModelStore.create(tmp_path / "anchored", digits_run["run"])
+    exact = ModelStore.create(tmp_path / "exact", digits_run["run"])
+    entries = []
+    for t in range(2):  # 30 of 1,173 samples: under the 5% of the energy that re-anchors
+        ids = ids_of(train, 15, start=15 * t)
+        fast = forget(anchored, digits_run, ids)
+        slow = forget(exact, digits_run, ids, overrides={"subspace": "exact"})
+        routes = fast["settings"]["cgs_routes"]  # (digits' first layer, 9 wide, keeps exact eigh)
+        assert list(routes.values()).count("anchored") == 3 and set(routes.values()) == {"anchored", "exact"}, routes
+        assert slow["settings"]["subspace"] == "exact" and "cgs_routes" not in slow["settings"]
+        for key in ("stop_reason", "epochs", "kept_epoch"):
+            assert fast[key] == slow[key], (t, key)
+        for when in ("before", "after"):
+            for name, value in fast["metrics"][when].items():
+                assert value == pytest.approx(slow["metrics"][when][name], abs=1.0), (t, when, name)
+        with anchored.ledger() as ledger:
+            entries.append(ledger.meta("cgs_anchor"))
+    assert [e["version"] for e in entries] == [1, 2]
+    assert len({e["eigen"] for e in entries}) == 1 and len({e["shifts"] for e in entries}) == 2
+    assert anchored.verify()["ok"]
+    # a damaged anchor: verify reports it, a request refuses before changing anything
+    eigen = anchored.path / "objects" / f"{entries[-1]['eigen']}.safetensors"
+    saved = eigen.read_bytes()
+    eigen.write_bytes(saved[:-8])
+    report = anchored.verify()
+    assert not report["ok"] and any("CGS anchor" in p for p in report["problems"])
+    _refused(anchored, digits_run, "CGS anchor", ids=ids_of(train, 10, start=100))
+    eigen.write_bytes(saved)
+    # served exactly once, the anchor is of an older version; the next anchored request anchors afresh
+    forget(anchored, digits_run, ids_of(train, 10, start=100), overrides={"subspace": "exact"})
+    record = forget(anchored, digits_run, ids_of(train, 10, start=110))
+    with anchored.ledger() as ledger:
+        entry = ledger.meta("cgs_anchor")
+    assert entry["version"] == record["version"] == 4 and entry["eigen"] != entries[-1]["eigen"]
+    assert list(record["settings"]["cgs_routes"].values()).count("anchored") == 3
+    _refused(anchored, digits_run, "subspace", ids=ids_of(train, 10, start=120), overrides={"subspace": "fast"})
 
 
 # -- refusals leave the store as it was ---------------------------------------------------------------

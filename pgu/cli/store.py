@@ -26,7 +26,7 @@ def add_commands(sub) -> None:
     init.add_argument("--from", dest="run", required=True, metavar="RUN", help="a run folder written by `pgu train`")
     init.add_argument("--pgu-settings", metavar="FILE",
                       help="TOML of PGU settings: any pgu.PGUSettings field (threshold, rule, lr, class_lr, epochs, "
-                           "batch_size, ...), max_val_drop, val_samples, and pgu-heldout's anchor_weight and "
+                           "batch_size, ...), max_val_drop, val_samples, subspace, and pgu-heldout's anchor_weight and "
                            "heldout_lr; the rest keep their defaults: the tier's for the run's recipe "
                            "(pgu.PGUSettings.for_tier), else the authors', max_val_drop 2, val_samples auto")
     init.add_argument("--sample-method", choices=("pgu", "pgu-heldout"),
@@ -61,6 +61,9 @@ def add_commands(sub) -> None:
     forget.add_argument("--val-samples", type=_val_samples, metavar="N|auto|all",
                         help="val samples the stopping rule scores: auto (default: enough for the request's size, "
                              "pgu.val_sample), all, or a number; a fixed stratified sample of val")
+    forget.add_argument("--subspace", choices=("anchored", "exact"),
+                        help="how the CGS is found: from the store's anchor (default: first-order updates of an exact "
+                             "eigendecomposition, pgu.cgs_anchor) or exact eigh of every layer, as the authors")
     forget.add_argument("--data-dir", help="where the store's dataset lives, when --data or --val is left out")
     forget.add_argument("--device", default="auto", help=DEVICE_HELP)
     forget.add_argument("--json", action="store_true", help="also print the ledger record as JSON")
@@ -116,7 +119,7 @@ def cmd_forget(args) -> int:
     ids = read_ids_file(args.ids) if args.ids else None
     overrides = {"lr": args.lr, "class_lr": args.lr if args.forget_class is not None else None, "epochs": args.epochs,
                  "threshold": args.threshold, "max_val_drop": args.max_val_drop, "sample_method": args.method,
-                 "val_samples": args.val_samples}
+                 "val_samples": args.val_samples, "subspace": args.subspace}
     record = store.forget(ids=ids, forget_class=args.forget_class, samples=args.data, val=args.val,
                           data_dir=args.data_dir, overrides=overrides, device=args.device, progress=not args.quiet)
     m = record["metrics"]

@@ -51,11 +51,13 @@ from pathlib import Path
 
 import torch
 
+from pgu.cgs_anchor import CGSAnchor
 from pgu.data import DatasetNotFoundError, load_dataset
 from pgu.evaluation import accuracy
 from pgu.heldout import prepare_heldout, request_anchor, request_batching, split_heldout
 from pgu.stats import GramStats, StatsMismatchError
 from pgu.stopping import default_rule
+from pgu.store.anchor_files import ANCHOR_META, anchor_files, read_anchor, write_anchor
 from pgu.store.ledger import Ledger, LedgerError, ids_sha256, utc_now
 from pgu.store.objects import file_sha256, write_object
 from pgu.store.sample_files import pixel_normalisation, read_samples, sample_digests, val_fingerprint
@@ -66,6 +68,7 @@ from pgu.store.settings import (
     check_settings,
     default_pgu_settings,
     request_settings,
+    request_subspace,
     request_val_samples,
 )
 from pgu.store.verify import OBJECTS, verify_store
@@ -148,6 +151,7 @@ class ModelStore:
             (tmp / OBJECTS).mkdir()
             model_sha = write_object(tmp / OBJECTS, lambda p: save_model(p, run.model, run.spec))
             state_sha = write_object(tmp / OBJECTS, lambda p: stats.save(p))
+            anchor = write_anchor(tmp / OBJECTS, CGSAnchor.build(stats, bias=chosen.bias), None, 0)
             with Ledger(tmp / LEDGER_NAME, create=True) as ledger:
                 ledger.set_meta({
                     "created": utc_now(), "run": str(Path(run_path).resolve()), "model": run.spec.to_dict(),
@@ -156,6 +160,7 @@ class ModelStore:
                                 "normalisation": pixel_normalisation(splits.info)},
                     "recipe": run.config.get("recipe", {}), "pgu": settings,
                     "rows_per_sample": {n: stats.n_rows_[n] // stats.n_samples_ for n in stats.n_rows_},
+                    ANCHOR_META: anchor,
                 })
                 ledger.add_samples(trained.ids, trained.y, sample_digests(trained.x, trained.y))
                 with ledger._transaction():
@@ -252,7 +257,7 @@ class ModelStore:
         with self._lock(exclusive=True):
             self._collect_garbage()
             with self.ledger() as ledger:
-                meta = {k: ledger.meta(k) for k in ("dataset", "pgu", "model")}
+                meta = {k: ledger.meta(k) for k in ("dataset", "pgu", "model", ANCHOR_META)}
                 request_ids, mode = self._resolve(ledger, ids, forget_class)
                 known = ledger.sample_rows(request_ids)
                 gone_classes = ledger.removed_classes()
@@ -314,8 +319,14 @@ class ModelStore:
                                           split=split)
                 rule = dict(val_loader=request.val_loader, loss=request.loss, stop=request.stop)
             del reference
+            subspace = request_subspace({**meta["pgu"], **given})
+            anchor = None
+            if subspace == "anchored":  # the store's anchor of this version, else one of this state (exact eigh)
+                anchor = (read_anchor(meta[ANCHOR_META], version["version"], self._checked)
+                          or CGSAnchor.build(state, bias=run.bias))
             try:
-                result = unlearn(model, forget_loader, state, mode=mode, settings=run, progress=progress, **rule)
+                result = unlearn(model, forget_loader, state, mode=mode, settings=run, progress=progress,
+                                 anchor=anchor, **rule)
             except FloatingPointError as exc:
                 raise RequestRefused(f"unlearning diverged ({exc}); the request was rolled back and the store is "
                                      f"unchanged: retry with a lower --lr") from exc
@@ -339,12 +350,17 @@ class ModelStore:
             spec = ModelSpec(**meta["model"])
             model_sha = write_object(self.path / OBJECTS, lambda p: save_model(p, result.model.cpu(), spec))
             state_sha = write_object(self.path / OBJECTS, lambda p: result.retain_stats.save(p))
+            new_meta = {reference_key: reference_val}
+            if result.anchor is not None:
+                new_meta[ANCHOR_META] = write_anchor(self.path / OBJECTS, result.anchor, meta[ANCHOR_META],
+                                                     version["version"] + 1)
             record = {"time": utc_now(), "kind": "class" if mode == "class" else "ids",
                       "class": None if forget_class is None else int(forget_class),
                       "settings": settings.to_dict() | {"max_val_drop": max_val_drop, "lr_used": list(run.lr),
                                                         "mode": mode, "device": str(device),
                                                         "val_samples": n_val if heldout else len(val_data),
-                                                        "val_samples_of": n_val}
+                                                        "val_samples_of": n_val, "subspace": subspace}
+                                  | ({"cgs_routes": result.anchor.last_routes} if result.anchor else {})
                                   | {"method": "pgu-heldout" if heldout else "pgu"}
                                   | ({"anchor_weight": method["anchor_weight"], "heldout_lr": method["heldout_lr"],
                                       "anchor_weight_used": request.loss.anchor_weight, "target_forget_acc":
@@ -365,7 +381,7 @@ class ModelStore:
                 made = ledger.commit_request(record, request_ids.sort().values, model_sha256=model_sha,
                                              state_sha256=state_sha,
                                              n_retained=version["n_retained"] - int(request_ids.numel()),
-                                             meta={reference_key: reference_val})
+                                             meta=new_meta)
             self._collect_garbage()
         return record | {"id": made["request_id"], "version": made["version"], "n_samples": int(request_ids.numel()),
                          "ids_sha256": ids_sha256(request_ids), "model_sha256": model_sha}
@@ -460,8 +476,9 @@ class ModelStore:
         with self.ledger() as ledger:
             version = ledger.current_version()
             reference = ledger.versions()[0]["model_sha256"]
+            anchor = ledger.meta(ANCHOR_META)
         keep = {f"{version['model_sha256']}.safetensors", f"{version['state_sha256']}.safetensors",
-                f"{reference}.safetensors"}
+                f"{reference}.safetensors"} | anchor_files(anchor)
         for p in (self.path / OBJECTS).iterdir():
             if p.name not in keep:
                 p.unlink(missing_ok=True)

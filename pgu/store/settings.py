@@ -7,7 +7,7 @@ from pgu.settings import PGUSettings, check_schedule
 from pgu.val_sample import check_val_samples
 
 __all__ = ["StoreError", "RequestRefused", "LIFETIME_VAL_DROP", "SAMPLE_METHODS", "default_pgu_settings",
-           "check_settings", "check_sample_method", "request_settings", "request_val_samples"]
+           "check_settings", "check_sample_method", "request_settings", "request_val_samples", "request_subspace"]
 
 LIFETIME_VAL_DROP = 2.0
 """Default points of val accuracy the store's model may lose against the trained model, over all requests."""
@@ -40,7 +40,8 @@ def check_settings(settings: dict) -> tuple[PGUSettings, float]:
     settings = dict(settings)
     check_sample_method(settings)
     request_val_samples(settings)
-    for key in (*_METHOD_KEYS, "val_samples"):
+    request_subspace(settings)
+    for key in (*_METHOD_KEYS, "val_samples", "subspace"):
         settings.pop(key, None)
     drop = settings.pop("max_val_drop", LIFETIME_VAL_DROP)
     if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop < 100:
@@ -69,6 +70,16 @@ def request_val_samples(settings: dict) -> int | str:
         return check_val_samples("auto" if value is None else value)
     except ValueError as exc:
         raise RequestRefused(str(exc)) from None
+
+
+def request_subspace(settings: dict) -> str:
+    """The ``subspace`` setting (default ``"anchored"``): the CGS from the store's anchor (:mod:`pgu.cgs_anchor`,
+    first-order updates of an exact eigendecomposition) or ``"exact"`` ``eigh`` of every layer, as the authors."""
+    value = settings.get("subspace") or "anchored"
+    if value not in ("anchored", "exact"):
+        raise RequestRefused(f"subspace must be 'anchored' (the store's anchor, pgu.cgs_anchor) or 'exact' (eigh of "
+                             f"every layer on every request), got {value!r}")
+    return value
 
 
 def check_sample_method(settings: dict) -> dict:

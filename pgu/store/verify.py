@@ -40,7 +40,9 @@ def verify_store(store) -> dict:
                     if got != r["n_samples"]:
                         problems.append(f"request {r['id']} records {r['n_samples']} samples but {got} removed ids")
                 reference_sha = ledger.versions()[0]["model_sha256"]
-                wanted = {version["model_sha256"], version["state_sha256"], reference_sha}
+                anchor = ledger.meta("cgs_anchor")
+                anchor_shas = [anchor[k] for k in ("eigen", "shifts")] if anchor else []
+                wanted = {version["model_sha256"], version["state_sha256"], reference_sha, *anchor_shas}
             except LedgerError as exc:
                 return {"ok": False, "problems": problems + [str(exc)], "version": None, "notes": notes}
         if version["n_retained"] != n_total - n_removed:
@@ -48,6 +50,8 @@ def verify_store(store) -> dict:
                             f"has {n_total} trained and {n_removed} removed")
         try:
             store._checked(reference_sha, "trained model")
+            for sha in anchor_shas:  # the CGS anchor (pgu.store.anchor_files): a damaged one would mislead requests
+                store._checked(sha, "CGS anchor")
             _, state, _ = store.load()
             if state.n_samples_ != version["n_retained"]:
                 problems.append(f"the Gram state covers {state.n_samples_} samples but the ledger says "
