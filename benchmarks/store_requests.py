@@ -52,7 +52,11 @@ from pgu.store.model_store import ModelStore
 from pgu.zoo.recipes import load_recipe
 from pgu.zoo.runs import load_model, load_run, save_run
 
-PHASES = ("load", "forget_stats", "subspace", "unlearning", "write", "total")
+PHASES = ("load", "anchor", "guard", "forget_stats", "subspace", "unlearning", "val", "write", "total")
+"""The request's phases (the record's seconds): ``val`` is the part of ``unlearning`` spent scoring val."""
+
+EXACT = {"subspace": "exact", "val_samples": "all"}
+"""What every request did before issue 23: exact eigh of every layer, every val sample scored."""
 
 
 def run_from_bench_cache(cache: Path, recipe_name: str, out: Path, data_dir=None) -> Path:
@@ -90,14 +94,20 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
     _, expected, _ = store.load()
     scale = max(float(g.abs().max()) for g in expected.gram_.values())
     model, _, _ = store.load()
+    twin = None
+    if args.compare_exact:  # the same requests served as before issue 23
+        twin = ModelStore.create(store.path.with_name(store.path.name + "-exact"), info["run"], data_dir=data_dir,
+                                 sample_method=args.sample_method)
     retained = torch.ones(len(train), dtype=torch.bool)
     start = {"retain_acc": accuracy(model, train.loader(1024)), "val_acc": accuracy(model, splits.val.loader(1024))}
     print(f"start: retain accuracy {start['retain_acc']:.2f}, val {start['val_acc']:.2f}")
     rows = []
     for t, ids in enumerate(requests, start=1):
-        model, _, _ = store.load()
+        model, state_before, version = store.load()
         request = train.subset(train.positions_of(ids))
-        expected = expected - GramStats().fit(model, request.loader(int(info["pgu"]["batch_size"])))
+        forget_stats = GramStats().fit(model, request.loader(int(info["pgu"]["batch_size"])))
+        expected = expected - forget_stats
+        agreement = cgs_agreement(store, state_before, forget_stats, version, args) if twin else None
         target = heldout_target(model, splits.val.loader(1024), request.y)
         record = store.forget(ids=ids.tolist(), samples=request, val=splits.val, device="cpu",
                               overrides=overrides(args))
@@ -114,7 +124,16 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
                "stop_reason": record["stop_reason"], "epochs": record["epochs"], "kept_epoch": record["kept_epoch"],
                "kept_share": record["metrics"].get("kept_share", 1.0),
                "seconds": record["seconds"], "gram_state_relative_difference": drift,
-               "n_samples_in_state": state.n_samples_}
+               "n_samples_in_state": state.n_samples_, "cgs_routes": record["settings"].get("cgs_routes"),
+               "val_samples": record["settings"].get("val_samples")}
+        if twin is not None:
+            exact = twin.forget(ids=ids.tolist(), samples=request, val=splits.val, device="cpu",
+                                overrides=overrides(args) | EXACT)
+            row["exact"] = {"stop_reason": exact["stop_reason"], "epochs": exact["epochs"],
+                            "kept_epoch": exact["kept_epoch"], "seconds": exact["seconds"],
+                            "forget_acc_after": exact["metrics"]["after"]["forget_acc"]}
+            row["same_course"] = all(row[k] == row["exact"][k] for k in ("stop_reason", "epochs", "kept_epoch"))
+            row["cgs_agreement"] = agreement
         rows.append(row)
         print(f"request {t:>2}: {row['size']} samples, forget acc {row['forget_acc_before']:.2f} -> "
               f"{row['forget_acc_after']:.2f} (target {target:.2f}; {row['stop_reason']}, {row['epochs']} epochs), "
@@ -123,16 +142,68 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
               f"Gram state vs independent sum {drift:.1e}")
     report = store.verify()
     worst = min(r["retain_acc"] for r in rows)
+    comparison = None
+    if twin is not None:
+        exact_model, _, _ = twin.load()
+        final = {"retain_acc": accuracy(exact_model, train.subset(retained).loader(1024)),
+                 "val_acc": accuracy(exact_model, splits.val.loader(1024))}
+        comparison = {"settings": EXACT, "final": final,
+                      "retain_acc_difference": rows[-1]["retain_acc"] - final["retain_acc"],
+                      "val_acc_difference": rows[-1]["val_acc"] - final["val_acc"],
+                      "requests_with_the_same_course": sum(r["same_course"] for r in rows),
+                      "total_seconds_median": {
+                          "store": statistics.median(r["seconds"]["total"] for r in rows),
+                          "exact": statistics.median(r["exact"]["seconds"]["total"] for r in rows)}}
+        print(f"exact twin: final retain acc {final['retain_acc']:.2f} (store {rows[-1]['retain_acc']:.2f}), val "
+              f"{final['val_acc']:.2f} (store {rows[-1]['val_acc']:.2f}); same stop reason, epochs and kept epoch in "
+              f"{comparison['requests_with_the_same_course']} of {len(rows)} requests")
     reference = retrain_reference(args, torch.cat(requests), data_dir) if args.retrain_reference else None
     if reference:
         cached = ", cached" if reference["cached"] else ""
         print(f"retrained without all {reference['removed']}: retain acc {reference['retain_acc']:.2f}, "
               f"val {reference['val_acc']:.2f} ({reference['seconds']:.1f} s{cached})")
     return {"start": start, "requests": rows, "verify": report, "retrain_without_all": reference,
+            "compare_exact": comparison,
             "val_acc_largest_drop": start["val_acc"] - min(r["val_acc"] for r in rows),
             "largest_distance_to_target": max(abs(r["forget_acc_after"] - r["heldout_target"]) for r in rows),
             "retain_acc_largest_drop": start["retain_acc"] - worst,
             "gram_state_largest_relative_difference": max(r["gram_state_relative_difference"] for r in rows)}
+
+
+def cgs_agreement(store: ModelStore, state: GramStats, forget: GramStats, version: dict, args) -> dict:
+    """Per layer, the store's CGS for this request (its anchor, as the store computes it) against exact eigh of the
+    same retain Gram: principal angles (degrees: largest, mean, how many above 1) and the retain energy the store's
+    CGS leaves unprotected beyond what the exact one leaves, as a share of the latter (exact is optimal: >= 0)."""
+    from pgu.store.anchor_files import ANCHOR_META, read_anchor
+    from pgu.store.settings import request_settings
+    from pgu.subspace import CoreGradientSpace
+
+    settings, _ = request_settings(store.info()["pgu"], overrides(args))
+    run = settings.for_mode("sample")
+    with store.ledger() as ledger:
+        entry = ledger.meta(ANCHOR_META)
+    anchor = read_anchor(entry, version["version"], store._checked)
+    if anchor is None:
+        return {}
+    retain = state - forget
+    fast, nxt = anchor.fit(retain, forget, run.threshold, run.rule, run.bias)
+    exact = CoreGradientSpace(run.threshold, run.rule, run.bias).fit(retain)
+    out = {}
+    for name, route in nxt.last_routes.items():
+        a, b = fast.basis_[name], exact.basis_[name]
+        if a.dim() != 2 or not a.shape[1] or not b.shape[1]:
+            continue
+        k = min(a.shape[1], b.shape[1])
+        cosines = torch.linalg.svdvals(a[:, :k].T @ b[:, :k] if a.shape[1] == b.shape[1] else a.T @ b)[:k]
+        angles = torch.rad2deg(torch.arccos(cosines.clamp(max=1.0)))
+        gram = (retain.augmented_gram(name) if exact.augmented_[name] else retain.gram_[name]).to(torch.float64)
+        left = float(gram.trace() - (b.T @ gram @ b).trace())
+        ours = float(gram.trace() - (a.T @ gram @ a).trace())
+        out[name] = {"route": route, "k": int(a.shape[1]), "k_exact": int(b.shape[1]), "d": int(a.shape[0]),
+                     "largest_angle_deg": float(angles.max()), "mean_angle_deg": float(angles.mean()),
+                     "angles_above_1_deg": int((angles > 1).sum()),
+                     "extra_unprotected_share": (ours - left) / left if left > 0 else 0.0}
+    return out
 
 
 def retrain_reference(args, removed: torch.Tensor, data_dir=None) -> dict:
@@ -160,27 +231,44 @@ def latency(base: ModelStore, args, data_dir) -> dict:
     splits = load_dataset(info["dataset"]["name"], data_dir=data_dir, split_seed=info["dataset"]["split_seed"])
     run = load_run(info["run"])
     train = splits.train.subset(splits.train.positions_of(run.train_ids))
+    modes = {"store": {}, "exact": EXACT} if args.baseline else {"store": {}}
     rows = []
     for size in [int(v) for v in args.sizes.split(",")]:
-        runs = []
+        runs = {mode: [] for mode in modes}
         for seed in range(args.repeats):
-            with tempfile.TemporaryDirectory(dir=base.path.parent) as tmp:
-                copy = ModelStore(shutil.copytree(base.path, Path(tmp) / "store"))
-                g = torch.Generator().manual_seed(seed)
-                request = train.subset(torch.randperm(len(train), generator=g)[:size])
-                record = copy.forget(ids=request.ids.tolist(), samples=request, val=splits.val, device="cpu",
-                                     overrides={"epochs": args.epochs} | overrides(args))
-            runs.append(record["seconds"] | {"epochs": record["epochs"]})
+            g = torch.Generator().manual_seed(seed)
+            request = train.subset(torch.randperm(len(train), generator=g)[:size])
+            for mode, settings in modes.items():  # the same request on a fresh copy of the store, each way
+                with tempfile.TemporaryDirectory(dir=base.path.parent) as tmp:
+                    copy = ModelStore(shutil.copytree(base.path, Path(tmp) / "store"))
+                    record = copy.forget(ids=request.ids.tolist(), samples=request, val=splits.val, device="cpu",
+                                         overrides={"epochs": args.epochs} | overrides(args) | settings)
+                runs[mode].append({k: record["seconds"].get(k, 0.0) for k in PHASES}
+                                  | {"epochs": record["epochs"], "stop_reason": record["stop_reason"],
+                                     "kept_epoch": record["kept_epoch"],
+                                     "val_samples": record["settings"]["val_samples"]})
         row = {"forget_size": size, "train_size": len(train), "repeats": args.repeats}
-        for key in (*PHASES, "epochs"):
-            values = [r[key] for r in runs]
-            row[key] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-        row["unlearning_per_epoch"] = {"mean": statistics.mean(r["unlearning"] / max(r["epochs"], 1) for r in runs)}
+        for mode in modes:
+            summary = {}
+            for key in (*PHASES, "epochs"):
+                values = [r[key] for r in runs[mode]]
+                summary[key] = {"mean": statistics.mean(values), "median": statistics.median(values),
+                                "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+            summary["unlearning_per_epoch"] = {
+                "mean": statistics.mean(r["unlearning"] / max(r["epochs"], 1) for r in runs[mode])}
+            summary["runs"] = runs[mode]
+            row[mode] = summary
+            print(f"|D|={len(train)} |D_f|={size:>5} {mode:>5}: " + ", ".join(
+                f"{k} {summary[k]['median']:.3f}" for k in PHASES)
+                  + f" s (medians), epochs {summary['epochs']['mean']:.1f}")
+        if args.baseline:
+            row["speedup_median"] = row["exact"]["total"]["median"] / row["store"]["total"]["median"]
+            row["same_course"] = all((a["stop_reason"], a["kept_epoch"], a["epochs"]) ==
+                                     (b["stop_reason"], b["kept_epoch"], b["epochs"])
+                                     for a, b in zip(runs["store"], runs["exact"]))
         rows.append(row)
-        print(f"|D|={len(train)} |D_f|={size:>5}: " + ", ".join(
-            f"{k} {row[k]['mean']:.3f}±{row[k]['std']:.3f} s" for k in PHASES)
-              + f", epochs {row['epochs']['mean']:.1f}")
-    return {"requests": rows}
+    return {"requests": rows, "phases": list(PHASES),
+            "modes": {mode: settings or "the store's settings" for mode, settings in modes.items()}}
 
 
 def plot_sequence(result: dict, path: Path, title: str) -> None:
@@ -241,6 +329,12 @@ def main(argv=None) -> int:
                         help="sequence, with --from-bench-cache: also retrain from scratch without every removed "
                              "sample (pgu bench's retraining, cached beside the bench's original) and record it")
     parser.add_argument("--bench-seed", type=int, default=0, help="--retrain-reference: the bench seed of the original")
+    parser.add_argument("--baseline", action="store_true",
+                        help="latency: serve each request a second time as before issue 23 (exact eigh of every layer, "
+                             "every val sample scored) on another copy, for the ratio in one run")
+    parser.add_argument("--compare-exact", action="store_true",
+                        help="sequence: run the same requests on a second store served exactly (exact eigh, all of "
+                             "val), and measure the principal angles between the store's CGS and the exact one")
     parser.add_argument("--tag", default="", help="appended to the result file's name")
     parser.add_argument("--data-dir")
     parser.add_argument("--work", default="runs/store-bench", help="where the stores are made")

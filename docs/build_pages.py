@@ -487,6 +487,10 @@ def request_cost_page(steps: list[Path], latency: list[Path], store_latency: lis
             body += ["", f"The cached statistics: {num(d['stats_bytes_total'] / 2**20, 1)} MiB in float64.", "",
                      *table(["layer", "kind", "d", "MiB (float64)", "MiB (float32 storage)"], mem)]
         body += note(path.stem)
+    new_format = [p for p in store_latency if "phases" in load(p)]
+    store_latency = [p for p in store_latency if p not in new_format]
+    if new_format:
+        body += store_latency_section(new_format)
     if store_latency:
         rows = []
         for path in store_latency:
@@ -504,6 +508,40 @@ def request_cost_page(steps: list[Path], latency: list[Path], store_latency: lis
         for path in store_latency:
             body += note(path.stem)
     return page("The cost of a request", body, "request-cost")
+
+
+_PHASE_NAMES = {"load": "load", "anchor": "anchor", "guard": "val guard", "forget_stats": "forget statistics",
+                "subspace": "CGS", "epochs": "epochs", "val": "val scoring", "write": "write"}
+
+
+def store_latency_section(files: list[Path]) -> list[str]:
+    """Store requests by size, each phase's median seconds and share of the total; the way before issue 23 beside."""
+    body = ["", "## One request through a model store (`benchmarks/store_requests.py latency`)", "",
+            "Median seconds over the repeats (random requests from the full training set; at most 3 epochs) and each "
+            "phase's share of the total. *store*: the store as it serves requests (the CGS from its anchor, "
+            "`pgu.cgs_anchor`; the stopping rule on a stratified val sample, `pgu.val_sample`); *exact*: the same "
+            "request on a copy served with exact `eigh` of every layer and every val sample scored. *epochs* is the "
+            "unlearning less its val scoring."]
+    for path in files:
+        d = load(path)
+        rows = []
+        for r in d["requests"]:
+            for mode in ("store", "exact"):
+                if mode not in r:
+                    continue
+                m = {k: r[mode][k]["median"] for k in d["phases"]}
+                m["epochs"] = m["unlearning"] - m["val"]
+                total = m["total"]
+                cells = [f"{num(m[k])} ({100 * m[k] / total:.0f}%)" for k in _PHASE_NAMES]
+                speed = f"{r['speedup_median']:.1f}x" if mode == "store" and "speedup_median" in r else ""
+                rows.append([f"{r['forget_size']:,}", mode, r["repeats"], *cells, num(total), speed,
+                             f"{r[mode]['epochs']['mean']:g}"])
+        body += ["", f"`{path.name}`, {machine(d.get('environment', {}))}, "
+                 f"|D| = {d['requests'][0]['train_size']:,}:",
+                 "", *table(["\\|D_f\\|", "way", "repeats", *_PHASE_NAMES.values(), "total", "faster", "epochs run"],
+                            rows)]
+        body += note(path.stem)
+    return body
 
 
 def store_sequence_page(files: list[Path]) -> str:

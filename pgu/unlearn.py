@@ -75,7 +75,8 @@ class UnlearnResult:
         stop_reason: a key of :data:`pgu.stopping.STOP_REASONS`.
         history: one dict per evaluation: epoch, lr, loss, forget_acc, val_acc, samples.
         samples_processed: forget samples passed forward and backward.
-        seconds: wall-clock seconds of ``forget_stats``, ``subspace``, ``unlearning``, ``total``.
+        seconds: wall-clock seconds of ``forget_stats``, ``subspace``, ``unlearning``, ``total``, and ``val``: the
+            part of ``unlearning`` spent scoring val for the stopping rule.
     """
 
     model: nn.Module
@@ -194,7 +195,7 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
         samples_processed=epochs.processed, forget_outside_cgs=forget_outside, kept_share=epochs.share,
         line_search=epochs.line_search, anchor=next_anchor,
         seconds={"forget_stats": forget.seconds, "subspace": t_subspace, "unlearning": t_unlearn,
-                 "total": time.perf_counter() - t_start},
+                 "val": epochs.val_seconds, "total": time.perf_counter() - t_start},
     )
 
 
@@ -329,6 +330,7 @@ class _Epochs:
     processed: int
     share: float = 1.0
     line_search: dict | None = None
+    val_seconds: float = 0.0
 
 
 def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader, run: PGUSettings, rule, loss,
@@ -342,9 +344,15 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
                           weight_decay=run.weight_decay)
     optimizer = ProjectedOptimizer(sgd, projector)
     exclude = forget.classes if mode == "class" else ()
+    val_seconds = [0.0]
 
     def val_accuracy():
-        return None if val_loader is None else accuracy(work, val_loader, exclude_classes=exclude, what="val_loader")
+        if val_loader is None:
+            return None
+        t0 = time.perf_counter()
+        value = accuracy(work, val_loader, exclude_classes=exclude, what="val_loader")
+        val_seconds[0] += time.perf_counter() - t0
+        return value
 
     def forget_accuracy():
         return data_parallel.forget_accuracy(work, forget_loader, parallel)
@@ -440,7 +448,7 @@ def _projected_epochs(work, cgs, forget: _ForgetPass, forget_loader, val_loader,
         if bar is not None:
             bar.close()
     stop_reason = decision.reason if decision is not None else "max_epochs"
-    return _Epochs(epochs_run, kept_epoch, stop_reason, history, processed, share, line_search)
+    return _Epochs(epochs_run, kept_epoch, stop_reason, history, processed, share, line_search, val_seconds[0])
 
 
 LINE_SEARCH_PROBES = 5

@@ -52,7 +52,7 @@ from pathlib import Path
 import torch
 
 from pgu.cgs_anchor import CGSAnchor
-from pgu.data import DatasetNotFoundError, load_dataset
+from pgu.data import load_dataset
 from pgu.evaluation import accuracy
 from pgu.heldout import prepare_heldout, request_anchor, request_batching, split_heldout
 from pgu.stats import GramStats, StatsMismatchError
@@ -60,7 +60,8 @@ from pgu.stopping import default_rule
 from pgu.store.anchor_files import ANCHOR_META, anchor_files, read_anchor, write_anchor
 from pgu.store.ledger import Ledger, LedgerError, ids_sha256, utc_now
 from pgu.store.objects import file_sha256, write_object
-from pgu.store.sample_files import pixel_normalisation, read_samples, sample_digests, val_fingerprint
+from pgu.store.request_samples import forget_samples, val_samples
+from pgu.store.sample_files import pixel_normalisation, sample_digests, val_fingerprint
 from pgu.store.settings import (
     RequestRefused,
     StoreError,
@@ -268,9 +269,9 @@ class ModelStore:
             dataset = meta["dataset"]
             shape, num_classes = tuple(dataset["input_shape"]), int(dataset["num_classes"])
             norm = dataset.get("normalisation")
-            forget_data = self._forget_samples(samples, request_ids, known, shape, num_classes, norm, data_dir,
+            forget_data = forget_samples(samples, request_ids, known, shape, num_classes, norm, data_dir,
                                                dataset)
-            val_data = self._val_samples(val, shape, num_classes, norm, data_dir, dataset)
+            val_data = val_samples(val, shape, num_classes, norm, data_dir, dataset)
             if gone_classes:  # classes removed whole: the model no longer predicts them, val leaves them out
                 val_data = val_data.subset(~torch.isin(val_data.y, torch.tensor(gone_classes)))
                 if len(val_data) == 0:
@@ -296,6 +297,7 @@ class ModelStore:
             # (version 0) over all requests; this request may use what earlier ones left. Val accuracy is
             # measured as the stopping rule measures it (for class removal, on the classes kept).
             val_key = "val_acc_kept_classes" if classes else "val_acc"
+            t = time.perf_counter()
             split = split_heldout(reference, val_loader) if heldout else None  # the reference's one pass over val
             reference_key = f"reference_val:{val_fingerprint(val_data, classes)}"
             with self.ledger() as ledger:  # the trained model's val accuracy on these samples, once per val set
@@ -306,6 +308,7 @@ class ModelStore:
                 reference_val = accuracy(reference, val_loader, exclude_classes=classes, what="the val samples")
             current_val = accuracy(model, val_loader, exclude_classes=classes, what="the val samples")
             allowance = max(0.0, max_val_drop - max(0.0, reference_val - current_val))
+            seconds["guard"] = time.perf_counter() - t
             # the stopping rule starts from current_val: the same model on the same samples, not scored twice
             rule = dict(val_loader=val_loader, loss=None, stop=default_rule(mode, max_val_drop=allowance),
                         val_acc_start=current_val)
@@ -320,10 +323,11 @@ class ModelStore:
                 rule = dict(val_loader=request.val_loader, loss=request.loss, stop=request.stop)
             del reference
             subspace = request_subspace({**meta["pgu"], **given})
-            anchor = None
+            anchor, t = None, time.perf_counter()
             if subspace == "anchored":  # the store's anchor of this version, else one of this state (exact eigh)
                 anchor = (read_anchor(meta[ANCHOR_META], version["version"], self._checked)
                           or CGSAnchor.build(state, bias=run.bias))
+            seconds["anchor"] = time.perf_counter() - t
             try:
                 result = unlearn(model, forget_loader, state, mode=mode, settings=run, progress=progress,
                                  anchor=anchor, **rule)
@@ -414,46 +418,6 @@ class ModelStore:
             raise RequestRefused(f"{len(gone)} id(s) were already removed: {shown}{' ...' if len(gone) > 10 else ''}; "
                                  f"a sample can be removed once")
         return request, "sample"
-
-    def _forget_samples(self, samples, request_ids, known, shape, num_classes, norm, data_dir, dataset):
-        if samples is None:
-            samples = self._dataset_split("train", data_dir, dataset, "the forget samples")
-        elif not hasattr(samples, "ids"):
-            samples = read_samples(samples, input_shape=shape, num_classes=num_classes, normalisation=norm,
-                                   what="forget sample file")
-        if tuple(samples.x.shape[1:]) != shape:
-            raise RequestRefused(f"the forget samples have inputs {tuple(samples.x.shape[1:])}; "
-                                 f"the model takes {shape}")
-        lookup = {int(v): i for i, v in enumerate(samples.ids.tolist())}
-        missing = [int(i) for i in request_ids.tolist() if int(i) not in lookup]
-        if missing:
-            raise RequestRefused(f"the forget samples lack {len(missing)} requested id(s): {missing[:10]}; every "
-                                 f"sample to forget must be given")
-        data = samples.subset(torch.tensor([lookup[int(i)] for i in request_ids.tolist()], dtype=torch.long))
-        digests = sample_digests(data.x, data.y)
-        wrong = [int(i) for i, d in zip(data.ids.tolist(), digests) if known[int(i)][1] != d]
-        if wrong:
-            raise RequestRefused(f"{len(wrong)} forget sample(s) do not match what the model was trained on (image or "
-                                 f"label differs): ids {wrong[:10]}; give the samples exactly as trained on")
-        return data
-
-    def _val_samples(self, val, shape, num_classes, norm, data_dir, dataset):
-        if val is None:
-            return self._dataset_split("val", data_dir, dataset, "the val samples")
-        if not hasattr(val, "ids"):
-            val = read_samples(val, input_shape=shape, num_classes=num_classes, normalisation=norm, require_ids=False,
-                               what="val sample file")
-        if tuple(val.x.shape[1:]) != shape:
-            raise RequestRefused(f"the val samples have inputs {tuple(val.x.shape[1:])}; the model takes {shape}")
-        return val
-
-    def _dataset_split(self, split: str, data_dir, dataset: dict, what: str):
-        try:
-            splits = load_dataset(dataset["name"], data_dir=data_dir, split_seed=int(dataset["split_seed"]))
-        except (DatasetNotFoundError, FileNotFoundError, ValueError) as exc:
-            raise RequestRefused(f"{what} were not given and the dataset {dataset['name']!r} cannot be read ({exc}); "
-                                 f"give them as a sample file (--data / --val; `pgu samples` writes one)") from exc
-        return getattr(splits, split)
 
     # -- housekeeping --------------------------------------------------------------------
 
