@@ -70,6 +70,7 @@ class CGSAnchor:
     min_dim: int = MIN_DIM
     refresh_share: float = REFRESH_SHARE
     last_routes: dict[str, str] = field(default_factory=dict)
+    last_inside: dict[str, float] = field(default_factory=dict)  # tr(M^T G_f M) of the anchored layers' last CGS
 
     @classmethod
     def build(cls, stats: GramStats, *, bias: str = "frozen", min_dim: int | None = None,
@@ -116,7 +117,8 @@ class CGSAnchor:
         if layer is None or layer.augmented != augmented or layer.vectors.shape[0] != gram.shape[-1]:
             return self._reanchor(name, gram, augmented, threshold, rule, "exact (anchored now)")
         f_gram = forget.augmented_gram(name) if augmented else forget.gram_[name]
-        shift = layer.shift + _removed_along(layer.vectors, f_gram.to(torch.float64), forget.n_rows_[name], name)
+        removed = _removed_along(layer.vectors, f_gram.to(torch.float64), forget.n_rows_[name], name)
+        shift = layer.shift + removed
         expected = layer.trace - float(shift.sum())
         actual = float(gram.to(torch.float64).diagonal().sum())
         if abs(actual - expected) > _TRACE_TOLERANCE * max(abs(layer.trace), 1e-300):
@@ -127,6 +129,7 @@ class CGSAnchor:
         order = torch.argsort(mu, descending=True, stable=True)
         k = select_rank(mu[order], threshold, rule)
         self.layers[name] = _LayerAnchor(layer.values, layer.vectors, shift, layer.trace, layer.augmented, layer.key)
+        self.last_inside[name] = float(removed[order[:k]].sum())  # the forget energy inside this CGS
         return layer.vectors[:, order[:k]].contiguous(), mu[order], k, "anchored"
 
     def _reanchor(self, name, gram, augmented, threshold, rule, route):

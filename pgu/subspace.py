@@ -185,7 +185,7 @@ class CoreGradientSpace:
         if not hasattr(self, "basis_"):
             raise NotFittedError("this CoreGradientSpace is not fitted; call .fit(stats)")
 
-    def outside_share(self, stats: GramStats) -> dict[str, float | None]:
+    def outside_share(self, stats: GramStats, inside: Mapping[str, float] | None = None) -> dict[str, float | None]:
         """``{name: share}``: the part of ``stats``' input energy that lies outside each layer's CGS.
 
         ``share = 1 - tr(M^T G M) / tr(G) = ||R - R M M^T||_F^2 / ||R||_F^2`` for the rows ``R``
@@ -194,6 +194,9 @@ class CoreGradientSpace:
         a layer's weight is a sum of outer products with its input rows, so the part of D_f's
         rows inside the CGS gives the update nothing to work with (0: PGU cannot change how the
         layer responds to D_f; 1: nothing of D_f is protected).
+
+        ``inside``: ``{name: tr(M^T G M)}`` already known (:class:`pgu.cgs_anchor.CGSAnchor` has it per
+        eigenvector), sparing that layer's ``O(d^2 k)`` product.
         """
         self._require_fitted()
         out = {}
@@ -201,14 +204,17 @@ class CoreGradientSpace:
             gram = stats.augmented_gram(name) if self.augmented_[name] else stats.gram_[name]
             gram = gram.to(torch.float64)  # (d, d), or (g, d, d) per group: traces summed over the groups
             if gram.dim() == 1:  # a diagonal Gram and its 0/1 mask
-                total, inside = float(gram.sum()), float((gram * basis).sum())
+                total, held = float(gram.sum()), float((gram * basis).sum())
             else:
                 total = float(gram.diagonal(dim1=-2, dim2=-1).sum())
-                inside = float((basis.mT @ gram @ basis).diagonal(dim1=-2, dim2=-1).sum()) if basis.shape[-1] else 0.0
+                if inside is not None and name in inside:
+                    held = float(inside[name])
+                else:  # tr(M^T G M), per group and summed: the diagonal only
+                    held = float(((gram @ basis) * basis).sum()) if basis.shape[-1] else 0.0
             if total <= 0.0:
                 out[name] = None
                 continue
-            out[name] = min(1.0, max(0.0, 1.0 - inside / total))
+            out[name] = min(1.0, max(0.0, 1.0 - held / total))
         return out
 
     def summary(self) -> dict[str, str]:

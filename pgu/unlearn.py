@@ -314,9 +314,9 @@ def _fit_subspace(run: PGUSettings, forget: _ForgetPass, parallel: bool = False,
     with an anchor, its fast path and the anchor of the next request."""
     if anchor is not None:
         cgs, anchor = anchor.fit(forget.retain_stats, forget.stats, run.threshold, run.rule, run.bias)
-    else:
-        cgs = CoreGradientSpace(run.threshold, run.rule, run.bias).fit(forget.retain_stats, distributed=parallel)
-    return cgs, cgs.outside_share(forget.stats), anchor
+        return cgs, cgs.outside_share(forget.stats, inside=anchor.last_inside), anchor
+    cgs = CoreGradientSpace(run.threshold, run.rule, run.bias).fit(forget.retain_stats, distributed=parallel)
+    return cgs, cgs.outside_share(forget.stats), None
 
 
 @dataclass

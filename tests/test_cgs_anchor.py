@@ -67,6 +67,9 @@ def test_a_small_request_leaves_the_first_order_cgs_protecting_what_the_exact_on
                           atol=1e-10)
     share = float(forget.gram_["0"].trace() / everything.gram_["0"].trace())
     assert nxt.removed_share()["0"] == pytest.approx(share, rel=1e-9)
+    # the forget energy inside the CGS comes with the anchor's answer: the outside share without the d^2 k product
+    assert cgs.outside_share(forget, inside=nxt.last_inside)["0"] == pytest.approx(cgs.outside_share(forget)["0"],
+                                                                                    rel=1e-7)
 
 
 def test_the_forget_energy_along_each_eigenvector_is_the_same_by_factor_and_directly():
