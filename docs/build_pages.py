@@ -458,8 +458,9 @@ def stats_pass_page(passes: list[Path], profiles: list[Path]) -> str:
     return page("The statistics pass", body, "statistics-pass")
 
 
-def request_cost_page(steps: list[Path], latency: list[Path], store_latency: list[Path]) -> str:
-    body = []
+def request_cost_page(steps: list[Path], latency: list[Path], store_latency: list[Path],
+                      subspace: list[Path] = ()) -> str:
+    body = subspace_step_section(subspace) if subspace else []
     if steps:
         rows = []
         for path in steps:
@@ -540,6 +541,32 @@ def store_latency_section(files: list[Path]) -> list[str]:
                  f"|D| = {d['requests'][0]['train_size']:,}:",
                  "", *table(["\\|D_f\\|", "way", "repeats", *_PHASE_NAMES.values(), "total", "faster", "epochs run"],
                             rows)]
+        body += note(path.stem)
+    return body
+
+
+def subspace_step_section(files) -> list[str]:
+    """Per layer, exact eigh against the CGS anchor on the same request (``benchmarks/subspace_step.py``)."""
+    body = ["", "## The subspace step: exact `eigh` against the CGS anchor (`benchmarks/subspace_step.py`)", "",
+            "The CGS of one request both ways on the same retain Gram: exact `eigh` of every layer (the authors') and "
+            "the anchor's first-order update (`pgu.cgs_anchor`; layers under 1,024 wide keep `eigh`). Median seconds "
+            "over the requests; the angles and the extra unprotected energy (the retain energy the anchor's CGS leaves "
+            "outside beyond what the exact CGS leaves, as a share of the latter) are the largest over the requests."]
+    for path in files:
+        d = load(path)
+        rows = [[f"`{r['layer']}`", f"{r['d']:,}", r["route"], f"{r['k_anchor']} / {r['k_exact']}",
+                 num(r["exact_seconds"], 3), num(r["anchor_seconds"], 3),
+                 num(r["largest_angle_deg"], 2) if "largest_angle_deg" in r else "",
+                 num(r["mean_angle_deg"], 3) if "mean_angle_deg" in r else "",
+                 f"{r['extra_unprotected_share']:.1e}" if "extra_unprotected_share" in r else ""]
+                for r in d["layers"]]
+        m = d["median"]
+        body += ["", f"`{path.name}`: {d['what']}, {d['args']['repeats']} requests of {d['args']['forget']} samples, "
+                 f"threshold {d['threshold']} ({d['rule']} rule), {machine(d.get('environment', {}))}: exact "
+                 f"{num(m['exact'])} s, anchor {num(m['anchor'])} s, **{m['speedup']:.1f}x** (the anchor was built "
+                 f"once in {num(d['anchor_build_seconds'])} s).", "",
+                 *table(["layer", "d", "route", "k anchor / exact", "exact s", "anchor s", "largest angle (deg)",
+                         "mean angle (deg)", "extra unprotected"], rows)]
         body += note(path.stem)
     return body
 
@@ -625,7 +652,7 @@ GROUPS = {"selection": r"^selection-.*\.json$", "train": r"^train-.*\.json$", "p
           "stats_pass": r"^stats_pass-.*\.json$", "stats_profile": r"^stats_profile-.*\.json$",
           "projected_step": r"^projected_step.*\.json$", "request_latency": r"^request_latency.*\.json$",
           "store_latency": r"^store-latency-.*\.json$", "store_sequence": r"^store-sequence-.*\.json$",
-          "detox_subspace": r"^detox-subspace-.*\.json$"}
+          "detox_subspace": r"^detox-subspace-.*\.json$", "subspace_step": r"^subspace_step-.*\.json$"}
 
 
 def build() -> dict[Path, str]:
@@ -647,9 +674,9 @@ def build() -> dict[Path, str]:
         pages["training"] = training_page(groups["train"], groups["pipeline"])
     if groups["stats_pass"] or groups["stats_profile"]:
         pages["statistics-pass"] = stats_pass_page(groups["stats_pass"], groups["stats_profile"])
-    if groups["projected_step"] or groups["request_latency"] or groups["store_latency"]:
+    if groups["projected_step"] or groups["request_latency"] or groups["store_latency"] or groups["subspace_step"]:
         pages["request-cost"] = request_cost_page(groups["projected_step"], groups["request_latency"],
-                                                  groups["store_latency"])
+                                                  groups["store_latency"], groups["subspace_step"])
     if groups["store_sequence"]:
         pages["store-sequence"] = store_sequence_page(groups["store_sequence"])
     if groups["detox_subspace"]:

@@ -27,6 +27,7 @@ anchor checks that the retain Gram it is asked about is its own minus what it wa
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,7 @@ class CGSAnchor:
     refresh_share: float = REFRESH_SHARE
     last_routes: dict[str, str] = field(default_factory=dict)
     last_inside: dict[str, float] = field(default_factory=dict)  # tr(M^T G_f M) of the anchored layers' last CGS
+    last_seconds: dict[str, float] = field(default_factory=dict)  # per layer, the last fit's seconds
 
     @classmethod
     def build(cls, stats: GramStats, *, bias: str = "frozen", min_dim: int | None = None,
@@ -99,8 +101,9 @@ class CGSAnchor:
 
         def solver(name):
             def solve(gram, threshold_, rule_, seen):
+                start = time.perf_counter()
                 basis, lam, k, route = nxt._solve(name, gram, retain, forget, threshold_, rule_, seen, bias)
-                routes[name] = route
+                routes[name], nxt.last_seconds[name] = route, time.perf_counter() - start
                 return basis, lam, k
             return solve
 

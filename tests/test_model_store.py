@@ -172,10 +172,10 @@ def test_the_lifetime_guard_keeps_val_accuracy_near_the_trained_models(store, di
         forget(store, digits_run, ids_of(train, 5, start=200), overrides={"max_val_drop": -1})
 
 
-def test_val_is_scored_once_per_model_and_the_references_once_per_val_set(store, digits_run, monkeypatch):
-    """A request scores the current model on val once (its guard and its rule's start share the pass) and the
-    trained model only the first time these val samples are seen (then from the ledger); the records are those
-    a request that scores everything gives."""
+def test_val_is_scored_once_per_model_and_the_trained_model_once_per_val_set(store, digits_run, monkeypatch):
+    """A request scores the current model on val once (its guard and its rule's start share the pass); which val
+    samples the trained model gets right is kept in the ledger: at init for the dataset's val split, at the first
+    request for any other val set. The records are those of a store that scores the trained model afresh."""
     import importlib
 
     import pgu.evaluation
@@ -183,40 +183,44 @@ def test_val_is_scored_once_per_model_and_the_references_once_per_val_set(store,
 
     unlearn_module = importlib.import_module("pgu.unlearn")  # (the package's `unlearn` is the function)
     train = digits_run["train"]
-    scored = []
-    real = pgu.evaluation.accuracy
+    scored, references = [], []
+    real, real_bits = pgu.evaluation.accuracy, model_store.correct_bits
 
     def counting(model, loader, **kw):
         scored.append(id(model))
         return real(model, loader, **kw)
 
+    def counting_bits(model, data, device="cpu"):
+        references.append(len(data))
+        return real_bits(model, data, device)
+
     monkeypatch.setattr(model_store, "accuracy", counting)
     monkeypatch.setattr(unlearn_module, "accuracy", counting)
+    monkeypatch.setattr(model_store, "correct_bits", counting_bits)
     records = [forget(store, digits_run, ids_of(train, 20, start=20 * t)) for t in range(2)]
     epochs = [r["epochs"] for r in records]
-    # request 1: reference + current + one per epoch; request 2: current + one per epoch
-    assert len(scored) == (2 + epochs[0]) + (1 + epochs[1]), (scored, epochs)
+    # each request: the current model once, then one pass per epoch; the trained model never (kept since init)
+    assert len(scored) == (1 + epochs[0]) + (1 + epochs[1]) and references == [], (scored, epochs, references)
     reference_val = records[0]["metrics"]["before"]["reference_val_acc"]
     assert records[1]["metrics"]["before"]["reference_val_acc"] == reference_val
-    with store.ledger() as ledger:
-        cached = [k for k in ledger.db.execute("SELECT key FROM meta").fetchall() if k[0].startswith("reference_val:")]
-    assert len(cached) == 1
-    # the same requests on a store that scores everything afresh give the same records
+    # the same requests on a store that scores the trained model afresh give the same records
     monkeypatch.undo()
     fresh = ModelStore(shutil.copytree(digits_run["pristine"], store.path.parent / "fresh"))
     for record, t in zip(records, range(2)):
         with fresh.ledger() as ledger:
-            ledger.db.execute("DELETE FROM meta WHERE key LIKE 'reference_val:%'")
+            ledger.db.execute("DELETE FROM meta WHERE key LIKE 'reference_correct:%'")
             ledger.db.commit()
         again = forget(fresh, digits_run, ids_of(train, 20, start=20 * t))
         assert again["metrics"] == record["metrics"] and again["stop_reason"] == record["stop_reason"]
-    # other val samples are another key: the trained model is scored on them
-    scored.clear()
-    monkeypatch.setattr(model_store, "accuracy", counting)
+    # other val samples: the trained model is scored on them once, then they are known too
+    monkeypatch.setattr(model_store, "correct_bits", counting_bits)
     val = digits_run["val"]
-    forget(store, digits_run, ids_of(train, 20, start=60), val=val.subset(torch.arange(len(val) // 2)))
+    half = val.subset(torch.arange(len(val) // 2))
+    for start in (60, 80):
+        forget(store, digits_run, ids_of(train, 20, start=start), val=half)
+    assert references == [len(half)]
     with store.ledger() as ledger:
-        keys = [k for (k,) in ledger.db.execute("SELECT key FROM meta").fetchall() if k.startswith("reference_val:")]
+        keys = ledger.db.execute("SELECT key FROM meta WHERE key LIKE 'reference_correct:%'").fetchall()
     assert len(keys) == 2
 
 

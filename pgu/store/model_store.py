@@ -60,7 +60,7 @@ from pgu.stopping import default_rule
 from pgu.store.anchor_files import ANCHOR_META, anchor_files, read_anchor, write_anchor
 from pgu.store.ledger import Ledger, LedgerError, ids_sha256, utc_now
 from pgu.store.objects import file_sha256, write_object
-from pgu.store.request_samples import forget_samples, val_samples
+from pgu.store.request_samples import accuracy_from_bits, correct_bits, forget_samples, val_samples
 from pgu.store.sample_files import pixel_normalisation, sample_digests, val_fingerprint
 from pgu.store.settings import (
     RequestRefused,
@@ -161,7 +161,8 @@ class ModelStore:
                                 "normalisation": pixel_normalisation(splits.info)},
                     "recipe": run.config.get("recipe", {}), "pgu": settings,
                     "rows_per_sample": {n: stats.n_rows_[n] // stats.n_samples_ for n in stats.n_rows_},
-                    ANCHOR_META: anchor,
+                    ANCHOR_META: anchor,  # and which val samples the trained model gets right (the guard's reference)
+                    f"reference_correct:{val_fingerprint(splits.val)}": correct_bits(run.model, splits.val),
                 })
                 ledger.add_samples(trained.ids, trained.y, sample_digests(trained.x, trained.y))
                 with ledger._transaction():
@@ -271,18 +272,19 @@ class ModelStore:
             norm = dataset.get("normalisation")
             forget_data = forget_samples(samples, request_ids, known, shape, num_classes, norm, data_dir,
                                                dataset)
-            val_data = val_samples(val, shape, num_classes, norm, data_dir, dataset)
+            full_val = val_samples(val, shape, num_classes, norm, data_dir, dataset)
+            keep = torch.arange(len(full_val))  # the val samples this request scores, as positions in full_val
             if gone_classes:  # classes removed whole: the model no longer predicts them, val leaves them out
-                val_data = val_data.subset(~torch.isin(val_data.y, torch.tensor(gone_classes)))
-                if len(val_data) == 0:
+                keep = keep[~torch.isin(full_val.y, torch.tensor(gone_classes))]
+                if len(keep) == 0:
                     raise RequestRefused(f"the val samples are all of classes already removed ({gone_classes}); give "
                                          f"val samples of the classes the model keeps")
             heldout = mode == "sample" and method["sample_method"] == "pgu-heldout"
-            n_val = len(val_data)
+            n_val = len(keep)
             if not heldout:  # the stopping rule's fixed, stratified val sample (pgu.val_sample); pgu-heldout: all
                 n_scored = val_sample_size(n_val, len(forget_data), request_val_samples({**meta["pgu"], **given}))
-                if n_scored < n_val:
-                    val_data = val_data.subset(stratified_order(val_data.y)[:n_scored])
+                keep = keep[stratified_order(full_val.y[keep])[:n_scored]] if n_scored < n_val else keep
+            val_data = full_val.subset(keep)
             device = resolve_device(device)
             t = time.perf_counter()
             model, state, version = self.load(device=device)
@@ -299,13 +301,14 @@ class ModelStore:
             val_key = "val_acc_kept_classes" if classes else "val_acc"
             t = time.perf_counter()
             split = split_heldout(reference, val_loader) if heldout else None  # the reference's one pass over val
-            reference_key = f"reference_val:{val_fingerprint(val_data, classes)}"
-            with self.ledger() as ledger:  # the trained model's val accuracy on these samples, once per val set
-                reference_val = ledger.meta(reference_key)
+            reference_key = f"reference_correct:{val_fingerprint(full_val)}"
+            with self.ledger() as ledger:  # which val samples the trained model gets right: once per val set
+                reference_bits = ledger.meta(reference_key)
             if heldout:
                 reference_val = 100.0 * float((split.logits.argmax(1) == split.y).double().mean())
-            elif reference_val is None:
-                reference_val = accuracy(reference, val_loader, exclude_classes=classes, what="the val samples")
+            else:
+                reference_bits = reference_bits or correct_bits(reference, full_val, device)
+                reference_val = accuracy_from_bits(reference_bits, keep, full_val.y, classes)
             current_val = accuracy(model, val_loader, exclude_classes=classes, what="the val samples")
             allowance = max(0.0, max_val_drop - max(0.0, reference_val - current_val))
             seconds["guard"] = time.perf_counter() - t
@@ -354,7 +357,7 @@ class ModelStore:
             spec = ModelSpec(**meta["model"])
             model_sha = write_object(self.path / OBJECTS, lambda p: save_model(p, result.model.cpu(), spec))
             state_sha = write_object(self.path / OBJECTS, lambda p: result.retain_stats.save(p))
-            new_meta = {reference_key: reference_val}
+            new_meta = {reference_key: reference_bits} if reference_bits else {}
             if result.anchor is not None:
                 new_meta[ANCHOR_META] = write_anchor(self.path / OBJECTS, result.anchor, meta[ANCHOR_META],
                                                      version["version"] + 1)

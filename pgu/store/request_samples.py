@@ -8,7 +8,7 @@ from pgu.data import DatasetNotFoundError, load_dataset
 from pgu.store.sample_files import read_samples, sample_digests
 from pgu.store.settings import RequestRefused
 
-__all__ = ["forget_samples", "val_samples", "dataset_split"]
+__all__ = ["forget_samples", "val_samples", "dataset_split", "correct_bits", "accuracy_from_bits"]
 
 
 def forget_samples(samples, request_ids, known, shape, num_classes, norm, data_dir, dataset):
@@ -54,3 +54,25 @@ def dataset_split(split: str, data_dir, dataset: dict, what: str):
         raise RequestRefused(f"{what} were not given and the dataset {dataset['name']!r} cannot be read ({exc}); "
                              f"give them as a sample file (--data / --val; `pgu samples` writes one)") from exc
     return getattr(splits, split)
+
+
+def correct_bits(model, data, device="cpu") -> str:
+    """Which of ``data``'s samples ``model`` classifies correctly, in order, as hex of packed bits (the ledger keeps
+    the trained model's, per val set, so no request scores it again)."""
+    import numpy as np
+
+    from pgu.evaluation import predict
+
+    logits, targets = predict(model, data.loader(512, device=device), "the val samples")
+    correct = (logits.argmax(1) == targets).numpy().astype(np.uint8)
+    return np.packbits(correct).tobytes().hex()
+
+
+def accuracy_from_bits(bits: str, index: torch.Tensor, labels: torch.Tensor, exclude=()) -> float | None:
+    """Accuracy in percent over the samples ``index`` picks whose label (``labels``, of the whole set) is not excluded,
+    from :func:`correct_bits` of the whole set; None when none are left."""
+    import numpy as np
+
+    correct = torch.from_numpy(np.unpackbits(np.frombuffer(bytes.fromhex(bits), dtype=np.uint8))[:len(labels)].copy())
+    index = index[~torch.isin(labels[index], torch.tensor(list(exclude), dtype=labels.dtype))] if exclude else index
+    return None if index.numel() == 0 else 100.0 * float(correct[index].double().mean())
