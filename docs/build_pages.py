@@ -475,13 +475,18 @@ def request_cost_page(steps: list[Path], latency: list[Path], store_latency: lis
             body += note(path.stem)
     for path in latency:
         d = load(path)
+        anchored = all("anchored_subspace" in r for r in d["requests"])
         rows = [[f"{r['train_size']:,}", f"{r['forget_size']:,}", num(r["forget_stats"]), num(r["eigh"]),
-                 num(r["unlearning"]), num(r["write"]), num(r["total"])] for r in d["requests"]]
+                 *([num(r["anchored_subspace"])] if anchored else []), num(r["unlearning"]), num(r["write"]),
+                 num(r["total"]), *([num(r["anchored_total"])] if anchored else [])] for r in d["requests"]]
         body += ["", f"## One request with `unlearn` (`{path.name}`)", "",
                  f"Random forget sets, {d['epochs']} epochs each with `stop=\"none\"`; "
-                 f"{machine(d.get('environment', {}))}. Seconds:", "",
-                 *table(["\\|D\\|", "\\|D_f\\|", "forget statistics", "eigh (all layers)", "unlearning", "write",
-                         "total"], rows)]
+                 f"{machine(d.get('environment', {}))}. Seconds"
+                 + (" (the subspace step and the total both ways: exact `eigh`, and from a CGS anchor built on the "
+                    "statistics beforehand)" if anchored else "") + ":", "",
+                 *table(["\\|D\\|", "\\|D_f\\|", "forget statistics", "eigh (all layers)",
+                         *(["anchored CGS"] if anchored else []), "unlearning", "write", "total",
+                         *(["total, anchored"] if anchored else [])], rows)]
         if d.get("stats_memory"):
             mem = [[f"`{m['layer']}`", m["kind"], f"{m['d']:,}", num(m["bytes"] / 2**20, 1),
                     num(m["bytes_float32"] / 2**20, 1)] for m in d["stats_memory"]]
