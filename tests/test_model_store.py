@@ -399,7 +399,14 @@ def test_refusals_exit_non_zero_from_the_command_line(store, digits_run, tmp_pat
     assert main(["samples", "--dataset", "digits", "--out", str(tmp_path / "x.npz")]) == 1
     args = [str(store.path), "--ids", str(ids_file), "--data", str(tmp_path / "f.npz"),
             "--val", str(tmp_path / "v.npz"), "--device", "cpu", "--quiet"]
-    assert main(["forget", *args]) == 0
+    assert main(["forget", *args, "--val-samples", "50", "--subspace", "exact"]) == 0
+    capsys.readouterr()
+    assert main(["history", str(store.path), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["settings"]["val_samples"] == 50 and row["settings"]["subspace"] == "exact"
+    with pytest.raises(SystemExit) as bad:
+        main(["forget", *args, "--val-samples", "many"])
+    assert bad.value.code == 2 and "auto, all or a whole number" in capsys.readouterr().err
     before = snapshot(store.path)
     assert main(["forget", *args]) == 1
     assert "already removed" in capsys.readouterr().err
