@@ -80,6 +80,15 @@ def test_the_forget_energy_along_each_eigenvector_is_the_same_by_factor_and_dire
     directly = _removed_along(vectors, f_gram, rows=96, name="0")
     assert torch.allclose(by_factor, directly, rtol=1e-7, atol=1e-9 * float(directly.max()))
     assert torch.allclose(directly, torch.diagonal(vectors.T @ f_gram @ vectors))
+    # wide layers: the direct route in float32 products, within float32's rounding of the float64 one
+    wide = torch.randn(1100, 1100, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    wide_gram = wide @ wide.T
+    wide_vectors = torch.linalg.eigh(wide_gram)[1]
+    exact = ((wide_gram @ wide_vectors) * wide_vectors).sum(0)
+    fast = _removed_along(wide_vectors, wide_gram, rows=1100, name="w")
+    assert fast.dtype == torch.float64
+    assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-5 * float(exact.abs().max()))
+    assert float(fast.sum()) == pytest.approx(float(wide_gram.trace()), rel=1e-6)
 
 
 def test_requests_accumulate_until_the_refresh_share_then_the_layer_is_anchored_again():
