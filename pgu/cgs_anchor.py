@@ -19,7 +19,9 @@ eigenvalues are nearly equal (at the cut, where the choice matters least). The c
 Exact ``eigh`` stays where it is cheap or where the anchor no longer fits: layers narrower than
 ``min_dim``, a Gram stack (grouped convolutions) or a diagonal one (embeddings), a projected bias
 the anchor was not taken for, and once the energy removed since the anchor exceeds
-``refresh_share`` of its trace; that layer is then re-anchored on its current retain Gram. The
+``refresh_share`` of its trace, or when a request's forget energy does not fit the anchor's spectrum (more than
+:data:`MISFIT_SHARE` of it lies beyond an eigenvector's remaining eigenvalue: after the model has moved, its forget
+rows leave the span the anchor describes); that layer is then re-anchored on its current retain Gram. The
 anchor checks that the retain Gram it is asked about is its own minus what it was told was removed
 (the traces agree to 1e-6 relative), and re-anchors the layer when not. Every layer's route is in
 :attr:`CGSAnchor.last_routes`.
@@ -38,7 +40,7 @@ import torch
 from pgu.stats import GramStats
 from pgu.subspace import CoreGradientSpace, _leading_eigenvectors, select_rank
 
-__all__ = ["CGSAnchor", "MIN_DIM", "REFRESH_SHARE", "FLOAT32_DIM"]
+__all__ = ["CGSAnchor", "MIN_DIM", "REFRESH_SHARE", "FLOAT32_DIM", "MISFIT_SHARE"]
 
 MIN_DIM = 1024
 """Layers narrower than this keep exact ``eigh`` (a 1024-wide ``eigh`` takes about 0.2 s on 2 cores)."""
@@ -49,6 +51,11 @@ REFRESH_SHARE = 0.05
 FLOAT32_DIM = 1024
 """From this width the forget energy along each eigenvector is taken in float32 products when no low-rank factor
 is cheaper (``O(d^3)``; summed in float64)."""
+
+MISFIT_SHARE = 1e-3
+"""Re-anchor a layer when more than this share of a request's forget energy lies beyond the anchor's remaining
+eigenvalue along its eigenvectors (``s_i > lambda_i - S_i``): the forget rows do not fit the anchor's spectrum, as
+after the model has moved (forget passes use the current weights, docs/method.md section 7)."""
 
 _TRACE_TOLERANCE = 1e-6
 _FORMAT = "pgu-cgs-anchor-1"
@@ -133,6 +140,11 @@ class CGSAnchor:
             return self._reanchor(name, gram, augmented, threshold, rule, "exact (the anchor did not match)")
         if float(shift.sum()) > self.refresh_share * layer.trace:
             return self._reanchor(name, gram, augmented, threshold, rule, "exact (re-anchored)")
+        # forget energy beyond what the anchor's spectrum still holds along an eigenvector: first order cannot place
+        # it (the model moved since the statistics were taken, and its forget rows leave the anchor's span)
+        beyond = float((removed - (layer.values - layer.shift).clamp_min(0.0)).clamp_min(0.0).sum())
+        if beyond > MISFIT_SHARE * max(float(removed.sum()), 1e-300):
+            return self._reanchor(name, gram, augmented, threshold, rule, "exact (forget rows off the anchor)")
         mu = (layer.values - shift).clamp_min(0.0)
         order = torch.argsort(mu, descending=True, stable=True)
         k = select_rank(mu[order], threshold, rule)

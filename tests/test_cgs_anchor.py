@@ -183,3 +183,20 @@ def test_a_direction_only_the_forget_samples_carried_leaves_the_cgs():
     assert nxt.last_routes == {"0": "anchored"}
     assert float((cgs.basis_["0"].T @ direction).norm()) < 1e-6  # gone from the request's
     assert torch.allclose(projector(cgs.basis_["0"]), projector(exact.basis_["0"]), atol=1e-8)
+
+
+def test_forget_rows_off_the_anchors_span_get_exact_eigh():
+    """After the model moved, forget rows (taken with the current weights) can carry energy where the statistics had
+    none: first order cannot place it, so the layer is anchored again and gets exact eigh."""
+    rows, _ = random_problem(d=48, n=2000)
+    rows[:, 40:] = 0.0  # the statistics never saw the last 8 input directions
+    moved = torch.randn(20, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    everything, forget = stats_of(rows), stats_of(moved)
+    retain = everything - forget  # indefinite: the store's bookkeeping after the model moved
+    cgs, nxt = CGSAnchor.build(everything, min_dim=8).fit(retain, forget, 0.9)
+    exact = CoreGradientSpace(0.9).fit(retain)
+    assert nxt.last_routes == {"0": "exact (forget rows off the anchor)"}
+    assert torch.allclose(projector(cgs.basis_["0"]), projector(exact.basis_["0"]), atol=1e-8)
+    # forget rows from the statistics' own span stay on the fast path
+    _, fits = CGSAnchor.build(everything, min_dim=8).fit(everything - stats_of(rows[:20]), stats_of(rows[:20]), 0.9)
+    assert fits.last_routes == {"0": "anchored"}
