@@ -96,8 +96,9 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
     model, _, _ = store.load()
     twin = None
     if args.compare_exact:  # the same requests served as before issue 23
-        twin = ModelStore.create(store.path.with_name(store.path.name + "-exact"), info["run"], data_dir=data_dir,
-                                 sample_method=args.sample_method)
+        twin_path = store.path.with_name(store.path.name + "-exact")
+        shutil.rmtree(twin_path, ignore_errors=True)  # (a previous run's)
+        twin = ModelStore.create(twin_path, info["run"], data_dir=data_dir, sample_method=args.sample_method)
     retained = torch.ones(len(train), dtype=torch.bool)
     start = {"retain_acc": accuracy(model, train.loader(1024)), "val_acc": accuracy(model, splits.val.loader(1024))}
     print(f"start: retain accuracy {start['retain_acc']:.2f}, val {start['val_acc']:.2f}")
@@ -109,6 +110,12 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
         expected = expected - forget_stats
         agreement = cgs_agreement(store, state_before, forget_stats, version, args) if twin else None
         target = heldout_target(model, splits.val.loader(1024), request.y)
+        stepwise = None
+        if twin is not None:  # the same request from the same state, served exactly (on a copy of the store)
+            with tempfile.TemporaryDirectory(dir=store.path.parent) as tmp:
+                copy = ModelStore(shutil.copytree(store.path, Path(tmp) / "store"))
+                stepwise = copy.forget(ids=ids.tolist(), samples=request, val=splits.val, device="cpu",
+                                       overrides=overrides(args) | EXACT)
         record = store.forget(ids=ids.tolist(), samples=request, val=splits.val, device="cpu",
                               overrides=overrides(args))
         retained &= ~train.mask_of(ids)
@@ -133,6 +140,11 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
                             "kept_epoch": exact["kept_epoch"], "seconds": exact["seconds"],
                             "forget_acc_after": exact["metrics"]["after"]["forget_acc"]}
             row["same_course"] = all(row[k] == row["exact"][k] for k in ("stop_reason", "epochs", "kept_epoch"))
+            row["exact_from_the_same_state"] = {k: stepwise[k] for k in ("stop_reason", "epochs", "kept_epoch")} | {
+                "forget_acc_after": stepwise["metrics"]["after"]["forget_acc"],
+                "val_acc_after": stepwise["metrics"]["after"].get("val_acc")}
+            row["same_course_from_the_same_state"] = all(row[k] == stepwise[k]
+                                                         for k in ("stop_reason", "epochs", "kept_epoch"))
             row["cgs_agreement"] = agreement
         rows.append(row)
         print(f"request {t:>2}: {row['size']} samples, forget acc {row['forget_acc_before']:.2f} -> "
@@ -151,6 +163,8 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
                       "retain_acc_difference": rows[-1]["retain_acc"] - final["retain_acc"],
                       "val_acc_difference": rows[-1]["val_acc"] - final["val_acc"],
                       "requests_with_the_same_course": sum(r["same_course"] for r in rows),
+                      "requests_with_the_same_course_from_the_same_state": sum(
+                          r["same_course_from_the_same_state"] for r in rows),
                       "total_seconds_median": {
                           "store": statistics.median(r["seconds"]["total"] for r in rows),
                           "exact": statistics.median(r["exact"]["seconds"]["total"] for r in rows)}}
@@ -333,8 +347,9 @@ def main(argv=None) -> int:
                         help="latency: serve each request a second time as before issue 23 (exact eigh of every layer, "
                              "every val sample scored) on another copy, for the ratio in one run")
     parser.add_argument("--compare-exact", action="store_true",
-                        help="sequence: run the same requests on a second store served exactly (exact eigh, all of "
-                             "val), and measure the principal angles between the store's CGS and the exact one")
+                        help="sequence: serve each request also exactly (exact eigh, all of val) from the same state "
+                             "(a copy of the store) and along a second store served exactly throughout, and measure "
+                             "the principal angles between the store's CGS and the exact one")
     parser.add_argument("--tag", default="", help="appended to the result file's name")
     parser.add_argument("--data-dir")
     parser.add_argument("--work", default="runs/store-bench", help="where the stores are made")
