@@ -161,7 +161,7 @@ class ModelStore:
                                 "normalisation": pixel_normalisation(splits.info)},
                     "recipe": run.config.get("recipe", {}), "pgu": settings,
                     "rows_per_sample": {n: stats.n_rows_[n] // stats.n_samples_ for n in stats.n_rows_},
-                    ANCHOR_META: anchor,  # and which val samples the trained model gets right (the guard's reference)
+                    ANCHOR_META: anchor,  # the CGS anchor, and which val samples the trained model gets right:
                     f"reference_correct:{val_fingerprint(splits.val)}": correct_bits(run.model, splits.val),
                 })
                 ledger.add_samples(trained.ids, trained.y, sample_digests(trained.x, trained.y))
@@ -270,8 +270,7 @@ class ModelStore:
             dataset = meta["dataset"]
             shape, num_classes = tuple(dataset["input_shape"]), int(dataset["num_classes"])
             norm = dataset.get("normalisation")
-            forget_data = forget_samples(samples, request_ids, known, shape, num_classes, norm, data_dir,
-                                               dataset)
+            forget_data = forget_samples(samples, request_ids, known, shape, num_classes, norm, data_dir, dataset)
             full_val = val_samples(val, shape, num_classes, norm, data_dir, dataset)
             keep = torch.arange(len(full_val))  # the val samples this request scores, as positions in full_val
             if gone_classes:  # classes removed whole: the model no longer predicts them, val leaves them out
