@@ -56,3 +56,21 @@ def write_results(out, name: str, payload: dict, device) -> Path:
     path = out / f"{name}.json"
     path.write_text(json.dumps({**payload, "environment": environment(str(device))}, indent=2))
     return path
+
+
+def cgs_agreement(fast: torch.Tensor, exact: torch.Tensor, gram: torch.Tensor) -> dict:
+    """One layer's CGS (basis ``fast``) against the exact one (``exact``) on the retain Gram ``gram``: the principal
+    angles in degrees (largest, mean, how many above 1) and the retain energy ``fast`` leaves unprotected beyond what
+    ``exact`` leaves, as a share of the latter (exact is optimal, so >= 0; 0 when the Gram leaves nothing
+    outside). ``{}`` for a basis that is not a dense one with columns."""
+    if fast.dim() != 2 or not fast.shape[1] or not exact.shape[1]:
+        return {}
+    k = min(fast.shape[1], exact.shape[1])
+    cosines = torch.linalg.svdvals(fast.T @ exact)[:k]
+    angles = torch.rad2deg(torch.arccos(cosines.clamp(max=1.0)))
+    gram = gram.to(torch.float64)
+    left = float(gram.trace() - ((gram @ exact) * exact).sum())
+    ours = float(gram.trace() - ((gram @ fast) * fast).sum())
+    return {"largest_angle_deg": float(angles.max()), "mean_angle_deg": float(angles.mean()),
+            "angles_above_1_deg": int((angles > 1).sum()),
+            "extra_unprotected_share": (ours - left) / left if left > 0 else 0.0}

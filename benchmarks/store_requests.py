@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import write_results
+from common import cgs_agreement, write_results
 
 from pgu import GramStats
 from pgu.bench.runner import sequential_requests
@@ -108,7 +108,7 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
         request = train.subset(train.positions_of(ids))
         forget_stats = GramStats().fit(model, request.loader(int(info["pgu"]["batch_size"])))
         expected = expected - forget_stats
-        agreement = cgs_agreement(store, state_before, forget_stats, version, args) if twin else None
+        agreement = store_cgs_agreement(store, state_before, forget_stats, version, args) if twin else None
         target = heldout_target(model, splits.val.loader(1024), request.y)
         stepwise = None
         if twin is not None:  # the same request from the same state, served exactly (on a copy of the store)
@@ -184,7 +184,7 @@ def sequence(store: ModelStore, args, data_dir) -> dict:
             "gram_state_largest_relative_difference": max(r["gram_state_relative_difference"] for r in rows)}
 
 
-def cgs_agreement(store: ModelStore, state: GramStats, forget: GramStats, version: dict, args) -> dict:
+def store_cgs_agreement(store: ModelStore, state: GramStats, forget: GramStats, version: dict, args) -> dict:
     """Per layer, the store's CGS for this request (its anchor, as the store computes it) against exact eigh of the
     same retain Gram: principal angles (degrees: largest, mean, how many above 1) and the retain energy the store's
     CGS leaves unprotected beyond what the exact one leaves, as a share of the latter (exact is optimal: >= 0)."""
@@ -205,18 +205,11 @@ def cgs_agreement(store: ModelStore, state: GramStats, forget: GramStats, versio
     out = {}
     for name, route in nxt.last_routes.items():
         a, b = fast.basis_[name], exact.basis_[name]
-        if a.dim() != 2 or not a.shape[1] or not b.shape[1]:
-            continue
-        k = min(a.shape[1], b.shape[1])
-        cosines = torch.linalg.svdvals(a[:, :k].T @ b[:, :k] if a.shape[1] == b.shape[1] else a.T @ b)[:k]
-        angles = torch.rad2deg(torch.arccos(cosines.clamp(max=1.0)))
-        gram = (retain.augmented_gram(name) if exact.augmented_[name] else retain.gram_[name]).to(torch.float64)
-        left = float(gram.trace() - (b.T @ gram @ b).trace())
-        ours = float(gram.trace() - (a.T @ gram @ a).trace())
-        out[name] = {"route": route, "k": int(a.shape[1]), "k_exact": int(b.shape[1]), "d": int(a.shape[0]),
-                     "largest_angle_deg": float(angles.max()), "mean_angle_deg": float(angles.mean()),
-                     "angles_above_1_deg": int((angles > 1).sum()),
-                     "extra_unprotected_share": (ours - left) / left if left > 0 else 0.0}
+        gram = retain.augmented_gram(name) if exact.augmented_[name] else retain.gram_[name]
+        measured = cgs_agreement(a, b, gram)
+        if measured:
+            out[name] = {"route": route, "k": int(a.shape[1]), "k_exact": int(b.shape[1]), "d": int(a.shape[0]),
+                         **measured}
     return out
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import write_results
+from common import cgs_agreement, write_results
 
 from pgu import GramStats, PGUSettings
 from pgu.cgs_anchor import CGSAnchor
@@ -55,20 +55,6 @@ def model_and_stats(args):
             path.parent.mkdir(parents=True, exist_ok=True)
             stats.save(path)
     return model, train, stats, f"{args.model} (seed {args.seed}, untrained) on {len(train)} {args.dataset} images"
-
-
-def agreement(fast: torch.Tensor, exact: torch.Tensor, gram: torch.Tensor) -> dict:
-    if fast.dim() != 2 or not fast.shape[1] or not exact.shape[1]:
-        return {}
-    k = min(fast.shape[1], exact.shape[1])
-    cosines = torch.linalg.svdvals(fast.T @ exact)[:k]
-    angles = torch.rad2deg(torch.arccos(cosines.clamp(max=1.0)))
-    gram = gram.to(torch.float64)
-    left = float(gram.trace() - ((gram @ exact) * exact).sum())
-    ours = float(gram.trace() - ((gram @ fast) * fast).sum())
-    return {"largest_angle_deg": float(angles.max()), "mean_angle_deg": float(angles.mean()),
-            "angles_above_1_deg": int((angles > 1).sum()),
-            "extra_unprotected_share": (ours - left) / left if left > 0 else 0.0}
 
 
 def main(argv=None) -> int:
@@ -122,7 +108,7 @@ def main(argv=None) -> int:
             entry["route"], entry["d"] = nxt.last_routes[name], int(exact.dim_[name])
             entry["k_exact"], entry["k_anchor"] = exact.rank_[name], fast.rank_[name]
             gram = retain.augmented_gram(name) if exact.augmented_[name] else retain.gram_[name]
-            entry["agreement"].append(agreement(fast.basis_[name], exact.basis_[name], gram))
+            entry["agreement"].append(cgs_agreement(fast.basis_[name], exact.basis_[name], gram))
         print(f"request {repeat + 1}: exact {totals['exact'][-1]:.2f} s, anchor {totals['anchor'][-1]:.2f} s")
     layers = []
     for name, e in per_layer.items():

@@ -493,26 +493,8 @@ def request_cost_page(steps: list[Path], latency: list[Path], store_latency: lis
             body += ["", f"The cached statistics: {num(d['stats_bytes_total'] / 2**20, 1)} MiB in float64.", "",
                      *table(["layer", "kind", "d", "MiB (float64)", "MiB (float32 storage)"], mem)]
         body += note(path.stem)
-    new_format = [p for p in store_latency if "phases" in load(p)]
-    store_latency = [p for p in store_latency if p not in new_format]
-    if new_format:
-        body += store_latency_section(new_format)
     if store_latency:
-        rows = []
-        for path in store_latency:
-            d = load(path)
-            for r in d["requests"]:
-                rows.append([f"`{path.name}`", f"{r['forget_size']:,}", f"{r['train_size']:,}", r["repeats"],
-                             num(r["load"]["mean"]), num(r["forget_stats"]["mean"]), num(r["subspace"]["mean"]),
-                             f"{num(r['unlearning']['mean'])} ({r['epochs']['mean']:g})",
-                             num(r["unlearning_per_epoch"]["mean"]), num(r["write"]["mean"]),
-                             f"{num(r['total']['mean'])} ± {num(r['total']['std'])}"])
-        body += ["", "## One request through a model store (`benchmarks/store_requests.py latency`)", "",
-                 "Mean seconds over the repeats (random requests from the full training set).", "",
-                 *table(["file", "\\|D_f\\|", "\\|D\\|", "repeats", "load", "forget statistics", "eigendecompositions",
-                         "unlearning (epochs)", "per epoch", "write", "total"], rows)]
-        for path in store_latency:
-            body += note(path.stem)
+        body += store_latency_section(store_latency)
     return page("The cost of a request", body, "request-cost")
 
 
