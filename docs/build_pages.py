@@ -536,7 +536,8 @@ def subspace_step_section(files) -> list[str]:
     """Per layer, exact eigh against the CGS anchor on the same request (``benchmarks/subspace_step.py``)."""
     body = ["", "## The subspace step: exact `eigh` against the CGS anchor (`benchmarks/subspace_step.py`)", "",
             "The CGS of one request both ways on the same retain Gram: exact `eigh` of every layer (the authors') and "
-            "the anchor's first-order update (`pgu.cgs_anchor`; layers under 1,024 wide keep `eigh`). Median seconds "
+            "the anchor's (`pgu.cgs_anchor`: first order, Rayleigh-Ritz at the cut; layers under 1,024 wide keep "
+            "`eigh`). Median seconds "
             "over the requests; the angles and the extra unprotected energy (the retain energy the anchor's CGS leaves "
             "outside beyond what the exact CGS leaves, as a share of the latter) are the largest over the requests."]
     for path in files:
@@ -551,7 +552,11 @@ def subspace_step_section(files) -> list[str]:
         body += ["", f"`{path.name}`: {d['what']}, {d['args']['repeats']} requests of {d['args']['forget']} samples, "
                  f"threshold {d['threshold']} ({d['rule']} rule), {machine(d.get('environment', {}))}: exact "
                  f"{num(m['exact'])} s, anchor {num(m['anchor'])} s, **{m['speedup']:.1f}x** (the anchor was built "
-                 f"once in {num(d['anchor_build_seconds'])} s).", "",
+                 f"once in {num(d['anchor_build_seconds'])} s)." + (
+                     f" The request's forget pass: {num(m['forget_pass'], 2)} s, "
+                     f"{num(m['forget_pass_keeping_rows'], 2)} s keeping the rows of layers that see fewer than "
+                     f"their width (as the anchor's requests do)."
+                     if "forget_pass" in m else ""), "",
                  *table(["layer", "d", "route", "k anchor / exact", "exact s", "anchor s", "largest angle (deg)",
                          "mean angle (deg)", "extra unprotected"], rows)]
         body += note(path.stem)

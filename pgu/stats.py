@@ -80,6 +80,9 @@ class GramStats:
         precision: ``"auto"``: each batch's products in the input's dtype (float32 for a
             float32 model: about 1e-6 relative error, twice as fast), summed across batches in
             float64; ``"float64"``: products in float64 too.
+        keep_rows: also keep each layer's input rows, while they are fewer than its width ``d`` (``rows_``). A
+            request's forget pass does: the CGS anchor then takes its products through them (``O(d^2 r)`` for
+            ``r`` rows, not ``O(d^3)``). Rows are not saved, and sums or differences of statistics have none.
 
     Fitted attributes:
         gram_: ``{name: (d, d) float64 tensor}``, the sum of ``x x^T`` over all rows (``(g, d, d)``, one per
@@ -88,6 +91,8 @@ class GramStats:
         row_sum_: ``{name: (d,) float64 tensor}``, the sum of the rows.
         n_rows_: ``{name: int}``, rows seen (samples times output positions for a conv).
         n_samples_: samples seen (the leading dimension of every batch).
+        rows_: ``{name: (r, d) tensor}``, with ``keep_rows``: the rows behind ``gram_`` (``R^T R``, up to rounding),
+            in the inputs' dtype, for each dense layer that saw fewer than ``d`` of them (on one process).
         layer_info_: ``{name: {"kind", "weight_shape", "has_bias", "geometry"}}``, used to
             recognise statistics of another architecture.
 
@@ -96,12 +101,14 @@ class GramStats:
         >>> retain = stats - GramStats().fit(model, forget_loader)  # doctest: +SKIP
     """
 
-    def __init__(self, layers: Iterable[str] | None = None, *, precision: str = "auto"):
+    def __init__(self, layers: Iterable[str] | None = None, *, precision: str = "auto", keep_rows: bool = False):
         if precision not in ("auto", "float64"):
             raise ValueError(f"precision must be 'auto' (products in the input's dtype, float32 for a float32 "
                              f"model, summed in float64) or 'float64', got {precision!r}")
         self.layers = None if layers is None else list(layers)
         self.precision = precision
+        self.keep_rows = bool(keep_rows)
+        self.rows_: dict[str, torch.Tensor] = {}
 
     # -- fitting -------------------------------------------------------------------------
 
@@ -114,7 +121,7 @@ class GramStats:
         data and the statistics are summed over ranks (:mod:`pgu.distributed`): every rank ends with
         those of the union, sample count included. ``distributed=False`` keeps them per process.
         """
-        fitted = StatsPass(model, self.layers, self.precision)
+        fitted = StatsPass(model, self.layers, self.precision, self.keep_rows)
         iterator = loader
         if progress:
             from tqdm.auto import tqdm
@@ -151,6 +158,7 @@ class GramStats:
         self.n_rows_ = acc.n_rows
         self.n_samples_ = acc.n_samples
         self.layer_info_ = acc.layer_info
+        self.rows_ = acc.kept_rows
 
     def _copy_from(self, other: "GramStats") -> None:
         self.gram_, self.row_sum_, self.n_rows_ = other.gram_, other.row_sum_, other.n_rows_

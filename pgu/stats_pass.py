@@ -104,9 +104,11 @@ class StatsPass:
     chunks; same statistics, less time).
     """
 
-    def __init__(self, model: nn.Module, layers, precision: str = "auto"):
+    def __init__(self, model: nn.Module, layers, precision: str = "auto", keep_rows: bool = False):
         self.model = model
         self.precision = precision
+        self.keep_rows = keep_rows
+        self.rows: dict[str, list[torch.Tensor] | None] = {}  # per layer: its rows so far, None once too many
         self.found = find_layers(model, layers)
         self.layer_info = {n: layer_info(m, n) for n, (m, _) in self.found.items()}
         self.device = model_device(model)
@@ -118,7 +120,7 @@ class StatsPass:
         self.handles = []
         self.modes = eval_mode(self.model)
         self.modes.__enter__()
-        self.forward = FastForward(self.model, self.device, on_fallback=self.accumulators.clear)
+        self.forward = FastForward(self.model, self.device, on_fallback=self._restart)
         try:
             self.forward.__enter__()
             self.fastpath = _fastpath_off()  # fused attention kernels never call the modules whose inputs we read
@@ -143,8 +145,27 @@ class StatsPass:
         self.modes.__exit__(None, None, None)
         return False
 
+    def _restart(self) -> None:
+        self.accumulators.clear()
+        self.rows.clear()
+
+    def _keep(self, name: str, module: nn.Module, adapter, x: torch.Tensor) -> None:
+        """Keep the layer's rows while they stay fewer than its width ``d`` (a dense layer's Gram only)."""
+        kept = self.rows.setdefault(name, [])
+        if kept is None or adapter.diagonal or adapter.n_groups(module) > 1 or x.dim() == 0 or not x.shape[0]:
+            self.rows[name] = None
+            return
+        d = weight_matrix_shape(module)[1]
+        per_sample = adapter.rows(module, x[:1]).shape[0]
+        if sum(r.shape[0] for r in kept) + per_sample * x.shape[0] >= d:
+            self.rows[name] = None  # a factor this tall is no cheaper than the Gram
+            return
+        kept.append(adapter.rows(module, x).detach().cpu())
+
     def _add(self, name: str, module: nn.Module, adapter, x: torch.Tensor) -> None:
         x = x.detach()
+        if self.keep_rows:
+            self._keep(name, module, adapter, x)
         dtype = x.dtype if self.precision == "auto" and x.dtype in (torch.float32, torch.float64) else torch.float64
         key = (name, dtype)
         acc = self.accumulators.get(key)
@@ -216,6 +237,7 @@ class StatsPass:
             for g, s, n in results[1:]:  # a layer fed inputs of two dtypes
                 gram, row_sum, n_rows = gram + g, row_sum + s, n_rows + n
             self.gram[name], self.row_sum[name], self.n_rows[name] = gram, row_sum, n_rows
+        self.kept_rows = {n: torch.cat(r) for n, r in self.rows.items() if r and n in self.found}
         self.accumulators.clear()
         self.finalized = True
 
@@ -225,6 +247,7 @@ class StatsPass:
         Every rank must cover the same layers (checked first, on every rank, so none is left waiting).
         """
         self.finalize()
+        self.kept_rows = {}  # each rank's own rows: no factor of the sum
         signature = json.dumps({"layers": self.layer_info, "precision": self.precision}, sort_keys=True)
         distributed.check_same_everywhere(signature, "the layers the statistics cover")
         for name in self.found:

@@ -177,7 +177,7 @@ def unlearn(model: nn.Module, forget_loader, stats: GramStats, *, val_loader=Non
         loss = loss.bind(work)
 
     with logits_output(work, output):  # every forward of the request sees [batch, classes] logits
-        forget = _forget_pass(work, forget_loader, stats, parallel)
+        forget = _forget_pass(work, forget_loader, stats, parallel, keep_rows=anchor is not None)
         t0 = time.perf_counter()
         cgs, forget_outside, next_anchor = _fit_subspace(run, forget, parallel, anchor)
         t_subspace = time.perf_counter() - t0
@@ -272,11 +272,13 @@ class _ForgetPass:
     classes: list[int]  # every label of D_f (over every rank's share)
 
 
-def _forget_pass(work: nn.Module, forget_loader, stats: GramStats, parallel: bool = False) -> _ForgetPass:
+def _forget_pass(work: nn.Module, forget_loader, stats: GramStats, parallel: bool = False, keep_rows: bool = False
+                 ) -> _ForgetPass:
     """Step 1: ``G_w(D_f)`` with the current weights and ``G(D_r) = stats - G_w(D_f)`` (sections 2, 7).
 
     The pass runs the model over D_f: its predictions give the epoch-0 forget accuracy without
-    a second pass (used when they cover D_f exactly once); the targets tell which classes go.
+    a second pass (used when they cover D_f exactly once); the targets tell which classes go. ``keep_rows``: the
+    forget rows of layers that see fewer than their width are kept too, for the CGS anchor's products.
     """
     t0 = time.perf_counter()
     targets_seen, predictions = [], []
@@ -295,8 +297,8 @@ def _forget_pass(work: nn.Module, forget_loader, stats: GramStats, parallel: boo
     try:
         # Same layers and precision as the statistics it is subtracted from.
         # under several processes, summed over every rank's share of D_f
-        forget_stats = GramStats(stats.layer_names, precision=stats.precision).fit(work, forget_inputs(),
-                                                                                    distributed=parallel)
+        forget_stats = GramStats(stats.layer_names, precision=stats.precision, keep_rows=keep_rows).fit(
+            work, forget_inputs(), distributed=parallel)
     finally:
         handle.remove()
     targets = torch.cat(targets_seen).cpu()

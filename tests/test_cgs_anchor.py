@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+import pgu.cgs_anchor
 from pgu import GramStats, unlearn
-from pgu.cgs_anchor import CGSAnchor, _removed_along
+from pgu.cgs_anchor import CGSAnchor, _LayerAnchor, _removed_along
 from pgu.subspace import CoreGradientSpace
 
 
@@ -72,23 +73,81 @@ def test_a_small_request_leaves_the_first_order_cgs_protecting_what_the_exact_on
                                                                                     rel=1e-7)
 
 
+def angles_to(basis, exact):
+    return torch.rad2deg(torch.arccos(torch.linalg.svdvals(basis.T @ exact).clamp(max=1.0)))
+
+
+def test_rayleigh_ritz_at_the_cut_is_exact_over_every_eigenvector_and_closer_than_first_order_over_a_window(
+        monkeypatch):
+    """The window's Ritz pairs replace first order's: over all ``d`` eigenvectors that is exact eigh of the retain Gram
+    (the oracle); over none it is first order; the default window, between, leaves smaller angles than first order."""
+    rows, forget_rows = random_problem(d=128, n=3000, n_forget=40)
+    everything, forget = stats_of(rows), stats_of(forget_rows)
+    retain = everything - forget
+    exact = CoreGradientSpace(0.9).fit(retain)
+
+    def served(share, least):
+        monkeypatch.setattr(pgu.cgs_anchor, "RITZ_SHARE", share)
+        monkeypatch.setattr(pgu.cgs_anchor, "RITZ_MIN", least)
+        cgs, nxt = CGSAnchor.build(everything, min_dim=8).fit(retain, forget, 0.9)
+        assert nxt.last_routes == {"0": "anchored"}
+        basis = cgs.basis_["0"]
+        assert torch.allclose(basis.T @ basis, torch.eye(basis.shape[1], dtype=torch.float64), atol=1e-10)
+        assert cgs.outside_share(forget, inside=nxt.last_inside)["0"] == pytest.approx(
+            cgs.outside_share(forget)["0"], rel=1e-7)
+        return cgs
+
+    whole = served(1.0, 0)
+    assert whole.rank_ == exact.rank_
+    assert torch.allclose(projector(whole.basis_["0"]), projector(exact.basis_["0"]), atol=1e-8)
+    assert torch.allclose(whole.eigenvalues_["0"], exact.eigenvalues_["0"], rtol=1e-9, atol=1e-9)
+    first, window = served(0.0, 0), served(0.25, 0)
+    assert first.rank_ == window.rank_ == exact.rank_
+    first_angles = angles_to(first.basis_["0"], exact.basis_["0"])
+    window_angles = angles_to(window.basis_["0"], exact.basis_["0"])
+    assert float(first_angles.max()) > 1.0  # first order errs at the cut here: a window has something to fix
+    assert float(window_angles.max()) < 0.5 * float(first_angles.max())
+
+
 def test_the_forget_energy_along_each_eigenvector_is_the_same_by_factor_and_directly():
-    rows, forget_rows = random_problem(d=96, n_forget=10)
+    rows, forget_rows = random_problem(d=192, n_forget=10)
     anchor = CGSAnchor.build(stats_of(rows), min_dim=8)
-    vectors, f_gram = anchor.layers["0"].vectors, stats_of(forget_rows).gram_["0"]
-    by_factor = _removed_along(vectors, f_gram, rows=10, name="0")  # 18 < 96 / 4: the factor route
-    directly = _removed_along(vectors, f_gram, rows=96, name="0")
+    layer, f_gram = anchor.layers["0"], stats_of(forget_rows).gram_["0"]
+    vectors = layer.rows.T
+    by_factor, _ = _removed_along(layer, f_gram, rows=10, name="0")  # 18 < 192 / 8: the factor route
+    directly, _ = _removed_along(layer, f_gram, rows=192, name="0")
     assert torch.allclose(by_factor, directly, rtol=1e-7, atol=1e-9 * float(directly.max()))
+    by_rows, along = _removed_along(layer, f_gram, rows=10, name="0", factor=forget_rows)  # the pass's own rows
+    assert torch.allclose(by_rows, directly, rtol=1e-9, atol=1e-12 * float(directly.max()))
+    assert torch.allclose(along, vectors.T @ forget_rows.T)
     assert torch.allclose(directly, torch.diagonal(vectors.T @ f_gram @ vectors))
     # wide layers: the direct route in float32 products, within float32's rounding of the float64 one
     wide = torch.randn(1100, 1100, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     wide_gram = wide @ wide.T
     wide_vectors = torch.linalg.eigh(wide_gram)[1]
     exact = ((wide_gram @ wide_vectors) * wide_vectors).sum(0)
-    fast = _removed_along(wide_vectors, wide_gram, rows=1100, name="w")
+    wide_layer = _LayerAnchor(torch.zeros(1100), wide_vectors.T.contiguous(), torch.zeros(1100), 0.0, False)
+    fast, _ = _removed_along(wide_layer, wide_gram, rows=1100, name="w")
     assert fast.dtype == torch.float64
     assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-5 * float(exact.abs().max()))
     assert float(fast.sum()) == pytest.approx(float(wide_gram.trace()), rel=1e-6)
+
+
+def test_a_request_served_with_its_forget_rows_gets_the_cgs_it_gets_from_their_gram():
+    rows, forget_rows = random_problem(d=96, n_forget=30)
+    everything = stats_of(rows)
+    model = nn.Sequential(nn.Linear(96, 3)).double()
+    kept = GramStats(precision="float64", keep_rows=True).fit(model, [forget_rows])
+    assert kept.rows_["0"].shape == (30, 96)
+    by_gram = stats_of(forget_rows)
+    anchor = CGSAnchor.build(everything, min_dim=8)
+    with_rows, after_rows = anchor.fit(everything - kept, kept, 0.9)
+    without, after = anchor.fit(everything - by_gram, by_gram, 0.9)
+    assert after_rows.last_routes == after.last_routes == {"0": "anchored"}
+    assert with_rows.rank_ == without.rank_
+    assert torch.allclose(projector(with_rows.basis_["0"]), projector(without.basis_["0"]), atol=1e-8)
+    assert torch.allclose(after_rows.layers["0"].shift, after.layers["0"].shift, rtol=1e-9)
+    assert after_rows.last_inside["0"] == pytest.approx(after.last_inside["0"], rel=1e-9)
 
 
 def test_requests_accumulate_until_the_refresh_share_then_the_layer_is_anchored_again():
@@ -131,7 +190,7 @@ def test_an_anchor_survives_a_round_trip_through_its_file_and_other_files_are_re
     anchor.save(tmp_path / "anchor.safetensors")
     again = CGSAnchor.load(tmp_path / "anchor.safetensors")
     assert again.min_dim == 8 and again.refresh_share == anchor.refresh_share
-    for name in ("values", "vectors", "shift"):
+    for name in ("values", "rows", "shift"):
         assert torch.equal(getattr(again.layers["0"], name), getattr(anchor.layers["0"], name))
     assert again.layers["0"].trace == anchor.layers["0"].trace and again.keys() == anchor.keys()
     # in two parts: the eigendecompositions once, the removed energy per request
@@ -141,7 +200,7 @@ def test_an_anchor_survives_a_round_trip_through_its_file_and_other_files_are_re
     later.save(tmp_path / "shifts.safetensors", parts=("shifts",))
     paired = CGSAnchor.load(tmp_path / "eigen.safetensors", shifts=tmp_path / "shifts.safetensors")
     assert torch.equal(paired.layers["0"].shift, later.layers["0"].shift)
-    assert torch.equal(paired.layers["0"].vectors, anchor.layers["0"].vectors)
+    assert torch.equal(paired.layers["0"].rows, anchor.layers["0"].rows)
     with pytest.raises(ValueError, match="other eigendecompositions"):
         CGSAnchor.load(tmp_path / "other.safetensors", shifts=tmp_path / "shifts.safetensors")
     with pytest.raises(ValueError, match="no eigendecompositions"):
@@ -196,7 +255,8 @@ def test_forget_rows_off_the_anchors_span_get_exact_eigh():
     cgs, nxt = CGSAnchor.build(everything, min_dim=8).fit(retain, forget, 0.9)
     exact = CoreGradientSpace(0.9).fit(retain)
     assert nxt.last_routes == {"0": "exact (forget rows off the anchor)"}
+    assert nxt.last_misfit["0"] > pgu.cgs_anchor.MISFIT_SHARE
     assert torch.allclose(projector(cgs.basis_["0"]), projector(exact.basis_["0"]), atol=1e-8)
     # forget rows from the statistics' own span stay on the fast path
     _, fits = CGSAnchor.build(everything, min_dim=8).fit(everything - stats_of(rows[:20]), stats_of(rows[:20]), 0.9)
-    assert fits.last_routes == {"0": "anchored"}
+    assert fits.last_routes == {"0": "anchored"} and fits.last_misfit["0"] < 1e-9  # (rounding only)

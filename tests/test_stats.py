@@ -579,3 +579,27 @@ def test_gpu_pass_matches_the_float64_oracle():
     for name, layer_input in inputs.items():
         exact = explicit_gram(dict(model.named_modules())[name], layer_input)
         torch.testing.assert_close(stats.gram_[name], exact, rtol=1e-5, atol=1e-5 * float(exact.abs().max()))
+
+
+def test_kept_rows_are_the_rows_behind_the_gram_and_only_while_fewer_than_the_width():
+    """``keep_rows``: a layer's rows ``R`` with ``R^T R`` its Gram (conv patches in the weight's column order), kept
+    only while fewer than its width; a grouped conv or an embedding keeps none; sums and files carry none."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, groups=2),
+                          nn.Flatten(), nn.Linear(8 * 3 * 3, 5)).double()
+    x = torch.randn(6, 3, 7, 7, dtype=torch.float64)
+    stats = GramStats(keep_rows=True).fit(model, batches(x, size=4))
+    plain = GramStats().fit(model, batches(x, size=4))
+    # the first conv: 6 x 49 = 294 patch rows >= 27 wide; the grouped one: none; the Linear: 6 rows < 72 wide
+    assert set(stats.rows_) == {"4"} and plain.rows_ == {}
+    rows = stats.rows_["4"]
+    assert rows.shape == (6, 72)
+    torch.testing.assert_close(rows.T @ rows, stats.gram_["4"], rtol=1e-12, atol=1e-10)
+    for name in stats.layer_names:  # keeping rows changes no statistic
+        assert torch.equal(stats.gram_[name], plain.gram_[name])
+    wide = nn.Sequential(nn.Conv2d(3, 4, 3)).double()  # a conv: 2 x 4 patches of 27 columns, fewer than 27
+    maps = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    few = GramStats(keep_rows=True).fit(wide, [maps])
+    torch.testing.assert_close(few.rows_["0"], explicit_rows(wide[0], maps), rtol=0, atol=0)
+    torch.testing.assert_close(few.rows_["0"].T @ few.rows_["0"], few.gram_["0"], rtol=1e-12, atol=1e-10)
+    assert few.rows_["0"].shape == (8, 27)
+    assert (stats + plain).rows_ == {} and (stats - plain).rows_ == {}
