@@ -210,6 +210,24 @@ def test_an_anchor_survives_a_round_trip_through_its_file_and_other_files_are_re
         CGSAnchor.load(tmp_path / "stats.safetensors")
 
 
+def test_an_anchor_file_of_the_first_format_eigenvectors_as_columns_still_loads(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    rows, _ = random_problem()
+    anchor = CGSAnchor.build(stats_of(rows), min_dim=8)
+    anchor.save(tmp_path / "new.safetensors")
+    layer = anchor.layers["0"]
+    header = {"format": "pgu-cgs-anchor-1", "min_dim": "8", "refresh_share": repr(anchor.refresh_share),
+              "layers": json.dumps({"0": {"trace": repr(layer.trace), "augmented": False, "key": layer.key}}),
+              "order": json.dumps(["0"]), "parts": json.dumps(["eigen", "shifts"])}
+    save_file({"0.values": layer.values, "0.vectors": layer.rows.T.contiguous(), "0.shift": layer.shift},
+              tmp_path / "old.safetensors", metadata=header)
+    old, new = CGSAnchor.load(tmp_path / "old.safetensors"), CGSAnchor.load(tmp_path / "new.safetensors")
+    assert torch.equal(old.layers["0"].rows, new.layers["0"].rows) and old.keys() == new.keys()
+
+
 def test_unlearn_with_an_anchor_matches_exact_eigh_where_first_order_is_exact():
     rows = commuting_problem(d=32, n=320).float()
     labels = (rows[:, 0] > 0).long()
