@@ -252,14 +252,43 @@ def test_the_stopping_rule_scores_a_fixed_stratified_sample_of_val(store, digits
     _refused(store, digits_run, "val_samples", ids=ids_of(train, 10, start=40), overrides={"val_samples": 0})
 
 
+def test_once_a_request_has_changed_the_model_every_layer_takes_exact_eigh(digits_run, tmp_path, monkeypatch):
+    """The anchor describes statistics taken with the trained model: once a request has changed it, the next request
+    takes exact eigh in every layer (its record says why), the course and model an exact request gives, and the
+    anchor's entry stays as it was."""
+    import pgu.cgs_anchor
+    from pgu.store.anchor_files import MOVED_ROUTE
+
+    monkeypatch.setattr(pgu.cgs_anchor, "MIN_DIM", 16)
+    train = digits_run["train"]
+    store = ModelStore.create(tmp_path / "store", digits_run["run"])
+    first = forget(store, digits_run, ids_of(train, 15))
+    assert first["kept_epoch"] > 0 and "anchored" in first["settings"]["cgs_routes"].values()  # the model moved
+    with store.ledger() as ledger:
+        entry = ledger.meta("cgs_anchor")
+    twin = ModelStore(shutil.copytree(store.path, tmp_path / "twin"))
+    ids = ids_of(train, 15, start=50)
+    second = forget(store, digits_run, ids)
+    exact = forget(twin, digits_run, ids, overrides={"subspace": "exact"})
+    assert second["settings"]["subspace"] == "anchored"
+    assert set(second["settings"]["cgs_routes"].values()) == {MOVED_ROUTE}
+    for key in ("stop_reason", "epochs", "kept_epoch"):
+        assert second[key] == exact[key], key
+    for a, b in zip(store.load()[0].parameters(), twin.load()[0].parameters()):
+        assert torch.equal(a, b)
+    with store.ledger() as ledger:
+        assert ledger.meta("cgs_anchor") == entry
+    assert store.verify()["ok"]
+
+
 def test_requests_served_from_the_cgs_anchor_match_exact_eigh_and_keep_it_current(digits_run, tmp_path, monkeypatch):
     """Every layer anchored (MIN_DIM lowered for digits' narrow model): a request takes the course exact eigh takes
     from the same state; the eigendecompositions' file is reused while no layer is anchored again, the removed
-    energy written with every request; a damaged anchor file is refused and reported; a request served exactly
-    leaves the anchor behind, and the next anchored request anchors its state afresh."""
+    energy written with every request; once the model moved, requests take exact eigh and leave the anchor; a
+    damaged anchor file is refused and reported."""
     import pgu.cgs_anchor
     from pgu.cgs_anchor import CGSAnchor
-    from pgu.store.anchor_files import write_anchor
+    from pgu.store.anchor_files import MOVED_ROUTE, write_anchor
 
     monkeypatch.setattr(pgu.cgs_anchor, "MIN_DIM", 16)
     train = digits_run["train"]
@@ -290,21 +319,20 @@ def test_requests_served_from_the_cgs_anchor_match_exact_eigh_and_keep_it_curren
     second = write_anchor(objects, later, first, 2)
     assert second["eigen"] == first["eigen"] and second["shifts"] != first["shifts"] and second["version"] == 2
     assert anchored.verify()["ok"]
-    # a damaged anchor: verify reports it, a request refuses before changing anything
-    eigen = anchored.path / "objects" / f"{entries[-1]['eigen']}.safetensors"
-    saved = eigen.read_bytes()
-    eigen.write_bytes(saved[:-8])
-    report = anchored.verify()
-    assert not report["ok"] and any("CGS anchor" in p for p in report["problems"])
-    _refused(anchored, digits_run, "CGS anchor", ids=ids_of(train, 10, start=100))
-    eigen.write_bytes(saved)
-    # served exactly once, the anchor is of an older version; the next anchored request anchors afresh
-    forget(anchored, digits_run, ids_of(train, 10, start=100), overrides={"subspace": "exact"})
-    record = forget(anchored, digits_run, ids_of(train, 10, start=110))
+    # once the model moved (the first request kept an epoch), requests take exact eigh and leave the anchor's entry
+    assert fast["kept_epoch"] > 0
+    record = forget(anchored, digits_run, ids_of(train, 10, start=100))
     with anchored.ledger() as ledger:
-        entry = ledger.meta("cgs_anchor")
-    assert entry["version"] == record["version"] == 3 and entry["eigen"] != entries[-1]["eigen"]
-    assert set(record["settings"]["cgs_routes"].values()) <= {"anchored", "exact", "exact (forget rows off the anchor)"}
+        assert ledger.meta("cgs_anchor") == entries[-1]
+    assert set(record["settings"]["cgs_routes"].values()) == {MOVED_ROUTE}
+    # a damaged anchor (of a store whose model has not moved): verify reports it, a request refuses, changing nothing
+    fresh = ModelStore(shutil.copytree(digits_run["pristine"], tmp_path / "fresh"))
+    with fresh.ledger() as ledger:
+        eigen = fresh.path / "objects" / f"{ledger.meta('cgs_anchor')['eigen']}.safetensors"
+    eigen.write_bytes(eigen.read_bytes()[:-8])
+    report = fresh.verify()
+    assert not report["ok"] and any("CGS anchor" in p for p in report["problems"])
+    _refused(fresh, digits_run, "CGS anchor", ids=ids_of(train, 10, start=100))
     _refused(anchored, digits_run, "subspace", ids=ids_of(train, 10, start=120), overrides={"subspace": "fast"})
 
 

@@ -5,7 +5,9 @@ eigendecompositions and the version whose Gram state the anchor describes. A req
 the entry of the current version updates the anchor; any other request (the entry missing, of an
 older version, a store made before anchors) anchors the current state first, an exact ``eigh``
 per wide layer, as every request did before. The eigendecompositions are rewritten only when a
-layer is anchored again; the removed energy (``d`` numbers per layer) with every request.
+layer is anchored again; the removed energy (``d`` numbers per layer) with every request. Once a
+request has changed the trained model (version 0's), requests take exact ``eigh`` and leave the
+anchor as it is (:data:`MOVED_ROUTE`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from pathlib import Path
 from pgu.cgs_anchor import CGSAnchor
 from pgu.store.objects import write_object
 
-__all__ = ["ANCHOR_META", "SUBSPACE_ROUTES", "read_anchor", "write_anchor", "anchor_files"]
+__all__ = ["ANCHOR_META", "SUBSPACE_ROUTES", "MOVED_ROUTE", "read_anchor", "write_anchor", "anchor_files"]
 
 ANCHOR_META = "cgs_anchor"
 
 SUBSPACE_ROUTES = ("anchored", "exact")
 """A store's ``subspace`` setting: the CGS from the store's anchor (default) or exact ``eigh`` of every layer."""
+
+MOVED_ROUTE = "exact (the model moved since the statistics)"
+"""Every layer's route once a request has changed the trained model: the anchor describes statistics taken with it."""
 
 
 def read_anchor(entry: dict | None, version: int, checked) -> CGSAnchor | None:
