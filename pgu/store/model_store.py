@@ -323,12 +323,13 @@ class ModelStore:
                                           anchor_batch=anchor_batch, max_val_drop=allowance, reference=reference,
                                           split=split)
                 rule = dict(val_loader=request.val_loader, loss=request.loss, stop=request.stop)
-            del reference
             subspace = request_subspace({**meta["pgu"], **given})
             # The anchor serves a model whose statistics it describes: once a request has changed the trained model,
             # its forget rows are no share of G(D) and first order left up to 18% more retain energy unprotected
             # than exact eigh (issue 23), so from then on every layer takes exact eigh, as the authors.
-            moved = subspace == "anchored" and version["model_sha256"] != reference_sha
+            moved = subspace == "anchored" and any(
+                not torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+            del reference
             anchor, t = None, time.perf_counter()
             if subspace == "anchored" and not moved:  # the store's anchor of this version, else one of this state
                 anchor = (read_anchor(meta[ANCHOR_META], version["version"], self._checked)
